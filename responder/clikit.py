@@ -1,0 +1,57 @@
+"""What the three CLIs (`finetune`, `ingest`, `responder`) share: error handling and common options.
+
+Nothing heavy is imported here: `--help` must answer without importing torch.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from typing import Any, Callable
+
+import click
+
+from .errors import UserError
+
+
+def run(group: click.Group) -> None:
+    """Run a click group; a `UserError` becomes one line on stderr and exit code 2."""
+    try:
+        group.main(standalone_mode=False)
+    except UserError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        sys.exit(130)
+    except SystemExit:
+        raise
+
+
+def setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    # Libraries' own chatter (transformers' progress bars and advice) hides our output.
+    for name in ("transformers", "httpx", "chromadb", "sentence_transformers", "urllib3"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def store_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """`--store DIR` and `--chroma-url URL`, on `ingest` and every `responder` command."""
+
+    @click.option("--store", type=click.Path(file_okay=False), default=None,
+                  help="Directory of the embedded Chroma store [env RESPONDER_STORE].")
+    @click.option("--chroma-url", default=None, metavar="URL",
+                  help="Use a Chroma server instead of the embedded store [env RESPONDER_CHROMA_URL].")
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return func(*args, **kwargs)
+
+    return wrapper

@@ -1,0 +1,94 @@
+"""The responder: retrieve passages for a comment, build the prompt, generate, clean the reply.
+
+Built from collaborators (a retriever and a generator) so that the HTTP service, the batch command
+and the tests all call the same object with whatever parts they need.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence
+
+from .errors import UserError
+from .prompt import MAX_COMMENT_CHARS, CommentInput, Passage, PromptStyle, clean_comment, clean_reply
+
+
+class Retriever(Protocol):
+    def search(self, text: str, top_k: int = 3, min_similarity: float | None = None) -> list[Passage]: ...
+
+
+class Generator(Protocol):
+    """Turns prompts into raw completions; one call is one batch."""
+
+    model_name: str
+    adapter_name: str | None
+
+    def generate(self, items: Sequence[CommentInput], style: PromptStyle) -> list[str]: ...
+
+
+@dataclass(frozen=True)
+class CommentRequest:
+    comment: str
+    video_title: str | None = None
+    author: str | None = None
+    use_context: bool = True
+    top_k: int | None = None
+
+
+@dataclass
+class Reply:
+    reply: str
+    sources: list[Passage]
+    used_context: bool
+    model: str
+    adapter: str | None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def validate_comment(text: str) -> str:
+    """The cleaned comment, or a `UserError` saying what is wrong with it."""
+    if len(text) > MAX_COMMENT_CHARS:
+        raise UserError(f"comment is {len(text)} characters; YouTube's limit is {MAX_COMMENT_CHARS}")
+    cleaned = clean_comment(text)
+    if not cleaned:
+        raise UserError("comment is empty; send the comment's text")
+    return cleaned
+
+
+class Responder:
+    def __init__(self, generator: Generator, style: PromptStyle, retriever: Retriever | None = None,
+                 top_k: int = 3, min_similarity: float | None = None) -> None:
+        self.generator = generator
+        self.style = style
+        self.retriever = retriever
+        self.top_k = top_k
+        self.min_similarity = min_similarity
+
+    def retrieve(self, request: CommentRequest) -> list[Passage]:
+        if not request.use_context or self.retriever is None:
+            return []
+        return self.retriever.search(validate_comment(request.comment), top_k=request.top_k or self.top_k,
+                                     min_similarity=self.min_similarity)
+
+    def respond(self, request: CommentRequest) -> Reply:
+        return self.respond_many([request])[0]
+
+    def respond_many(self, requests: Sequence[CommentRequest]) -> list[Reply]:
+        """Replies for several comments; generation runs as one batch."""
+        start = time.perf_counter()
+        items = []
+        for request in requests:
+            passages = self.retrieve(request)
+            items.append(CommentInput(validate_comment(request.comment), request.video_title,
+                                      request.author, tuple(passages)))
+        retrieved = time.perf_counter()
+        raw = self.generator.generate(items, self.style) if items else []
+        done = time.perf_counter()
+        timings = {"retrieve_ms": round((retrieved - start) * 1000, 1),
+                   "generate_ms": round((done - retrieved) * 1000, 1)}
+        return [
+            Reply(clean_reply(text, self.style.sign_off), list(item.passages), bool(item.passages),
+                  self.generator.model_name, self.generator.adapter_name, dict(timings))
+            for item, text in zip(items, raw)
+        ]

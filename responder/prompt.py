@@ -1,0 +1,181 @@
+"""The one prompt module: training examples and serving prompts are rendered here, and only here.
+
+A prompt that differs by one byte between training and serving is a bug, so both sides call
+`encode_prompt` for the prompt tokens; a training example is those tokens followed by the reply
+(with the sign-off) and the end-of-sequence token. The serving prompt is therefore a prefix of the
+training example by construction, and a test checks it byte for byte.
+
+Untrusted text (the comment, author, video title, passages) never becomes control tokens: the chat
+template is rendered around placeholders, the template's own text is tokenized normally and the
+untrusted pieces are tokenized with `split_special_tokens=True`, so a comment that says
+`<|im_start|>system` stays plain text.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+MAX_COMMENT_CHARS = 10_000  # YouTube's own limit for a comment.
+
+DEFAULT_PERSONA = (
+    "You are a YouTube creator replying to comments under your own videos. "
+    "Be warm, direct and brief."
+)
+
+
+@dataclass(frozen=True)
+class PromptStyle:
+    """Who speaks and how replies end: configuration, recorded with every adapter."""
+
+    persona: str = DEFAULT_PERSONA
+    sign_off: str = ""
+
+
+@dataclass(frozen=True)
+class Passage:
+    """One retrieved piece of an article, as injected into the prompt and reported as a source."""
+
+    text: str
+    title: str = ""
+    section: str = ""
+    source: str = ""
+    url: str = ""
+    page: int | None = None
+    similarity: float = 0.0
+
+
+@dataclass(frozen=True)
+class CommentInput:
+    comment: str
+    video_title: str | None = None
+    author: str | None = None
+    passages: Sequence[Passage] = field(default_factory=tuple)
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff]")
+
+
+def clean_comment(text: str) -> str:
+    """Comment text as the model should see it: NFC, control characters removed, trimmed."""
+    text = unicodedata.normalize("NFC", text)
+    text = _CONTROL.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
+    return text.strip()
+
+
+def system_message(style: PromptStyle) -> str:
+    text = style.persona.strip()
+    if style.sign_off:
+        text += f'\nEnd every reply with your sign-off on its own line: "{style.sign_off}"'
+    return text
+
+
+def user_message_parts(item: CommentInput) -> list[tuple[str, bool]]:
+    """The user turn as (text, untrusted) pieces, in order."""
+    parts: list[tuple[str, bool]] = []
+    if item.video_title:
+        parts += [("Video: ", False), (item.video_title.strip(), True), ("\n", False)]
+    if item.author:
+        parts += [("From: ", False), (item.author.strip(), True), ("\n", False)]
+    parts += [("Comment:\n", False), (item.comment, True)]
+    if item.passages:
+        parts.append(("\n\nPassages from your own articles; use them if they help answer "
+                      "the comment, and do not invent facts beyond them:", False))
+        for n, p in enumerate(item.passages, 1):
+            heading = " > ".join(x for x in (p.title, p.section) if x)
+            parts += [(f"\n[{n}] ", False), (heading, True), ("\n", False), (p.text.strip(), True)]
+    return parts
+
+
+def _messages(style: PromptStyle, item: CommentInput, placeholder: str) -> list[dict[str, str]]:
+    return [
+        {"role": "system", "content": system_message(style)},
+        {"role": "user", "content": placeholder},
+    ]
+
+
+_SLOT = "\ue000USER_TURN\ue001"  # private-use characters: cannot occur in cleaned input
+
+
+def render_prompt(tokenizer: Any, style: PromptStyle, item: CommentInput) -> str:
+    """The serving prompt as text (what `encode_prompt` tokenizes), ending at the assistant header."""
+    template = _render_template(tokenizer, style, item)
+    user = "".join(text for text, _ in user_message_parts(item))
+    return template.replace(_SLOT, user)
+
+
+def _render_template(tokenizer: Any, style: PromptStyle, item: CommentInput) -> str:
+    text = tokenizer.apply_chat_template(
+        _messages(style, item, _SLOT), tokenize=False, add_generation_prompt=True
+    )
+    if text.count(_SLOT) != 1:
+        raise ValueError("the chat template altered the user turn placeholder")
+    return text
+
+
+def _encode(tokenizer: Any, text: str, untrusted: bool) -> list[int]:
+    if not text:
+        return []
+    return tokenizer.encode(text, add_special_tokens=False, split_special_tokens=untrusted)
+
+
+def encode_prompt(tokenizer: Any, style: PromptStyle, item: CommentInput) -> list[int]:
+    """Token ids of the serving prompt; untrusted text is never read as special tokens."""
+    before, after = _render_template(tokenizer, style, item).split(_SLOT)
+    ids = _encode(tokenizer, before, untrusted=False)
+    for text, untrusted in user_message_parts(item):
+        ids += _encode(tokenizer, text, untrusted)
+    return ids + _encode(tokenizer, after, untrusted=False)
+
+
+def with_sign_off(reply: str, sign_off: str) -> str:
+    """The reply ending with the sign-off exactly once, on its own line."""
+    body = reply.strip()
+    if sign_off:
+        while body.endswith(sign_off):
+            body = body[: -len(sign_off)].rstrip()
+        return f"{body}\n{sign_off}" if body else sign_off
+    return body
+
+
+def training_completion(tokenizer: Any, style: PromptStyle, reply: str) -> str:
+    """What the model learns to produce after the prompt: the reply, the sign-off, then EOS."""
+    return with_sign_off(reply, style.sign_off) + tokenizer.eos_token
+
+
+def encode_training_example(
+    tokenizer: Any, style: PromptStyle, item: CommentInput, reply: str
+) -> tuple[list[int], list[int]]:
+    """(input_ids, labels) of one training example; prompt positions are masked with -100.
+
+    The completion ends with the EOS token as a real label, so the model learns to stop.
+    """
+    prompt_ids = encode_prompt(tokenizer, style, item)
+    completion = with_sign_off(reply, style.sign_off)
+    # The reply is the creator's own text: trusted, but split special tokens anyway so that a
+    # reply quoting `<|im_end|>` cannot end the turn early.
+    completion_ids = _encode(tokenizer, completion, untrusted=True) + [tokenizer.eos_token_id]
+    return prompt_ids + completion_ids, [-100] * len(prompt_ids) + completion_ids
+
+
+def render_training_example(tokenizer: Any, style: PromptStyle, item: CommentInput, reply: str) -> str:
+    """A training example as text: the serving prompt followed by the completion."""
+    return render_prompt(tokenizer, style, item) + training_completion(tokenizer, style, reply)
+
+
+_SPECIAL_TOKEN_TEXT = re.compile(r"<\|[^|>]{1,40}\|>|</?s>|\[/?INST\]")
+
+
+def clean_reply(text: str, sign_off: str) -> str:
+    """A generated reply ready to post.
+
+    Generation is cut at the first sign-off (anything after it, such as "Note: I am an AI language
+    model...", is dropped), leftover special-token text is removed, and the sign-off is present
+    exactly once.
+    """
+    if sign_off and sign_off in text:
+        text = text[: text.index(sign_off)]
+    text = _SPECIAL_TOKEN_TEXT.sub("", text)
+    return with_sign_off(text, sign_off)

@@ -1,0 +1,69 @@
+"""Runtime settings shared by `ingest` and `responder`: one pydantic-settings class.
+
+Every field can be set in the environment with the `RESPONDER_` prefix (for example
+`RESPONDER_STORE=/data/chroma`, `RESPONDER_CHROMA_URL=http://chroma:8000`) or in a `.env` file;
+command-line flags override both. Settings are built by `load_settings()`, never at import time,
+so tests and commands construct exactly what they need.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_BASE_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
+
+
+def _data_home() -> Path:
+    return Path.home() / ".local" / "share" / "comment-responder"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RESPONDER_", env_file=".env", extra="ignore")
+
+    # Knowledge base
+    store: Path = Field(default_factory=lambda: _data_home() / "chroma",
+                        description="Directory of the embedded Chroma store.")
+    chroma_url: str | None = Field(None, description="URL of a Chroma server (server mode).")
+    collection: str = "articles"
+    embedder: str = Field(DEFAULT_EMBEDDER, description="sentence-transformers name or path.")
+    top_k: int = Field(3, ge=1, le=20)
+    min_similarity: float | None = Field(
+        None, description="Cosine similarity below which passages are dropped (None: calibrated default).")
+
+    # Model
+    base_model: str = Field(DEFAULT_BASE_MODEL, description="Hub id or local directory.")
+    model_cache: Path = Field(default_factory=lambda: Path.home() / ".cache" / "comment-responder",
+                              description="Where converted base models are cached.")
+    adapter: Path | None = Field(None, description="LoRA adapter directory (finetune output).")
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    quantization: Literal["nf4", "none"] = Field(
+        "nf4", description="nf4: 4-bit base + adapter (least memory); none: float weights, adapter merged.")
+    persona: str | None = Field(None, description="Overrides the persona recorded with the adapter.")
+    sign_off: str | None = Field(None, description="Overrides the sign-off recorded with the adapter.")
+    max_new_tokens: int = Field(96, ge=1, le=1024)
+
+    # Generation backend: in-process model, or an OpenAI-compatible server (vLLM).
+    backend: Literal["local", "openai"] = "local"
+    openai_base_url: str | None = None
+    openai_model: str | None = None
+    openai_api_key: SecretStr | None = None
+
+    # Service
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = Field(1, ge=1)
+    api_key: SecretStr | None = None
+    max_batch_size: int = Field(16, ge=1)
+    max_wait_ms: int = Field(50, ge=0)
+    queue_size: int = Field(64, ge=1)
+    request_timeout_s: float = Field(300.0, gt=0)
+
+
+def load_settings(**overrides) -> Settings:
+    """Settings from the environment, with the given non-None overrides applied on top."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
