@@ -65,5 +65,19 @@ class Settings(BaseSettings):
 
 
 def load_settings(**overrides) -> Settings:
-    """Settings from the environment, with the given non-None overrides applied on top."""
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    """Settings from the environment, with the given non-None overrides applied on top.
+
+    Every invalid value is reported at once, naming the setting and its environment variable.
+    """
+    from pydantic import ValidationError
+
+    from .errors import UserError
+
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])} (RESPONDER_{str(err['loc'][0]).upper()}): {err['msg']}"
+            for err in exc.errors()
+        )
+        raise UserError(f"invalid settings: {problems}") from None

