@@ -4,15 +4,77 @@ from __future__ import annotations
 
 import click
 
-from responder.clikit import run, setup_logging
+from responder.clikit import run, setup_logging, store_options
+
+from .chunker import DEFAULT_CHUNK_TOKENS, DEFAULT_OVERLAP_TOKENS
+from .pipeline import DEFAULT_MAX_FILE_MB
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
-def cli(paths: tuple[str, ...]) -> None:
-    """Ingest blog articles (markdown, HTML, text, PDF) from files and folders."""
-    setup_logging()
-    raise click.ClickException("not implemented yet")
+@store_options
+@click.option("--embedder", default=None, metavar="NAME",
+              help="sentence-transformers name or folder [env RESPONDER_EMBEDDER; default all-MiniLM-L6-v2].")
+@click.option("--no-prune", is_flag=True, help="Keep articles that were deleted from the given folders.")
+@click.option("--max-file-mb", type=click.FloatRange(min=0.001), default=DEFAULT_MAX_FILE_MB, show_default=True,
+              help="Skip files larger than this.")
+@click.option("--chunk-tokens", type=click.IntRange(32, 254), default=DEFAULT_CHUNK_TOKENS, show_default=True,
+              help="Chunk size in the embedder's word pieces.")
+@click.option("--overlap-tokens", type=click.IntRange(0, 128), default=DEFAULT_OVERLAP_TOKENS, show_default=True,
+              help="Text shared by consecutive chunks of one section.")
+@click.option("-v", "--verbose", is_flag=True, help="Log every file as it is done.")
+def cli(paths: tuple[str, ...], store: str | None, chroma_url: str | None, embedder: str | None,
+        no_prune: bool, max_file_mb: float, chunk_tokens: int, overlap_tokens: int, verbose: bool) -> None:
+    """Ingest blog articles (markdown, HTML, text, PDF) from files and folders.
+
+    Folders are read recursively (hidden files and folders are ignored). Re-running is
+    incremental: unchanged files are not embedded again, edited ones have their chunks replaced
+    and files deleted from a folder are removed from the knowledge base (unless --no-prune).
+    """
+    setup_logging(verbose)
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from knowledge.store import open_knowledge_base
+    from responder.settings import load_settings
+
+    from .pipeline import discover, ingest
+
+    settings = load_settings(store=store, chroma_url=chroma_url, embedder=embedder)
+    discover(paths)  # a missing path is an error before anything is opened
+    kb = open_knowledge_base(settings)
+    console = Console(stderr=True)
+    with Progress(TextColumn("[bold]ingest"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.fields[name]}"), console=console, transient=True) as progress:
+        task = progress.add_task("ingest", total=None, name="")
+        report = ingest(paths, kb, prune=not no_prune, max_file_mb=max_file_mb, chunk_tokens=chunk_tokens,
+                        overlap_tokens=overlap_tokens,
+                        on_start=lambda n: progress.update(task, total=n),
+                        on_file=lambda path, status: progress.update(task, advance=1, name=path.name))
+    print_report(report, kb.location)
+
+
+def print_report(report, location: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"ingest into {location}", title_justify="left", show_header=False)
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    for label, value in (("files seen", report.seen), ("added", report.added), ("updated", report.updated),
+                         ("unchanged", report.unchanged), ("removed", report.removed),
+                         ("skipped", len(report.skipped)), ("chunks embedded", report.chunks_embedded),
+                         ("chunks stored", report.chunks_stored), ("seconds", f"{report.seconds:.1f}")):
+        table.add_row(label, str(value))
+    console = Console()
+    console.print(table)
+    if report.skipped:
+        skipped = Table(title="skipped", title_justify="left")
+        skipped.add_column("file", overflow="fold")
+        skipped.add_column("reason", overflow="fold")
+        for path, reason in report.skipped:
+            skipped.add_row(path, reason)
+        console.print(skipped)
 
 
 def main() -> None:

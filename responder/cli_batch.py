@@ -1,5 +1,222 @@
-"""Placeholder: commands are added by the issue that owns this module."""
+"""`responder batch` (answer a video's comments into a replies file) and `responder post`.
+
+The work lives in responder.youtube (reading and choosing comments), responder.batch (the
+resumable runner) and responder.posting (the ledger-guarded poster); this module parses options
+and shows progress and summaries. Heavy modules are imported inside the commands.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
 
 import click
 
-COMMANDS: list[click.Command] = []
+from .clikit import store_options
+
+
+def _default_output(input_path: Path, fmt: str | None) -> Path:
+    stem = input_path.name if input_path.is_dir() else input_path.stem
+    return Path(f"{stem}.replies.{fmt or 'jsonl'}")
+
+
+@click.command("batch")
+@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
+              help="Replies file (JSONL, or CSV with --format csv); re-running with it resumes. "
+                   "[default: INPUT_NAME.replies.jsonl]")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default=None,
+              help="Output format [default: from the output's extension, else jsonl].")
+@click.option("--server", metavar="URL", default=None,
+              help="Use a running `responder serve` (POST URL/respond/batch) instead of loading the model; "
+                   "API key from RESPONDER_API_KEY.")
+@click.option("--adapter", type=click.Path(path_type=Path), default=None,
+              help="LoRA adapter directory (finetune output) [env RESPONDER_ADAPTER].")
+@click.option("--quantization", type=click.Choice(["nf4", "none"]), default=None,
+              help="nf4: 4-bit base; none: float weights, adapter merged (faster on a CPU) [env RESPONDER_QUANTIZATION].")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="Answer at most N comments this run; the rest wait for the next run.")
+@click.option("--min-length", type=click.IntRange(min=0), default=0, help="Skip comments shorter than N characters.")
+@click.option("--max-age", "max_age", type=click.FloatRange(min=0), default=None, metavar="DAYS",
+              help="Skip comments older than DAYS.")
+@click.option("--keep-empty", is_flag=True, help="Answer emoji-only comments too (blank ones are always skipped).")
+@click.option("--channel-id", default=None, metavar="ID",
+              help="Your channel id, for 'already answered' and 'own comment' [default: from the export's "
+                   "snippet.channelId].")
+@click.option("--video-title", default=None, help="Video title given to the model for every comment.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Comments per generate call [default: RESPONDER_MAX_BATCH_SIZE, 16].")
+@click.option("--retry-failed", is_flag=True, help="Answer again the comments that failed in earlier runs.")
+@store_options
+def batch(input_path: Path, output: Path | None, fmt: str | None, server: str | None, adapter: Path | None,
+          quantization: str | None, limit: int | None, min_length: int, max_age: float | None, keep_empty: bool,
+          channel_id: str | None, video_title: str | None, batch_size: int | None, retry_failed: bool,
+          store: str | None, chroma_url: str | None) -> None:
+    """Answer the comments of a video (a commentThreads.list export, CSV or JSONL) into a replies file.
+
+    Skips threads the channel already answered, the channel's own comments, blank and emoji-only
+    comments, held or likely-spam comments and duplicates. Resumable: re-run with the same -o.
+    Review the replies, set "approved": true on the good ones, then `responder post`.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from .batch import HttpResponder, ReplyLog, output_format, plan, run_batch
+    from .settings import load_settings
+    from .youtube import Filters, infer_channel_id, load_comments, select
+
+    console = Console(stderr=True)
+    comments = load_comments(input_path)  # every input problem surfaces here, before any write
+    channel = channel_id or infer_channel_id(comments)
+    selected = select(comments, Filters(channel_id=channel, keep_empty=keep_empty, min_length=min_length,
+                                        max_age_days=max_age))
+    output = output or _default_output(input_path, fmt)
+    settings = load_settings(store=store, chroma_url=chroma_url, adapter=adapter, quantization=quantization)
+    size = batch_size or settings.max_batch_size
+
+    with ReplyLog(output, output_format(output, fmt)) as replies:
+        if retry_failed:
+            dropped = replies.drop_failed()
+            if dropped:
+                console.print(f"Retrying {dropped} comment(s) that failed before.")
+        _, todo, _, _ = plan(selected, replies.done_ids, limit)
+        if server:
+            key = settings.api_key.get_secret_value() if settings.api_key else None
+            answerer = HttpResponder(server, key, timeout_s=settings.request_timeout_s)
+        elif todo:
+            from .factory import build_responder
+
+            with console.status("Loading the model and the knowledge base..."):
+                answerer = build_responder(settings)
+        else:
+            answerer = None
+        with Progress(TextColumn("[bold]Answering"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=console) as progress:
+            task = progress.add_task("answer", total=len(todo), rate="")
+            start, done = time.perf_counter(), [0]
+
+            def advance(n: int) -> None:
+                done[0] += n
+                per_minute = done[0] / max(time.perf_counter() - start, 1e-9) * 60
+                progress.update(task, advance=n, rate=f"{per_minute:.1f}/min")
+
+            summary = run_batch(selected, answerer, replies, batch_size=size, limit=limit,
+                                video_title=video_title, on_progress=advance)
+    _print_batch_summary(Console(), summary, output, channel)
+
+
+def _print_batch_summary(console, summary, output: Path, channel: str | None) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"responder batch -> {output}", show_header=True)
+    table.add_column("comments")
+    table.add_column("count", justify="right")
+    table.add_row("answered", str(summary.answered))
+    for reason, n in sorted(summary.skipped.items()):
+        table.add_row(f"skipped: {reason}", str(n))
+    for reason, n in sorted(summary.failed.items()):
+        table.add_row(f"[red]failed: {reason}[/red]", str(n))
+    if summary.already_done:
+        table.add_row("already in the output (earlier runs)", str(summary.already_done))
+    if summary.left_for_later:
+        table.add_row("left for the next run (--limit)", str(summary.left_for_later))
+    table.add_row("comments per minute", f"{summary.per_minute:.1f}")
+    console.print(table)
+    if summary.repaired_bytes:
+        console.print(f"Repaired {output}: dropped an incomplete last line ({summary.repaired_bytes} bytes) "
+                      "left by an interrupted run; its comment was answered again.")
+    if not channel:
+        console.print("[yellow]No channel id (pass --channel-id): threads you already answered and your own "
+                      "comments could not be recognised.[/yellow]")
+    if summary.answered:
+        console.print(f'Review the replies in {output}, set "approved": true on the ones to post, then run '
+                      f"`responder post {output}`.")
+
+
+@click.command("post")
+@click.argument("replies_path", metavar="REPLIES", type=click.Path(path_type=Path))
+@click.option("--yes", is_flag=True, help="Really post (without it: a dry run that shows what would be posted).")
+@click.option("--all", "take_all", is_flag=True, help='Post every answered reply, not only those with "approved": true.')
+@click.option("--quota-budget", type=click.IntRange(min=0), default=10_000, show_default=True,
+              envvar="YOUTUBE_QUOTA_BUDGET", help="Daily YouTube API units this command may spend (50 per reply) "
+                                                 "[env YOUTUBE_QUOTA_BUDGET].")
+@click.option("--channel-id", default=None, envvar="YOUTUBE_CHANNEL_ID", metavar="ID",
+              help="Your channel id, to recognise your replies when checking an interrupted post.")
+@click.option("--api-base", default="https://www.googleapis.com", envvar="YOUTUBE_API_BASE", show_default=True,
+              help="YouTube Data API base URL [env YOUTUBE_API_BASE].")
+@click.option("--retries", type=click.IntRange(min=0), default=5, show_default=True,
+              help="Retries (exponential backoff) on 429 and 5xx answers.")
+@click.option("--backoff", type=click.FloatRange(min=0), default=1.0, hidden=True)
+def post(replies_path: Path, yes: bool, take_all: bool, quota_budget: int, channel_id: str | None,
+         api_base: str, retries: int, backoff: float) -> None:
+    """Post the approved replies of REPLIES with comments.insert, never twice.
+
+    Token: YOUTUBE_ACCESS_TOKEN (OAuth, scope youtube.force-ssl). A ledger next to REPLIES
+    (REPLIES.ledger) records each post before and after the call; a second run posts nothing
+    twice, even after a crash. Stops cleanly before going over the daily quota budget.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from .errors import UserError
+    from .posting import UNITS_PER_REPLY, post_replies, read_replies
+
+    console = Console(stderr=True)
+    token = os.environ.get("YOUTUBE_ACCESS_TOKEN")
+    if not yes:
+        summary = post_replies(replies_path, take_all=take_all, budget=quota_budget)
+        out = Console()
+        _print_post_summary(out, summary, replies_path, dry_run=True)
+        left = max(0, quota_budget - summary.units_today)
+        noun = "reply" if summary.would_post == 1 else "replies"
+        out.print(f"Dry run: nothing posted. {summary.would_post} {noun} would be posted "
+                      f"({summary.would_post * UNITS_PER_REPLY} units; {left} left in today's budget). "
+                      "Add --yes to post.")
+        return
+    # Problems the user must fix come first, as one line, before any progress bar.
+    if not token:
+        raise UserError("posting needs an OAuth access token with the youtube.force-ssl scope: set "
+                        "YOUTUBE_ACCESS_TOKEN (or run without --yes for a dry run)")
+    read_replies(replies_path, take_all)
+    with Progress(TextColumn("[bold]Posting"), BarColumn(), MofNCompleteColumn(), console=console) as progress:
+        task = progress.add_task("post", total=None)
+        summary = post_replies(replies_path, yes=True, take_all=take_all, budget=quota_budget,
+                               api_base=api_base, token=token, channel_id=channel_id, retries=retries,
+                               backoff_s=backoff,
+                               on_planned=lambda n: progress.update(task, total=n),
+                               on_progress=lambda _: progress.update(task, advance=1))
+    _print_post_summary(Console(), summary, replies_path, dry_run=False)
+    if summary.stopped:
+        console.print(f"[bold red]Stopped:[/bold red] {summary.stopped}")
+        sys.exit(1)
+
+
+def _print_post_summary(console, summary, replies_path: Path, dry_run: bool) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"responder post {replies_path}" + (" (dry run)" if dry_run else ""))
+    table.add_column("replies")
+    table.add_column("count", justify="right")
+    if dry_run:
+        table.add_row("would be posted", str(summary.would_post))
+    else:
+        table.add_row("posted", str(summary.posted))
+        if summary.recovered:
+            table.add_row("found already posted by an interrupted run", str(summary.recovered))
+    table.add_row("already posted (ledger)", str(summary.already_posted))
+    for reason, n in sorted(summary.failed.items()):
+        table.add_row(f"[red]failed: {reason}[/red]", str(n))
+    if summary.failed_before:
+        table.add_row("failed in an earlier run", str(summary.failed_before))
+    for reason, n in sorted(summary.not_postable.items()):
+        table.add_row(f"not postable: {reason}", str(n))
+    table.add_row("not approved", str(summary.not_approved))
+    if summary.pending_left:
+        table.add_row("[yellow]unsure (checked before re-posting next run)[/yellow]", str(summary.pending_left))
+    table.add_row("quota used today (UTC)", f"{summary.units_today} / {summary.budget}")
+    console.print(table)
+
+
+COMMANDS: list[click.Command] = [batch, post]

@@ -1,5 +1,109 @@
-"""Placeholder: commands are added by the issue that owns this module."""
+"""`responder retrieve` and `responder eval-retrieval`: what the knowledge base gives a comment."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
 
 import click
 
-COMMANDS: list[click.Command] = []
+from .clikit import store_options
+
+
+def _open(store: str | None, chroma_url: str | None, min_similarity: float | None):
+    from knowledge.store import open_knowledge_base
+    from responder.errors import UserError
+    from responder.settings import load_settings
+
+    settings = load_settings(store=store, chroma_url=chroma_url, min_similarity=min_similarity)
+    kb = open_knowledge_base(settings)
+    if kb.count() == 0:
+        raise UserError(f"the knowledge base at {kb.location} is empty; run `ingest ARTICLES_FOLDER` "
+                        "with the same --store/--chroma-url first")
+    return settings, kb
+
+
+_MIN_SIM = click.option("--min-similarity", type=click.FloatRange(-1.0, 1.0), default=None,
+                        help="Drop passages below this cosine similarity [default: calibrated].")
+
+
+@click.command("retrieve")
+@click.argument("comment")
+@click.option("--top-k", type=click.IntRange(1, 20), default=None, help="Passages at most [default: 3].")
+@_MIN_SIM
+@click.option("--json", "as_json", is_flag=True, help="Print the passages as JSON.")
+@store_options
+def retrieve(comment: str, top_k: int | None, min_similarity: float | None, as_json: bool,
+             store: str | None, chroma_url: str | None) -> None:
+    """Show the passages the responder would inject for COMMENT (none for off-topic comments)."""
+    from responder.core import validate_comment
+
+    settings, kb = _open(store, chroma_url, min_similarity)
+    passages = kb.search(validate_comment(comment), top_k=top_k or settings.top_k)
+    if as_json:
+        click.echo(json.dumps([asdict(p) for p in passages], indent=2, ensure_ascii=False))
+        return
+    from rich.console import Console
+    from rich.panel import Panel
+
+    console = Console()
+    if not passages:
+        console.print("No passage is close enough: the comment gets no context.")
+    for n, p in enumerate(passages, 1):
+        where = " > ".join(x for x in (p.title, p.section) if x)
+        origin = p.source + (f" (page {p.page})" if p.page else "") + (f"  {p.url}" if p.url else "")
+        console.print(Panel(p.text, title=f"[{n}] {where}  similarity {p.similarity:.3f}",
+                            subtitle=origin, title_align="left", subtitle_align="left"))
+
+
+@click.command("eval-retrieval")
+@click.argument("questions", type=click.Path(dir_okay=False, path_type=Path))
+@_MIN_SIM
+@click.option("--json", "as_json", is_flag=True, help="Print scores and every outcome as JSON.")
+@store_options
+def eval_retrieval(questions: Path, min_similarity: float | None, as_json: bool,
+                   store: str | None, chroma_url: str | None) -> None:
+    """Score retrieval on QUESTIONS, a JSONL file of {"comment": ..., "expect": [file stems]}.
+
+    An empty "expect" list means the comment should get no context. Prints hit@1, hit@3,
+    MRR@10 and the share of off-topic comments left without context.
+    """
+    from knowledge.evaluation import evaluate, load_questions
+    from knowledge.search import resolve_min_similarity
+
+    items = load_questions(questions)
+    settings, kb = _open(store, chroma_url, min_similarity)
+    scores = evaluate(items, lambda text, k: kb.search(text, top_k=k))
+    threshold = resolve_min_similarity(None, settings.min_similarity)
+    if as_json:
+        click.echo(json.dumps({"min_similarity": threshold, **scores.as_dict()}, indent=2, ensure_ascii=False))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"retrieval on {questions} (min similarity {threshold:.2f})", title_justify="left")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_row("on-topic comments", str(scores.on_topic))
+    table.add_row("hit@1", f"{scores.hit_at_1:.3f}")
+    table.add_row("hit@3", f"{scores.hit_at_3:.3f}")
+    table.add_row("MRR@10", f"{scores.mrr_at_10:.3f}")
+    table.add_row("off-topic comments", str(scores.off_topic))
+    table.add_row("off-topic without context", f"{scores.off_topic_no_context:.3f}")
+    console = Console()
+    console.print(table)
+    misses = [o for o in scores.outcomes if (o.expect and (o.rank is None or o.rank > 3))
+              or (not o.expect and o.got[:3])]
+    if misses:
+        detail = Table(title="misses", title_justify="left")
+        detail.add_column("comment", overflow="fold")
+        detail.add_column("expected")
+        detail.add_column("got (similarity)", overflow="fold")
+        for o in misses:
+            got = ", ".join(f"{s} ({v:.2f})" for s, v in zip(o.got[:3], o.similarities)) or "nothing"
+            detail.add_row(o.comment, ", ".join(o.expect) or "nothing", got)
+        console.print(detail)
+
+
+COMMANDS: list[click.Command] = [retrieve, eval_retrieval]

@@ -1,0 +1,116 @@
+"""Writing the run's files atomically: a kill or a crash never leaves a half-written file behind.
+
+Files go to a temporary name in the same directory and are renamed into place (rename is atomic on
+one filesystem); the adapter directory is built in a temporary directory and renamed likewise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; outputs are meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_with_atomic(path: Path, writer: Callable[[Path], None]) -> None:
+    """`writer(tmp_path)` then rename to `path` (for torch.save, savefig and the like)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        writer(Path(tmp))
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def replace_dir_atomic(target: Path, builder: Callable[[Path], None]) -> None:
+    """Build a directory with `builder(tmp_dir)`, then swap it in for `target`."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    old = None
+    try:
+        builder(tmp)
+        os.chmod(tmp, 0o755)
+        for f in tmp.rglob("*"):
+            os.chmod(f, 0o755 if f.is_dir() else 0o644)
+        if target.exists():
+            old = target.with_name(f".{target.name}.old")
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(target, old)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def write_metrics(path: Path, records: list[dict[str, Any]]) -> None:
+    write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in records))
+
+
+def plot_loss(path: Path, records: list[dict[str, Any]]) -> None:
+    """loss.png: training loss per optimizer step and eval loss per epoch, on one axis of steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r for r in records if r.get("kind") == "step"]
+    evals = [r for r in records if r.get("kind") == "eval"]
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    if steps:
+        ax.plot([r["step"] for r in steps], [r["loss"] for r in steps], label="train loss (reply tokens)",
+                color="tab:blue", alpha=0.8)
+    if evals:
+        ax.plot([r["step"] for r in evals], [r["eval_loss"] for r in evals], "o-", label="eval loss (reply tokens)",
+                color="tab:orange")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("cross-entropy (nats/token)")
+    ax.set_title("finetune run")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    write_with_atomic(path, lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
+
+
+def samples_markdown(rows: list[dict[str, str]], sign_off: str) -> str:
+    """samples.md: for each held-out comment, the reference, the base reply and the tuned reply."""
+
+    def cell(text: str) -> str:
+        return text.strip().replace("|", "\\|").replace("\n", "<br>") or "*(empty)*"
+
+    ends = lambda key: sum(1 for r in rows if sign_off and r[key].rstrip().endswith(sign_off))  # noqa: E731
+    lines = ["# Held-out comments: base model vs tuned adapter", "",
+             "Greedy decoding, raw model output (no sign-off added, nothing cut).", ""]
+    if sign_off:
+        lines += [f"Replies ending with the sign-off `{sign_off}`: base {ends('base')}/{len(rows)}, "
+                  f"tuned {ends('tuned')}/{len(rows)}.", ""]
+    mean = lambda key: sum(len(r[key].split()) for r in rows) / max(1, len(rows))  # noqa: E731
+    lines += [f"Mean words per reply: base {mean('base'):.1f}, tuned {mean('tuned'):.1f}, "
+              f"reference {mean('reference'):.1f}.", "",
+              "| comment | base model | tuned | reference |", "|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {cell(r['comment'])} | {cell(r['base'])} | {cell(r['tuned'])} | {cell(r['reference'])} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,97 @@
+"""Scoring retrieval on lines of {"comment": "...", "expect": ["<file stem>", ...]}.
+
+An empty `expect` means the comment should get no context at all. Ranks are over the passages the
+responder would inject (threshold applied), so a right article filtered out by the threshold
+counts as a miss.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+from responder.errors import UserError
+from responder.prompt import Passage
+
+
+@dataclass(frozen=True)
+class Question:
+    comment: str
+    expect: tuple[str, ...]
+
+
+@dataclass
+class Outcome:
+    comment: str
+    expect: list[str]
+    got: list[str]          # file stems of the returned passages, best first
+    similarities: list[float]
+    rank: int | None        # 1-based rank of the first expected stem (None: not found)
+
+
+@dataclass
+class Scores:
+    questions: int
+    on_topic: int
+    off_topic: int
+    hit_at_1: float
+    hit_at_3: float
+    mrr_at_10: float
+    off_topic_no_context: float
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def load_questions(path: Path) -> list[Question]:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read questions file {path} ({exc}); give a UTF-8 JSONL file") from None
+    questions = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            comment, expect = row["comment"], row["expect"]
+            if not isinstance(comment, str) or not isinstance(expect, list):
+                raise TypeError
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise UserError(f"{path} line {n} is not {{\"comment\": \"...\", \"expect\": [\"stem\", ...]}}; "
+                            "fix that line") from None
+        questions.append(Question(comment, tuple(str(x) for x in expect)))
+    if not questions:
+        raise UserError(f"{path} has no questions; add lines of {{\"comment\": ..., \"expect\": [...]}}")
+    return questions
+
+
+def stem_of(passage: Passage) -> str:
+    return Path(passage.source).stem
+
+
+def evaluate(questions: Sequence[Question], search: Callable[[str, int], list[Passage]]) -> Scores:
+    """Scores for `questions`; `search(comment, top_k)` applies the threshold under test."""
+    outcomes = []
+    for q in questions:
+        passages = search(q.comment, 10)
+        got = [stem_of(p) for p in passages]
+        rank = next((i for i, stem in enumerate(got, 1) if stem in q.expect), None)
+        outcomes.append(Outcome(q.comment, list(q.expect), got, [p.similarity for p in passages], rank))
+    on = [o for o in outcomes if o.expect]
+    off = [o for o in outcomes if not o.expect]
+
+    def share(items, keep) -> float:
+        return round(sum(1 for o in items if keep(o)) / len(items), 4) if items else 0.0
+
+    return Scores(
+        questions=len(outcomes), on_topic=len(on), off_topic=len(off),
+        hit_at_1=share(on, lambda o: o.rank == 1),
+        hit_at_3=share(on, lambda o: o.rank is not None and o.rank <= 3),
+        mrr_at_10=round(sum(1 / o.rank for o in on if o.rank) / len(on), 4) if on else 0.0,
+        # "no context" as the responder injects it: nothing among its top 3 passages.
+        off_topic_no_context=share(off, lambda o: not o.got[:3]),
+        outcomes=outcomes)

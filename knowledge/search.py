@@ -1,0 +1,49 @@
+"""Pure parts of search: the calibrated threshold, query guards, and rows -> passages.
+
+`DEFAULT_MIN_SIMILARITY` was calibrated on samples/retrieval_questions.jsonl with the default
+embedder and chunker: see knowledge/README.md for the method and the numbers.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Mapping, Sequence
+
+from responder.prompt import Passage
+
+# Cosine similarity under which a passage is not injected (off-topic comments get nothing).
+DEFAULT_MIN_SIMILARITY = 0.30
+
+_WORD = re.compile(r"[^\W_]{2,}")
+
+
+def has_words(text: str) -> bool:
+    """False for comments without a single word of two letters or digits ("🔥🔥🔥", "!!", "k"):
+    they cannot ask about an article, and their embeddings are noise."""
+    return bool(_WORD.search(text))
+
+
+def resolve_min_similarity(explicit: float | None, configured: float | None) -> float:
+    """The threshold to use: the caller's, else the configured one, else the calibrated default."""
+    if explicit is not None:
+        return explicit
+    if configured is not None:
+        return configured
+    return DEFAULT_MIN_SIMILARITY
+
+
+def to_passages(documents: Sequence[str], metadatas: Sequence[Mapping[str, Any]],
+                distances: Sequence[float], min_similarity: float) -> list[Passage]:
+    """Passages at or above `min_similarity`, best first (cosine distance = 1 - similarity)."""
+    out: list[Passage] = []
+    for text, meta, distance in zip(documents, metadatas, distances):
+        similarity = round(1.0 - float(distance), 4)
+        if similarity < min_similarity:
+            continue
+        page = meta.get("page")
+        out.append(Passage(text=text, title=str(meta.get("title", "")), section=str(meta.get("section", "")),
+                           source=str(meta.get("source", "")), url=str(meta.get("url", "")),
+                           page=int(page) if isinstance(page, int) and page > 0 else None,
+                           similarity=similarity))
+    out.sort(key=lambda p: -p.similarity)
+    return out

@@ -1,0 +1,199 @@
+"""The knowledge base: Chroma (the only module that imports chromadb) plus the embedder.
+
+Embedded `PersistentClient` in `settings.store` by default; `HttpClient` to a Chroma server when
+`settings.chroma_url` is set (several service workers need the server: the embedded client is not
+multi-process safe). The collection uses cosine space and records the embedder's name and
+dimension; opening it with another embedder is refused instead of mixing vectors.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+from urllib.parse import urlparse
+
+from responder.errors import UserError
+from responder.prompt import Passage
+from responder.settings import Settings
+
+from .embedder import Embedder, load_embedder, resolve_embedder
+from .search import DEFAULT_MIN_SIMILARITY, has_words, resolve_min_similarity, to_passages
+
+__all__ = ["DEFAULT_MIN_SIMILARITY", "KnowledgeBase", "SourceState", "check_workers", "open_knowledge_base"]
+
+
+def check_workers(settings: Settings, workers: int) -> None:
+    """Refuse several service workers on one embedded store, saying why and what to do."""
+    if workers > 1 and not settings.chroma_url:
+        raise UserError(
+            f"{workers} workers cannot share the embedded Chroma store at {settings.store}: its "
+            "PersistentClient is not multi-process safe (workers would hang or corrupt the index); "
+            f"run a Chroma server (`chroma run --path {settings.store} --port 8001`) and set "
+            "--chroma-url http://127.0.0.1:8001 (or RESPONDER_CHROMA_URL), or use --workers 1")
+
+
+@dataclass
+class SourceState:
+    """What the store holds for one source file."""
+
+    ids: set[str] = field(default_factory=set)
+    fingerprints: set[str] = field(default_factory=set)
+    expected: int = 0  # chunk count recorded at write time
+
+    def is_complete(self, fingerprint: str) -> bool:
+        return self.fingerprints == {fingerprint} and len(self.ids) == self.expected
+
+
+def _client(settings: Settings) -> Any:
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+
+    chroma_settings = ChromaSettings(anonymized_telemetry=False)
+    if settings.chroma_url:
+        url = urlparse(settings.chroma_url if "://" in settings.chroma_url else f"http://{settings.chroma_url}")
+        if not url.hostname:
+            raise UserError(f"Chroma URL {settings.chroma_url!r} has no host; use http://HOST:PORT")
+        try:
+            return chromadb.HttpClient(host=url.hostname, port=url.port or (443 if url.scheme == "https" else 8000),
+                                       ssl=url.scheme == "https", settings=chroma_settings)
+        except Exception as exc:  # connection errors come from several libraries
+            raise UserError(
+                f"cannot reach the Chroma server at {settings.chroma_url} ({str(exc).splitlines()[0][:120]}); "
+                "start it with `chroma run --path DIR --port N` or unset --chroma-url") from None
+    store = settings.store.expanduser()
+    if store.exists() and not store.is_dir():
+        raise UserError(f"store {store} is a file, not a directory; give --store a directory")
+    try:
+        store.mkdir(parents=True, exist_ok=True)
+        return chromadb.PersistentClient(path=str(store), settings=chroma_settings)
+    except OSError as exc:
+        raise UserError(f"cannot open the store at {store} ({exc.strerror or exc}); "
+                        "give --store a writable directory") from None
+
+
+class KnowledgeBase:
+    """Search and write access to one collection; the embedder is loaded on first use, once."""
+
+    def __init__(self, client: Any, settings: Settings) -> None:
+        self.client = client
+        self.settings = settings
+        self.collection_name = settings.collection
+        self.embedder_name, _ = resolve_embedder(settings.embedder)
+        self.location = settings.chroma_url or str(settings.store)
+        self._embedder: Embedder | None = None
+        self._collection: Any = None
+        self._batch_size: int | None = None
+        self._lock = threading.Lock()
+
+    # --- parts --------------------------------------------------------------------------------
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            with self._lock:
+                if self._embedder is None:
+                    self._embedder = load_embedder(self.settings.embedder, self.settings.device)
+        return self._embedder
+
+    def _check(self, collection: Any) -> Any:
+        meta = collection.metadata or {}
+        if meta.get("embedder") != self.embedder_name:
+            raise UserError(
+                f"the knowledge base at {self.location} was built with embedder {meta.get('embedder')!r} "
+                f"({meta.get('dimension')} dimensions), not {self.embedder_name!r}; use the same --embedder, "
+                "or ingest into a new --store (mixing vectors of two embedders breaks search)")
+        if self._embedder is not None and meta.get("dimension") != self._embedder.dimension:
+            raise UserError(
+                f"the knowledge base at {self.location} holds {meta.get('dimension')}-dimension vectors "
+                f"but {self.embedder_name!r} makes {self._embedder.dimension}; ingest into a new --store")
+        return collection
+
+    def collection(self, create: bool = False) -> Any | None:
+        """The collection, checked against the embedder; None when it does not exist yet."""
+        if self._collection is not None:
+            return self._collection
+        from chromadb.errors import NotFoundError
+
+        try:
+            found = self.client.get_collection(self.collection_name)
+        except (NotFoundError, ValueError):
+            found = None
+        if found is None and create:
+            found = self.client.create_collection(
+                self.collection_name, embedding_function=None,
+                metadata={"hnsw:space": "cosine", "embedder": self.embedder_name,
+                          "dimension": self.embedder.dimension})
+        if found is not None:
+            self._collection = self._check(found)
+        return self._collection
+
+    def count(self) -> int:
+        col = self.collection()
+        return col.count() if col is not None else 0
+
+    # --- reading --------------------------------------------------------------------------------
+    def search(self, text: str, top_k: int = 3, min_similarity: float | None = None) -> list[Passage]:
+        """The passages closest to `text`, best first, none below the similarity threshold."""
+        threshold = resolve_min_similarity(min_similarity, self.settings.min_similarity)
+        if top_k < 1 or not has_words(text):
+            return []
+        col = self.collection()
+        if col is None:
+            return []
+        vector = self.embedder.embed([text])[0]
+        if self._embedder is not None and col.metadata.get("dimension") != self._embedder.dimension:
+            self._check(col)
+        result = col.query(query_embeddings=[vector], n_results=top_k,
+                           include=["documents", "metadatas", "distances"])
+        return to_passages(result["documents"][0], result["metadatas"][0], result["distances"][0], threshold)
+
+    def manifest(self, page: int = 5000) -> dict[str, SourceState]:
+        """Every stored source file with its chunk ids and fingerprints."""
+        col = self.collection()
+        states: dict[str, SourceState] = {}
+        if col is None:
+            return states
+        offset = 0
+        while True:
+            got = col.get(include=["metadatas"], limit=page, offset=offset)
+            for chunk_id, meta in zip(got["ids"], got["metadatas"]):
+                state = states.setdefault(str(meta.get("source", "")), SourceState())
+                state.ids.add(chunk_id)
+                state.fingerprints.add(str(meta.get("fingerprint", "")))
+                state.expected = int(meta.get("n_chunks", 0))
+            if len(got["ids"]) < page:
+                return states
+            offset += page
+
+    # --- writing (batched by the server's limit) ----------------------------------------------
+    def _batches(self, n: int) -> Iterable[slice]:
+        if self._batch_size is None:  # a server round trip in server mode: ask once
+            self._batch_size = max(1, int(self.client.get_max_batch_size()))
+        size = self._batch_size
+        for start in range(0, n, size):
+            yield slice(start, start + size)
+
+    def add(self, ids: Sequence[str], embeddings: Sequence[Sequence[float]], documents: Sequence[str],
+            metadatas: Sequence[dict[str, Any]]) -> None:
+        col = self.collection(create=True)
+        for s in self._batches(len(ids)):
+            col.upsert(ids=list(ids[s]), embeddings=[list(v) for v in embeddings[s]],
+                       documents=list(documents[s]), metadatas=list(metadatas[s]))
+
+    def update_metadata(self, ids: Sequence[str], metadatas: Sequence[dict[str, Any]]) -> None:
+        col = self.collection(create=True)
+        for s in self._batches(len(ids)):
+            col.update(ids=list(ids[s]), metadatas=list(metadatas[s]))
+
+    def delete(self, ids: Iterable[str]) -> None:
+        ids = sorted(ids)
+        col = self.collection()
+        if col is None or not ids:
+            return
+        for s in self._batches(len(ids)):
+            col.delete(ids=ids[s])
+
+
+def open_knowledge_base(settings: Settings) -> KnowledgeBase:
+    """The knowledge base that `settings` point at (embedded store, or a Chroma server)."""
+    return KnowledgeBase(_client(settings), settings)

@@ -1,0 +1,157 @@
+"""Dynamic batching: concurrent requests gathered into one batched generate.
+
+A request waits in a bounded queue. One worker task takes the oldest request, then keeps taking
+more until the batch holds `max_batch_size` requests or `max_wait_ms` has passed since it started
+gathering the batch, and runs the whole batch as ONE call of `process` in a worker thread, so the event
+loop (and `/healthz`) keeps answering while the model computes.
+
+- A full queue is refused at once (`QueueFull`, the service answers 503 with Retry-After).
+- A request not answered within `timeout_s` raises `asyncio.TimeoutError` (the service answers
+  504); if it has not started yet it is dropped from its batch instead of being computed for nobody.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Generic, Sequence, TypeVar
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class QueueFull(Exception):
+    """The queue has no room for the request(s); try again after `retry_after_s`."""
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(f"queue is full; retry after {retry_after_s} s")
+        self.retry_after_s = retry_after_s
+
+
+@dataclass
+class _Pending(Generic[T]):
+    item: T
+    future: asyncio.Future
+
+
+# `process` gets the items of one batch and returns one result per item, in order; a result that
+# is an Exception instance fails that request alone.
+Process = Callable[[Sequence[Any]], Sequence[Any]]
+
+
+class Batcher(Generic[T, R]):
+    def __init__(self, process: Process, max_batch_size: int = 16, max_wait_ms: float = 50,
+                 queue_size: int = 64, timeout_s: float = 300.0,
+                 on_batch: Callable[[int, float], None] | None = None) -> None:
+        self.process = process
+        self.max_batch_size = max_batch_size
+        self.max_wait_s = max_wait_ms / 1000
+        self.queue_size = queue_size
+        self.timeout_s = timeout_s
+        self.on_batch = on_batch  # called with (batch size, seconds) after each batch
+        self._queue: asyncio.Queue[_Pending] | None = None
+        self._task: asyncio.Task | None = None
+        # One thread: batches run one after another, each using every core.
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="generate")
+        self._last_batch_s = 1.0
+        self.busy = False
+
+    @property
+    def depth(self) -> int:
+        """Requests waiting (not counting the batch being computed)."""
+        return self._queue.qsize() if self._queue is not None else 0
+
+    def start(self) -> None:
+        if self._task is None:
+            self._queue = asyncio.Queue(self.queue_size)
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="batcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        if self._queue is not None:  # nobody will answer what is still queued
+            while not self._queue.empty():
+                pending = self._queue.get_nowait()
+                if not pending.future.done():
+                    pending.future.set_exception(QueueFull(self.retry_after_s()))
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def retry_after_s(self) -> int:
+        """A fair guess at when room frees up: batches ahead of the queue, times the last batch."""
+        batches_ahead = 1 + self.depth // max(self.max_batch_size, 1)
+        return max(1, round(batches_ahead * self._last_batch_s))
+
+    async def submit(self, item: T) -> R:
+        return (await self.submit_many([item]))[0]
+
+    async def submit_many(self, items: Sequence[T]) -> list[R]:
+        """Results for `items`, batched with whatever else is queued; all-or-nothing admission."""
+        if self._queue is None:
+            raise RuntimeError("Batcher.start() was not called")
+        if self._queue.qsize() + len(items) > self.queue_size:
+            raise QueueFull(self.retry_after_s())
+        loop = asyncio.get_running_loop()
+        pending = [_Pending(item, loop.create_future()) for item in items]
+        for p in pending:  # no await in between: admission cannot race another request
+            self._queue.put_nowait(p)
+        try:
+            return list(await asyncio.wait_for(asyncio.gather(*(p.future for p in pending)),
+                                               self.timeout_s))
+        except (asyncio.TimeoutError, asyncio.CancelledError):
+            for p in pending:  # not started yet: the worker skips cancelled requests
+                p.future.cancel()
+            raise
+
+    async def _run(self) -> None:
+        assert self._queue is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self._queue.get()]
+            # The wait starts when the worker is free, not when the oldest request arrived: after a
+            # long batch, the clients it just answered send their next comments within a few ms,
+            # and they join this batch instead of forming a small one of their own.
+            deadline = time.perf_counter() + self.max_wait_s
+            while len(batch) < self.max_batch_size:
+                remaining = deadline - time.perf_counter()
+                try:
+                    if remaining <= 0:
+                        batch.append(self._queue.get_nowait())
+                    else:
+                        batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                except (asyncio.QueueEmpty, asyncio.TimeoutError):
+                    break
+            batch = [p for p in batch if not p.future.done()]  # timed out or cancelled while queued
+            if not batch:
+                continue
+            self.busy = True
+            start = time.perf_counter()
+            try:
+                results = await loop.run_in_executor(self._executor, self.process, [p.item for p in batch])
+                if len(results) != len(batch):
+                    raise RuntimeError(f"batch of {len(batch)} gave {len(results)} results")
+            except Exception as exc:  # noqa: BLE001 - every request of the batch gets the error
+                log.exception("batch of %d failed", len(batch))
+                results = [exc] * len(batch)
+            finally:
+                self.busy = False
+            elapsed = time.perf_counter() - start
+            self._last_batch_s = elapsed
+            if self.on_batch is not None:
+                self.on_batch(len(batch), elapsed)
+            for p, result in zip(batch, results):
+                if p.future.done():
+                    continue
+                if isinstance(result, BaseException):
+                    p.future.set_exception(result)
+                else:
+                    p.future.set_result(result)

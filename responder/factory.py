@@ -1,0 +1,145 @@
+"""Build a `Responder` from `Settings`: the adapter's record, the generator, the knowledge base.
+
+`plan_serving` reads and checks everything cheap first (the adapter's responder.json, the base
+model and quantization it was trained with), so a mismatch is refused in one clear line before
+any weights are loaded; `build_responder` then loads what the plan says.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .adapter_info import AdapterInfo, read_adapter_info
+from .core import Responder
+from .errors import UserError
+from .prompt import PromptStyle
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServingPlan:
+    """What will be served, known before anything heavy is loaded."""
+
+    base_model: str
+    quantization: str  # "nf4" or "none"
+    adapter: AdapterInfo | None
+    style: PromptStyle
+    backend: str  # "local" or "openai"
+
+    @property
+    def adapter_label(self) -> str:
+        return str(self.adapter.path) if self.adapter else "no adapter"
+
+    @property
+    def merged(self) -> bool:
+        return self.adapter is not None and self.quantization == "none" and self.backend == "local"
+
+
+def _same_base_model(a: str, b: str, cache_dir: Path | None) -> bool:
+    from .llm import EMBEDDED_ALIASES
+
+    if a.strip().lower() == b.strip().lower():
+        return True
+    if a.strip().lower() in EMBEDDED_ALIASES and b.strip().lower() in EMBEDDED_ALIASES:
+        return True
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    if pa.is_dir() and pb.is_dir():
+        return pa.resolve() == pb.resolve()
+    # One is a directory, the other an alias of the embedded default: compare where they lead.
+    from .llm import resolve_base_model
+
+    try:
+        return Path(resolve_base_model(a, cache_dir)).resolve() == Path(resolve_base_model(b, cache_dir)).resolve()
+    except UserError:
+        return False
+
+
+def plan_serving(settings: Settings) -> ServingPlan:
+    """The base model, quantization, adapter and style to serve; refuses a mismatch with training.
+
+    Base model and quantization not set by the user follow the adapter's record. Set explicitly,
+    they must match it, with one exception: an adapter trained on NF4 weights may be served on
+    float weights with the adapter merged (`quantization: none`), the usual way to serve a QLoRA
+    adapter fast; the reverse (an adapter trained on float weights, served on 4-bit ones) is refused.
+    """
+    explicit = settings.model_fields_set
+    info = read_adapter_info(settings.adapter) if settings.adapter is not None else None
+    base_model, quantization = settings.base_model, settings.quantization
+    if info is not None:
+        if info.base_model:
+            if "base_model" not in explicit:
+                base_model = info.base_model
+            elif not _same_base_model(settings.base_model, info.base_model, settings.model_cache):
+                raise UserError(
+                    f"adapter '{info.path}' was trained on base model '{info.base_model}', not "
+                    f"'{settings.base_model}'; drop --base-model (or RESPONDER_BASE_MODEL) to use "
+                    "the adapter's own base model")
+        if "quantization" not in explicit:
+            quantization = info.quantization
+        elif quantization != info.quantization:
+            if info.quantization == "none" and quantization == "nf4":
+                raise UserError(
+                    f"adapter '{info.path}' was trained on float weights (quantization 'none'), "
+                    "not on a 4-bit NF4 base; serve it with --quantization none")
+            if info.quantization not in ("nf4", "none"):
+                raise UserError(f"adapter '{info.path}' records quantization '{info.quantization}', "
+                                "which this service does not know; re-run `finetune run`")
+            log.info("Adapter trained on NF4 weights, served merged into float weights")
+    persona = settings.persona if settings.persona is not None else (info.persona if info else None)
+    sign_off = settings.sign_off if settings.sign_off is not None else (info.sign_off if info else "")
+    style = PromptStyle(persona=persona, sign_off=sign_off) if persona else PromptStyle(sign_off=sign_off)
+    return ServingPlan(base_model, quantization, info, style, settings.backend)
+
+
+def build_generator(settings: Settings, plan: ServingPlan) -> Any:
+    adapter_name = _adapter_name(plan.adapter)
+    if plan.backend == "openai":
+        from .generator import OpenAIGenerator
+
+        return OpenAIGenerator.from_settings(settings.model_copy(update={"base_model": plan.base_model}),
+                                             plan.base_model, adapter_name)
+    from .generator import LocalGenerator
+
+    return LocalGenerator.load(plan.base_model, plan.adapter.path if plan.adapter else None,
+                               plan.quantization, settings.device, settings.max_new_tokens,
+                               settings.model_cache, model_name=plan.base_model)
+
+
+def _adapter_name(info: AdapterInfo | None) -> str | None:
+    if info is None:
+        return None
+    path = info.path
+    return path.parent.name if path.name == "adapter" else path.name
+
+
+def describe_knowledge_base(settings: Settings) -> str:
+    if settings.chroma_url:
+        return f"chroma server {settings.chroma_url}, collection '{settings.collection}'"
+    if not Path(settings.store).expanduser().exists():
+        return f"none: {settings.store} does not exist (run `ingest` first)"
+    return f"chroma store {settings.store}, collection '{settings.collection}'"
+
+
+def build_retriever(settings: Settings) -> Any | None:
+    """The knowledge base, or None (with a warning) when no store has been ingested yet."""
+    if not settings.chroma_url and not Path(settings.store).expanduser().exists():
+        log.warning("No knowledge base at %s: replies get no article context (run `ingest` first)",
+                    settings.store)
+        return None
+    from knowledge.store import open_knowledge_base
+
+    return open_knowledge_base(settings)
+
+
+def build_responder(settings: Settings) -> Responder:
+    """The responder `responder serve`, `responder respond` and `responder batch` all use."""
+    plan = plan_serving(settings)
+    retriever = build_retriever(settings)
+    generator = build_generator(settings, plan)
+    return Responder(generator, plan.style, retriever, top_k=settings.top_k,
+                     min_similarity=settings.min_similarity)

@@ -1,0 +1,184 @@
+"""Generators: turn a batch of comments into raw completions.
+
+Two backends share the same prompt (`responder.prompt.encode_prompt`, token ids, never re-tokenized
+text) and the same cleaning (done by `Responder` with `clean_reply`):
+
+- `LocalGenerator`: the base model (4-bit NF4 or float weights) plus the LoRA adapter, in this
+  process. One call is one batched `model.generate` with left padding and an attention mask.
+- `OpenAIGenerator`: an OpenAI-compatible server (vLLM with `--enable-lora --lora-modules`), sent
+  the prompt token ids on `/v1/completions` with the LoRA module's name as the model.
+
+Nothing heavy is imported at module level.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any, Sequence
+
+from .errors import UserError
+from .prompt import CommentInput, PromptStyle, encode_prompt
+
+log = logging.getLogger(__name__)
+
+
+class LocalGenerator:
+    """Base model + LoRA adapter in this process; `generate` is one batched, greedy `generate`."""
+
+    def __init__(self, model: Any, tokenizer: Any, model_name: str, adapter_name: str | None = None,
+                 max_new_tokens: int = 96, do_sample: bool = False, temperature: float = 0.7) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.model_name = model_name
+        self.adapter_name = adapter_name
+        self.max_new_tokens = max_new_tokens
+        self.do_sample = do_sample
+        self.temperature = temperature
+        # One generate at a time: torch already uses every core for one batch, and two
+        # concurrent generates on one model only slow each other down.
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, base_model: str, adapter: Path | str | None = None, quantization: str = "nf4",
+             device: str = "auto", max_new_tokens: int = 96, cache_dir: Path | str | None = None,
+             model_name: str | None = None) -> "LocalGenerator":
+        """Load the base model (NF4 or float) and the adapter.
+
+        With `quantization="none"` the adapter is merged into the float weights (`merge_and_unload`),
+        so a generate step costs exactly what the base model costs: the fastest choice on a CPU
+        when memory allows. With NF4 the adapter stays a separate LoRA layer over 4-bit weights.
+        """
+        from .llm import choose_precision, load_base_model, load_tokenizer, resolve_base_model
+
+        base_dir = resolve_base_model(base_model, cache_dir)
+        precision = choose_precision(device)
+        log.info("Loading %s (%s, %s)", base_dir, quantization, precision.reason)
+        tokenizer = load_tokenizer(base_dir)
+        model = load_base_model(base_dir, quantization, precision)
+        adapter_name = None
+        if adapter is not None:
+            from peft import PeftModel
+
+            adapter_dir = Path(adapter)
+            adapter_name = adapter_dir.name if adapter_dir.name != "adapter" else adapter_dir.parent.name
+            model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False)
+            if quantization == "none":
+                model = model.merge_and_unload()
+        model.eval()
+        return cls(model, tokenizer, model_name or base_model, adapter_name, max_new_tokens)
+
+    def encode(self, items: Sequence[CommentInput], style: PromptStyle) -> list[list[int]]:
+        return [encode_prompt(self.tokenizer, style, item) for item in items]
+
+    def stop_token_ids(self) -> list[int]:
+        """End-of-turn tokens: the tokenizer's EOS and the chat template's `<|im_end|>`, if any."""
+        ids = {self.tokenizer.eos_token_id}
+        gen_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        ids.update(gen_eos if isinstance(gen_eos, list) else [gen_eos])
+        im_end = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
+        if isinstance(im_end, int) and im_end != self.tokenizer.unk_token_id:
+            ids.add(im_end)
+        return sorted(i for i in ids if i is not None)
+
+    def generate(self, items: Sequence[CommentInput], style: PromptStyle) -> list[str]:
+        if not items:
+            return []
+        import torch
+
+        prompts = self.encode(items, style)
+        input_ids, attention_mask = left_pad(prompts, self.tokenizer.pad_token_id)
+        device = next(self.model.parameters()).device
+        kwargs: dict[str, Any] = dict(
+            input_ids=torch.tensor(input_ids, device=device),  # (B, T), padded on the left
+            attention_mask=torch.tensor(attention_mask, device=device),
+            max_new_tokens=self.max_new_tokens,
+            do_sample=self.do_sample,
+            eos_token_id=self.stop_token_ids(),
+            pad_token_id=self.tokenizer.pad_token_id,
+        )
+        if self.do_sample:
+            kwargs["temperature"] = self.temperature
+        else:  # greedy: clear sampling defaults a checkpoint's generation_config may carry
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        if style.sign_off:
+            # Each sequence stops as soon as it has written the sign-off; clean_reply drops the rest.
+            kwargs.update(stop_strings=[style.sign_off], tokenizer=self.tokenizer)
+        with self._lock, torch.inference_mode():
+            output = self.model.generate(**kwargs)  # (B, T + new)
+        new_tokens = output[:, len(input_ids[0]):]
+        return self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+
+
+def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[list[list[int]], list[list[int]]]:
+    """Left-pad token id lists to one length; decoder-only models continue from the right end."""
+    width = max(len(p) for p in prompts)
+    ids = [[pad_id] * (width - len(p)) + list(p) for p in prompts]
+    mask = [[0] * (width - len(p)) + [1] * len(p) for p in prompts]
+    return ids, mask
+
+
+class OpenAIGenerator:
+    """Generation on an OpenAI-compatible server (vLLM), prompt sent as token ids.
+
+    vLLM serves the adapter as a LoRA module (`--lora-modules NAME=PATH`); `model` is that NAME.
+    Sending token ids rather than text keeps the prompt identical to training and keeps
+    special-token text inside a comment plain.
+    """
+
+    def __init__(self, base_url: str, model: str, tokenizer: Any, model_name: str,
+                 adapter_name: str | None = None, max_new_tokens: int = 96, api_key: str | None = None,
+                 timeout_s: float = 300.0, client: Any = None) -> None:
+        import httpx
+
+        base = base_url.rstrip("/")
+        self.url = base + ("/completions" if base.endswith("/v1") else "/v1/completions")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.model_name = model_name
+        self.adapter_name = adapter_name
+        self.max_new_tokens = max_new_tokens
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.client = client or httpx.Client(timeout=timeout_s, headers=headers)
+
+    @classmethod
+    def from_settings(cls, settings: Any, model_name: str, adapter_name: str | None) -> "OpenAIGenerator":
+        from .llm import load_tokenizer, resolve_base_model
+
+        if not settings.openai_base_url:
+            raise UserError("backend 'openai' needs a server URL: set RESPONDER_OPENAI_BASE_URL "
+                            "(for example http://vllm:8000/v1) or pass --openai-base-url")
+        # The tokenizer is needed locally to build the exact token ids of the prompt.
+        tokenizer = load_tokenizer(resolve_base_model(settings.base_model, settings.model_cache))
+        key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
+        return cls(settings.openai_base_url, settings.openai_model or adapter_name or settings.base_model,
+                   tokenizer, model_name, adapter_name, settings.max_new_tokens, key,
+                   settings.request_timeout_s)
+
+    def generate(self, items: Sequence[CommentInput], style: PromptStyle) -> list[str]:
+        import httpx
+
+        if not items:
+            return []
+        body: dict[str, Any] = {
+            "model": self.model,
+            "prompt": [encode_prompt(self.tokenizer, style, item) for item in items],
+            "max_tokens": self.max_new_tokens,
+            "temperature": 0.0,
+        }
+        if style.sign_off:
+            body["stop"] = [style.sign_off]
+        try:
+            response = self.client.post(self.url, json=body)
+        except httpx.HTTPError as exc:
+            raise UserError(f"generation server {self.url} unreachable ({exc}); check "
+                            "RESPONDER_OPENAI_BASE_URL and that the server is running") from exc
+        if response.status_code != 200:
+            raise UserError(f"generation server {self.url} answered {response.status_code}: "
+                            f"{response.text[:200]}")
+        choices = sorted(response.json()["choices"], key=lambda c: c.get("index", 0))
+        if len(choices) != len(items):
+            raise UserError(f"generation server {self.url} returned {len(choices)} completions "
+                            f"for {len(items)} prompts")
+        return [c.get("text") or "" for c in choices]

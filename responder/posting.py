@@ -1,0 +1,470 @@
+"""`responder post`: post approved replies with YouTube's `comments.insert`, never twice.
+
+`comments.insert` is not idempotent: a retried or repeated call can reply twice. So every post
+goes through a ledger next to the replies file (`REPLIES.jsonl.ledger`, append-only JSONL,
+fsync'd line by line):
+
+    intent  -> written BEFORE the API call
+    posted  -> written after YouTube answered with the new reply's id
+    failed  -> YouTube refused this reply for good (commentTextTooLong, operationNotSupported, ...)
+    not-posted -> YouTube refused the call before doing anything (quotaExceeded, 401): retry later
+    check / retry -> quota spent on a comments.list check or on a repeated insert
+
+An `intent` without a result means the process died between the call and the write: the reply
+may or may not exist. It is never re-posted blindly: the next run first lists the replies under
+that parent (`comments.list?parentId=...`) and re-posts only when none from the channel (and none
+with the same text) is there. The same check runs before retrying after a 5xx or a dropped
+connection, where YouTube may have stored the reply and failed afterwards.
+
+Quota: every insert costs 50 units, every check 1, counted per UTC day from the ledger against a
+daily budget (default 10,000); the run stops cleanly before a call would go over it. (YouTube
+itself resets quota at midnight Pacific Time; `quotaExceeded` from the API also stops the run.)
+
+Which lines are approved: `status` is `answered`, `reply` is not empty, and `approved` is true
+(JSON true, or true/yes/1 in a CSV); `--all` takes every answered line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import UserError
+from .youtube import LOCAL_ID_PREFIX
+
+log = logging.getLogger(__name__)
+
+DEFAULT_API_BASE = "https://www.googleapis.com"
+UNITS_PER_REPLY = 50
+UNITS_PER_CHECK = 1
+DEFAULT_DAILY_BUDGET = 10_000
+FINAL_FAILURES = {"commentTextTooLong", "operationNotSupported", "processingFailure", "parentCommentNotFound",
+                  "commentNotFound", "forbidden", "invalidCommentMetadata", "parentIdMissing", "textOriginalMissing"}
+TRUTHY = {"true", "yes", "y", "1", "x"}
+
+
+# ---------------------------------------------------------------------------------- replies file
+
+@dataclass
+class ToPost:
+    comment_id: str
+    text: str
+    line: int
+
+
+@dataclass
+class Selection:
+    approved: list[ToPost] = field(default_factory=list)
+    not_approved: int = 0
+    not_postable: Counter = field(default_factory=Counter)  # reason -> count
+
+
+def is_approved(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    return str(value).strip().lower() in TRUTHY
+
+
+def read_replies(path: Path, take_all: bool = False) -> Selection:
+    """The replies to post, in file order (JSONL, or CSV when the name ends in .csv)."""
+    if not path.is_file():
+        raise UserError(f"replies file '{path}' does not exist; pass the output of `responder batch`")
+    try:
+        records = _read_csv_replies(path) if path.suffix.lower() == ".csv" else _read_jsonl_replies(path)
+    except OSError as exc:
+        raise UserError(f"cannot read replies file '{path}': {exc.strerror}") from exc
+    sel = Selection()
+    seen: set[str] = set()
+    for n, r in enumerate(records, 1):
+        if r.get("status") != "answered":
+            continue
+        cid, text = str(r.get("comment_id") or ""), str(r.get("reply") or "").strip()
+        if not (take_all or is_approved(r.get("approved", False))):
+            sel.not_approved += 1
+        elif not text:
+            sel.not_postable["empty-reply"] += 1
+        elif not cid or cid.startswith(LOCAL_ID_PREFIX):
+            sel.not_postable["no-youtube-id"] += 1
+        elif cid in seen:
+            sel.not_postable["duplicate"] += 1
+        else:
+            seen.add(cid)
+            sel.approved.append(ToPost(cid, text, n))
+    return sel
+
+
+def _read_jsonl_replies(path: Path) -> list[dict[str, Any]]:
+    raw_lines = path.read_bytes().split(b"\n")
+    records = []
+    for n, raw in enumerate(raw_lines, 1):
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            if n == len(raw_lines):  # no newline yet: a batch still writing it, or killed mid-write
+                log.warning("%s: ignoring an incomplete last line", path)
+                break
+            raise UserError(f"replies file '{path}' line {n} is not valid JSON ({exc}); fix that line "
+                            "(a hand edit?) and run again") from exc
+        if not isinstance(record, dict):
+            raise UserError(f"replies file '{path}' line {n} is not a JSON object; fix that line")
+        records.append(record)
+    return records
+
+
+def _read_csv_replies(path: Path) -> list[dict[str, Any]]:
+    from .batch import scan_csv
+
+    return scan_csv(path).records
+
+
+# ---------------------------------------------------------------------------------------- ledger
+
+def utc_day(now: datetime | None = None) -> str:
+    return (now or datetime.now(timezone.utc)).strftime("%Y-%m-%d")
+
+
+class Ledger:
+    """Append-only JSONL; the state of a comment is its last decisive event."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.events: list[dict[str, Any]] = []
+        self._fd: int | None = None
+
+    @classmethod
+    def read(cls, path: Path) -> "Ledger":
+        """Read without writing anything (dry runs)."""
+        ledger = cls(path)
+        if path.exists():
+            ledger.events, _ = _scan(path)
+        return ledger
+
+    def open(self) -> "Ledger":
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            import fcntl
+
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except ImportError:
+            pass
+        except OSError as exc:
+            self.close()
+            raise UserError(f"ledger '{self.path}' is in use by another `responder post`; wait for it") from exc
+        self.events, keep = _scan(self.path)
+        if keep < os.fstat(self._fd).st_size:  # an interrupted write: only its own line is lost
+            log.warning("%s: dropped an incomplete last line left by an interrupted run", self.path)
+            os.ftruncate(self._fd, keep)
+            os.fsync(self._fd)
+        return self
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def append(self, event: str, comment_id: str, **data: Any) -> None:
+        now = datetime.now(timezone.utc)
+        entry = {"event": event, "comment_id": comment_id, "at": now.isoformat(timespec="seconds"),
+                 "day": utc_day(now), **data}
+        os.write(self._fd, (json.dumps(entry, ensure_ascii=False) + "\n").encode("utf-8"))
+        os.fsync(self._fd)  # on disk before the API call it announces
+        self.events.append(entry)
+
+    def state(self, comment_id: str) -> str | None:
+        """posted | failed | pending (an intent with no result) | None (never tried, or retryable)."""
+        state = None
+        for e in self.events:
+            if e.get("comment_id") != comment_id:
+                continue
+            kind = e.get("event")
+            if kind == "intent":
+                state = "pending"
+            elif kind in ("posted", "failed"):
+                state = kind
+            elif kind == "not-posted":
+                state = None
+        return state
+
+    def units_on(self, day: str) -> int:
+        return sum(int(e.get("units") or 0) for e in self.events if e.get("day") == day)
+
+    def known_channel_id(self) -> str | None:
+        for e in reversed(self.events):
+            if e.get("event") == "posted" and e.get("channel_id"):
+                return str(e["channel_id"])
+        return None
+
+
+def _scan(path: Path) -> tuple[list[dict[str, Any]], int]:
+    data = path.read_bytes()
+    events, pos = [], 0
+    lines = data.split(b"\n")
+    for n, raw in enumerate(lines[:-1], 1):
+        pos += len(raw) + 1
+        if not raw.strip():
+            continue
+        try:
+            events.append(json.loads(raw))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise UserError(f"ledger '{path}' line {n} is damaged; restore it from a backup. Deleting the "
+                            "ledger would let replies be posted twice") from exc
+    tail = lines[-1]
+    if tail.strip():
+        try:
+            events.append(json.loads(tail))
+            return events, len(data)  # complete, missing only its newline: keep it
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return events, pos
+    return events, len(data)
+
+
+# ------------------------------------------------------------------------------------ the API
+
+class YouTubeError(Exception):
+    def __init__(self, status: int, reason: str, message: str = "") -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status, self.reason, self.message = status, reason, message
+
+
+class Ambiguous(Exception):
+    """The call may have reached YouTube and been carried out (5xx, dropped connection)."""
+
+
+class YouTubeClient:
+    def __init__(self, token: str, base_url: str = DEFAULT_API_BASE, timeout_s: float = 30.0) -> None:
+        import httpx
+
+        self.base = base_url.rstrip("/") + "/youtube/v3"
+        self.client = httpx.Client(timeout=timeout_s, headers={"Authorization": f"Bearer {token}"})
+
+    def insert_reply(self, parent_id: str, text: str) -> dict[str, Any]:
+        """comments.insert; the new comment resource, or YouTubeError / Ambiguous."""
+        import httpx
+
+        body = {"snippet": {"parentId": parent_id, "textOriginal": text}}
+        try:
+            response = self.client.post(f"{self.base}/comments", params={"part": "snippet"}, json=body)
+        except httpx.ConnectError as exc:  # never reached the server: nothing was posted
+            raise YouTubeError(0, "connectError", str(exc)) from exc
+        except httpx.TransportError as exc:
+            raise Ambiguous(f"{type(exc).__name__}: {exc}") from exc
+        if response.status_code >= 500:
+            raise Ambiguous(f"HTTP {response.status_code}")
+        if response.status_code != 200:
+            raise _error(response)
+        return response.json()
+
+    def list_replies(self, parent_id: str) -> list[dict[str, Any]]:
+        """comments.list?parentId=...: every reply under the parent (all pages)."""
+        import httpx
+
+        items: list[dict[str, Any]] = []
+        params = {"part": "snippet", "parentId": parent_id, "maxResults": 100, "textFormat": "plainText"}
+        for _ in range(50):
+            try:
+                response = self.client.get(f"{self.base}/comments", params=params)
+            except httpx.TransportError as exc:
+                raise YouTubeError(0, "connectError", str(exc)) from exc
+            if response.status_code != 200:
+                raise _error(response)
+            data = response.json()
+            items.extend(data.get("items") or [])
+            if not data.get("nextPageToken"):
+                break
+            params["pageToken"] = data["nextPageToken"]
+        return items
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _error(response: Any) -> YouTubeError:
+    reason, message = f"http{response.status_code}", response.text[:200]
+    try:
+        err = response.json().get("error") or {}
+        message = err.get("message") or message
+        errors = err.get("errors") or []
+        if errors and errors[0].get("reason"):
+            reason = errors[0]["reason"]
+    except (ValueError, AttributeError):
+        pass
+    return YouTubeError(response.status_code, reason, message)
+
+
+def reply_exists(replies: list[dict[str, Any]], channel_id: str | None, text: str) -> dict[str, Any] | None:
+    """The channel's reply among `replies` (or one with exactly our text), if there is one."""
+    for item in replies:
+        sn = item.get("snippet") or {}
+        author = (sn.get("authorChannelId") or {}).get("value")
+        if (channel_id and author == channel_id) or (sn.get("textOriginal") or "").strip() == text.strip():
+            return item
+    return None
+
+
+# ------------------------------------------------------------------------------------ posting run
+
+class Stop(Exception):
+    """End the run cleanly: everything so far is recorded; the message says what to do."""
+
+
+@dataclass
+class PostSummary:
+    posted: int = 0
+    recovered: int = 0  # an interrupted post found already on YouTube: recorded, not re-posted
+    already_posted: int = 0
+    failed: Counter = field(default_factory=Counter)
+    failed_before: int = 0
+    not_approved: int = 0
+    not_postable: Counter = field(default_factory=Counter)
+    would_post: int = 0  # dry run
+    units_today: int = 0
+    budget: int = DEFAULT_DAILY_BUDGET
+    stopped: str | None = None
+    pending_left: int = 0  # intents still without a result at the end (checked next run)
+
+
+def post_replies(replies_path: Path | str, *, yes: bool = False, take_all: bool = False,
+                 budget: int = DEFAULT_DAILY_BUDGET, api_base: str = DEFAULT_API_BASE,
+                 token: str | None = None, channel_id: str | None = None, retries: int = 5,
+                 backoff_s: float = 1.0, ledger_path: Path | str | None = None,
+                 on_progress: Callable[[str], None] | None = None,
+                 on_planned: Callable[[int], None] | None = None) -> PostSummary:
+    replies_path = Path(replies_path).expanduser()
+    ledger_path = Path(ledger_path) if ledger_path else replies_path.with_name(replies_path.name + ".ledger")
+    selection = read_replies(replies_path, take_all)
+    summary = PostSummary(not_approved=selection.not_approved, not_postable=selection.not_postable, budget=budget)
+
+    if not yes:  # dry run: read the ledger, write nothing, call nothing
+        ledger = Ledger.read(ledger_path)
+        for item in selection.approved:
+            state = ledger.state(item.comment_id)
+            if state == "posted":
+                summary.already_posted += 1
+            elif state == "failed":
+                summary.failed_before += 1
+            else:
+                summary.would_post += 1
+                summary.pending_left += state == "pending"  # checked on YouTube before posting
+        summary.units_today = ledger.units_on(utc_day())
+        return summary
+
+    if not token:
+        raise UserError("posting needs an OAuth access token with the youtube.force-ssl scope: set "
+                        "YOUTUBE_ACCESS_TOKEN (or run without --yes for a dry run)")
+    ledger = Ledger(ledger_path).open()
+    client = YouTubeClient(token, api_base)
+    channel_id = channel_id or ledger.known_channel_id()
+    todo = [i for i in selection.approved if ledger.state(i.comment_id) not in ("posted", "failed")]
+    summary.already_posted = sum(ledger.state(i.comment_id) == "posted" for i in selection.approved)
+    summary.failed_before = sum(ledger.state(i.comment_id) == "failed" for i in selection.approved)
+    if on_planned:
+        on_planned(len(todo))
+    poster = _Poster(ledger, client, budget, retries, backoff_s, channel_id, summary)
+    try:
+        for item in todo:
+            poster.post(item)
+            if on_progress:
+                on_progress(item.comment_id)
+    except Stop as stop:
+        summary.stopped = str(stop)
+    finally:
+        client.close()
+        summary.units_today = ledger.units_on(utc_day())
+        summary.pending_left = sum(ledger.state(i.comment_id) == "pending" for i in selection.approved)
+        ledger.close()
+    return summary
+
+
+class _Poster:
+    def __init__(self, ledger: Ledger, client: YouTubeClient, budget: int, retries: int, backoff_s: float,
+                 channel_id: str | None, summary: PostSummary) -> None:
+        self.ledger, self.client, self.budget = ledger, client, budget
+        self.retries, self.backoff_s, self.channel_id, self.summary = retries, backoff_s, channel_id, summary
+
+    def spend(self, units: int) -> None:
+        """Stop before a call that would take today's spending over the budget."""
+        used = self.ledger.units_on(utc_day())
+        if used + units > self.budget:
+            raise Stop(f"daily quota budget reached: {used} of {self.budget} units used today (UTC) and the "
+                       f"next call needs {units}; run again tomorrow or raise --quota-budget")
+
+    def post(self, item: ToPost) -> None:
+        cid = item.comment_id
+        if self.ledger.state(cid) == "pending" and self.already_there(item):
+            return
+        self.spend(UNITS_PER_REPLY)
+        self.ledger.append("intent", cid, units=UNITS_PER_REPLY, text_chars=len(item.text))
+        for attempt in range(self.retries + 1):
+            try:
+                created = self.client.insert_reply(cid, item.text)
+            except Ambiguous as exc:
+                log.warning("%s: %s; checking before any retry", cid, exc)
+                if attempt == self.retries:
+                    raise Stop(f"YouTube failed {self.retries + 1} times in a row ({exc}); run again later "
+                               "(the interrupted reply is checked before it is posted again)")
+                self.sleep(attempt)
+                if self.already_there(item):
+                    return
+                self.retry(cid)
+                continue
+            except YouTubeError as exc:
+                if exc.status == 429 or exc.reason in ("rateLimitExceeded", "userRateLimitExceeded", "connectError"):
+                    if attempt == self.retries:
+                        self.ledger.append("not-posted", cid, reason=exc.reason)
+                        raise Stop(f"YouTube kept refusing ({exc.reason}); nothing more posted, run again later")
+                    self.sleep(attempt)
+                    self.retry(cid)
+                    continue
+                self.refused(cid, exc)
+                return
+            sn = created.get("snippet") or {}
+            channel = (sn.get("authorChannelId") or {}).get("value")
+            self.channel_id = self.channel_id or channel
+            self.ledger.append("posted", cid, reply_id=created.get("id"), channel_id=channel)
+            self.summary.posted += 1
+            return
+
+    def retry(self, cid: str) -> None:
+        self.spend(UNITS_PER_REPLY)
+        self.ledger.append("retry", cid, units=UNITS_PER_REPLY)
+
+    def sleep(self, attempt: int) -> None:
+        time.sleep(self.backoff_s * 2 ** attempt)
+
+    def refused(self, cid: str, exc: YouTubeError) -> None:
+        if exc.reason in ("quotaExceeded", "dailyLimitExceeded"):
+            self.ledger.append("not-posted", cid, reason=exc.reason)
+            raise Stop("YouTube says the project's daily quota is used up (quotaExceeded); nothing more "
+                       "posted, run again after the quota resets (midnight Pacific Time)")
+        if exc.status == 401 or exc.reason in ("authError", "unauthorized", "insufficientPermissions"):
+            self.ledger.append("not-posted", cid, reason=exc.reason)
+            raise Stop(f"YouTube refused the access token ({exc.status} {exc.reason}); set YOUTUBE_ACCESS_TOKEN "
+                       "to a fresh OAuth token with the youtube.force-ssl scope")
+        log.warning("%s: %s", cid, exc)
+        self.ledger.append("failed", cid, reason=exc.reason, status=exc.status, message=exc.message[:200])
+        self.summary.failed[exc.reason] += 1
+
+    def already_there(self, item: ToPost) -> bool:
+        """Check YouTube for the reply an interrupted run may have posted; record it if found."""
+        self.spend(UNITS_PER_CHECK)
+        self.ledger.append("check", item.comment_id, units=UNITS_PER_CHECK)
+        try:
+            found = reply_exists(self.client.list_replies(item.comment_id), self.channel_id, item.text)
+        except YouTubeError as exc:
+            raise Stop(f"could not check comment {item.comment_id} for an earlier reply ({exc}); nothing "
+                       "re-posted, run again later") from exc
+        if found is None:
+            return False
+        channel = ((found.get("snippet") or {}).get("authorChannelId") or {}).get("value")
+        self.ledger.append("posted", item.comment_id, reply_id=found.get("id"), channel_id=channel, recovered=True)
+        self.summary.recovered += 1
+        return True

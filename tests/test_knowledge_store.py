@@ -1,0 +1,133 @@
+"""The knowledge base: search on a real embedded Chroma store with the real embedder."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from ingest.pipeline import ingest
+from knowledge.embedder import embedded_embedder_dir, resolve_embedder
+from knowledge.search import DEFAULT_MIN_SIMILARITY, has_words, to_passages
+from knowledge.store import check_workers, open_knowledge_base
+from responder.errors import UserError
+from responder.settings import Settings
+from tests.test_ingest_pipeline import write_corpus
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("kb")
+    articles = write_corpus(root / "articles")
+    ingest([articles], open_knowledge_base(Settings(store=root / "store")))
+    return root / "store"
+
+
+@pytest.mark.integration
+def test_search_returns_the_answering_passage_with_its_provenance(store):
+    kb = open_knowledge_base(Settings(store=store))
+    passages = kb.search("how do I get month over month growth in postgres without a self join", top_k=3)
+    best = passages[0]
+    assert "LAG(revenue)" in best.text
+    assert (best.title, best.section, best.url) == ("SQL Window Functions", "Previous row",
+                                                    "https://blog.test/sql-window")
+    assert best.source.endswith("sql-window.md") and best.page is None
+    assert DEFAULT_MIN_SIMILARITY <= best.similarity <= 1
+    assert [p.similarity for p in passages] == sorted((p.similarity for p in passages), reverse=True)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("comment", ["first!", "great video", "love your sweater", "🔥🔥🔥", "lol"])
+def test_off_topic_comments_get_no_passages(store, comment):
+    assert open_knowledge_base(Settings(store=store)).search(comment, top_k=3) == []
+
+
+@pytest.mark.integration
+def test_threshold_argument_then_settings_then_default(store):
+    kb = open_knowledge_base(Settings(store=store))
+    assert len(kb.search("great video", top_k=3, min_similarity=-1.0)) == 3
+    assert len(open_knowledge_base(Settings(store=store, min_similarity=-1.0)).search("great video")) == 3
+    assert open_knowledge_base(Settings(store=store, min_similarity=0.99)).search("LAG in postgres") == []
+
+
+@pytest.mark.integration
+def test_search_from_worker_threads_gives_the_same_answers(store):
+    kb = open_knowledge_base(Settings(store=store))
+    questions = ["running total in sql", "docker reinstalls packages on every change", "error bars on a median"]
+    expected = [kb.search(q)[0].text for q in questions]
+    results: list[list[str]] = [[] for _ in range(6)]
+
+    def work(n: int) -> None:
+        results[n] = [kb.search(q)[0].text for q in questions]
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [expected] * 6
+
+
+@pytest.mark.integration
+def test_writes_are_batched_by_the_client_limit(tmp_path):
+    kb = open_knowledge_base(Settings(store=tmp_path / "store"))
+    kb.client.get_max_batch_size = lambda: 2
+    col = kb.collection(create=True)
+    calls: list[int] = []
+    real_upsert = col.upsert
+    col.upsert = lambda **kw: calls.append(len(kw["ids"])) or real_upsert(**kw)
+    report = ingest([write_corpus(tmp_path / "articles")], kb)
+    assert report.chunks_stored == 5 and max(calls) <= 2 and sum(calls) == 5
+
+
+@pytest.mark.integration
+def test_an_empty_store_searches_to_nothing(tmp_path):
+    assert open_knowledge_base(Settings(store=tmp_path / "new")).search("running totals") == []
+
+
+def test_another_embedder_is_refused_instead_of_mixing_vectors(store, tmp_path):
+    other = tmp_path / "other-embedder"
+    other.mkdir()
+    (other / "config.json").write_text("{}")
+    kb = open_knowledge_base(Settings(store=store, embedder=str(other)))
+    with pytest.raises(UserError, match="was built with embedder 'all-MiniLM-L6-v2' \\(384 dimensions\\)"):
+        kb.search("running totals")
+
+
+def test_embedder_names_resolve_offline(tmp_path):
+    assert resolve_embedder("all-MiniLM-L6-v2") == ("all-MiniLM-L6-v2", str(embedded_embedder_dir()))
+    assert resolve_embedder(str(embedded_embedder_dir()))[0] == "all-MiniLM-L6-v2"
+    with pytest.raises(UserError, match="does not exist"):
+        resolve_embedder("./no/such/folder")
+    with pytest.raises(UserError, match="has no config.json"):
+        resolve_embedder(str(tmp_path))
+
+
+def test_unknown_embedder_is_one_clear_error():
+    from knowledge.embedder import load_embedder
+
+    with pytest.raises(UserError, match="could not be loaded offline"):
+        load_embedder("no-such-org/no-such-model")
+
+
+def test_several_workers_need_a_chroma_server(tmp_path):
+    with pytest.raises(UserError) as info:
+        check_workers(Settings(store=tmp_path), 4)
+    message = str(info.value)
+    assert "not multi-process safe" in message and f"chroma run --path {tmp_path}" in message
+    assert "RESPONDER_CHROMA_URL" in message
+    check_workers(Settings(store=tmp_path), 1)
+    check_workers(Settings(store=tmp_path, chroma_url="http://127.0.0.1:8001"), 4)
+
+
+def test_store_path_that_is_a_file_is_refused(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match="is a file, not a directory"):
+        open_knowledge_base(Settings(store=tmp_path / "file"))
+
+
+def test_rows_become_passages_above_the_threshold():
+    passages = to_passages(["a", "b", "c"], [{"title": "T", "page": 3}, {"title": "U"}, {}], [0.2, 0.5, 0.9], 0.45)
+    assert [(p.text, p.similarity, p.page) for p in passages] == [("a", 0.8, 3), ("b", 0.5, None)]
+    assert has_words("is k-means ok?") and not has_words("🔥🔥 !!") and not has_words("k")

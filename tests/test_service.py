@@ -1,0 +1,324 @@
+"""The HTTP service over real HTTP on loopback (uvicorn in a thread).
+
+A deterministic fake generator (its replies are predictable, and it can be held mid-batch) drives
+the batching, queue-full, timeout, health and auth tests; tests/test_service_model.py runs the real
+LocalGenerator through the same service.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Sequence
+
+import httpx
+import pytest
+
+from responder.core import Responder
+from responder.prompt import CommentInput, Passage, PromptStyle
+from responder.settings import Settings
+
+SIGN_OFF = "Keep exploring! - Nadia"
+STYLE = PromptStyle(sign_off=SIGN_OFF)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LiveServer:
+    """uvicorn serving an app on a free loopback port, in a thread."""
+
+    def __init__(self, app) -> None:
+        import uvicorn
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
+                                                   log_level="warning", lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> "LiveServer":
+        self.thread.start()
+        deadline = time.time() + 30
+        while not self.server.started:
+            if time.time() > deadline or not self.thread.is_alive():
+                raise RuntimeError("server did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+class FakeGenerator:
+    """Replies `Echo: <comment>` plus junk a real model might add; records every batch.
+
+    `gate` (when set) holds each batch until the test releases it; `delay` sleeps per batch.
+    """
+
+    model_name = "fake-model"
+    adapter_name = "fake-adapter"
+
+    def __init__(self, delay: float = 0.0, gate: threading.Event | None = None) -> None:
+        self.delay = delay
+        self.gate = gate
+        self.batches: list[list[str]] = []
+        self.started = threading.Event()
+
+    def generate(self, items: Sequence[CommentInput], style: PromptStyle) -> list[str]:
+        self.batches.append([i.comment for i in items])
+        self.started.set()
+        if self.gate is not None:
+            self.gate.wait(30)
+        time.sleep(self.delay)
+        return [f"Echo: {i.comment}<|im_end|>\n{style.sign_off}\nNote: I am an AI language model."
+                for i in items]
+
+
+class FakeRetriever:
+    def search(self, text: str, top_k: int = 3, min_similarity: float | None = None) -> list[Passage]:
+        if "xgboost" not in text.lower():
+            return []
+        return [Passage("Tune the learning rate and the number of trees together.", "Tuning XGBoost",
+                        "Trees", "articles/xgboost.md", "https://example.org/xgboost", None, 0.71)][:top_k]
+
+
+def make_app(generator, **overrides):
+    from responder.service import create_app
+
+    settings = Settings(**{"max_batch_size": 8, "max_wait_ms": 100, "queue_size": 16,
+                           "store": "/nonexistent", **overrides})
+    return create_app(settings, Responder(generator, STYLE, FakeRetriever()))
+
+
+def post_many(url: str, comments: list[str], headers=None) -> list[httpx.Response]:
+    def one(c: str) -> httpx.Response:
+        return httpx.post(url, json={"comment": c}, headers=headers, timeout=60)
+
+    with ThreadPoolExecutor(len(comments)) as pool:
+        return list(pool.map(one, comments))
+
+
+def test_respond_cleans_reply_and_reports_sources():
+    with LiveServer(make_app(FakeGenerator())) as srv:
+        r = httpx.post(srv.url + "/respond", json={"comment": "Which xgboost params?\x07",
+                                                   "video_title": "Trees"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    # Cut at the sign-off, special-token text dropped, sign-off exactly once, control char stripped.
+    assert body["reply"] == f"Echo: Which xgboost params?\n{SIGN_OFF}"
+    assert body["used_context"] is True
+    assert body["sources"] == [{"title": "Tuning XGBoost", "section": "Trees", "source": "articles/xgboost.md",
+                                "url": "https://example.org/xgboost", "similarity": 0.71}]
+    assert body["model"] == "fake-model" and body["adapter"] == "fake-adapter"
+    assert set(body["timings"]) == {"retrieve_ms", "generate_ms"}
+
+
+def test_off_topic_comment_gets_no_context():
+    with LiveServer(make_app(FakeGenerator())) as srv:
+        body = httpx.post(srv.url + "/respond", json={"comment": "first!"}).json()
+        no_ctx = httpx.post(srv.url + "/respond", json={"comment": "xgboost?", "use_context": False}).json()
+    assert body["used_context"] is False and body["sources"] == []
+    assert no_ctx["used_context"] is False
+
+
+def test_concurrent_requests_share_one_batched_generate():
+    gen = FakeGenerator(delay=0.2)
+    with LiveServer(make_app(gen, max_wait_ms=300)) as srv:
+        comments = [f"comment number {n}" for n in range(8)]
+        responses = post_many(srv.url + "/respond", comments)
+        metrics = httpx.get(srv.url + "/metrics").text
+    assert [r.json()["reply"] for r in responses] == [f"Echo: {c}\n{SIGN_OFF}" for c in comments]
+    assert len(gen.batches) < 8 and max(len(b) for b in gen.batches) >= 4, gen.batches
+    assert "responder_batch_size_count" in metrics
+    assert 'responder_requests_total{route="/respond",status="200"} 8.0' in metrics
+    assert "responder_request_latency_seconds_bucket" in metrics and "responder_queue_depth" in metrics
+
+
+def test_batch_endpoint_keeps_order():
+    gen = FakeGenerator()
+    comments = ["a first one", "xgboost depth?", "thanks!"]
+    with LiveServer(make_app(gen)) as srv:
+        r = httpx.post(srv.url + "/respond/batch", json=[{"comment": c} for c in comments])
+        too_many = httpx.post(srv.url + "/respond/batch", json=[{"comment": "x"}] * 17)
+        empty = httpx.post(srv.url + "/respond/batch", json=[])
+    assert r.status_code == 200
+    assert [x["reply"] for x in r.json()] == [f"Echo: {c}\n{SIGN_OFF}" for c in comments]
+    assert [x["used_context"] for x in r.json()] == [False, True, False]
+    assert gen.batches == [comments]  # one request, one generate
+    assert too_many.status_code == 413
+    assert too_many.json()["detail"] == ("batch has 17 comments; this server takes at most 16 per request "
+                                         "(RESPONDER_QUEUE_SIZE); split it")
+    assert empty.status_code == 200 and empty.json() == []
+
+
+def test_healthz_answers_while_a_batch_generates():
+    gate = threading.Event()
+    gen = FakeGenerator(gate=gate)
+    with LiveServer(make_app(gen)) as srv:
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(httpx.post, srv.url + "/respond", json={"comment": "hello"}, timeout=60)
+            assert gen.started.wait(10)
+            start = time.perf_counter()
+            health = httpx.get(srv.url + "/healthz", timeout=5)
+            elapsed = time.perf_counter() - start
+            gate.set()
+            assert pending.result().status_code == 200
+    assert health.status_code == 200 and elapsed < 2
+    body = health.json()
+    assert body["generating"] is True and body["ready"] is True
+    assert body["model"] == "fake-model" and body["adapter"] == "fake-adapter"
+
+
+def test_full_queue_answers_503_with_retry_after():
+    gate = threading.Event()
+    gen = FakeGenerator(gate=gate)
+    with LiveServer(make_app(gen, max_batch_size=1, max_wait_ms=0, queue_size=2)) as srv:
+        with ThreadPoolExecutor(3) as pool:
+            first = pool.submit(httpx.post, srv.url + "/respond", json={"comment": "one"}, timeout=60)
+            assert gen.started.wait(10)  # "one" is generating; the queue is empty
+            queued = [pool.submit(httpx.post, srv.url + "/respond", json={"comment": c}, timeout=60)
+                      for c in ("two", "three")]
+            deadline = time.time() + 10
+            while httpx.get(srv.url + "/healthz").json()["queue_depth"] < 2 and time.time() < deadline:
+                time.sleep(0.05)
+            refused = httpx.post(srv.url + "/respond", json={"comment": "four"})
+            metrics = httpx.get(srv.url + "/metrics").text
+            gate.set()
+            assert first.result().status_code == 200
+            assert [q.result().status_code for q in queued] == [200, 200]
+    assert refused.status_code == 503
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert refused.json()["detail"].startswith("server busy: queue is full; retry after")
+    assert 'responder_requests_total{route="/respond",status="503"} 1.0' in metrics
+    assert "responder_queue_depth 2.0" in metrics
+
+
+def test_request_timeout_answers_504():
+    gen = FakeGenerator(delay=2.0)
+    with LiveServer(make_app(gen, request_timeout_s=0.5)) as srv:
+        r = httpx.post(srv.url + "/respond", json={"comment": "slow one"}, timeout=30)
+        health = httpx.get(srv.url + "/healthz")
+    assert r.status_code == 504
+    assert r.json()["detail"] == "no reply within 0.5 s; retry later or raise RESPONDER_REQUEST_TIMEOUT_S"
+    assert health.status_code == 200
+
+
+@pytest.mark.parametrize("comment,detail", [
+    ("", "body.comment: comment is empty; send the comment's text"),
+    ("   \n\t ", "body.comment: comment is empty; send the comment's text"),
+    ("x" * 10_001, "body.comment: comment is 10001 characters; YouTube's limit is 10000"),
+])
+def test_bad_comments_are_422_with_exact_detail(comment, detail):
+    with LiveServer(make_app(FakeGenerator())) as srv:
+        r = httpx.post(srv.url + "/respond", json={"comment": comment})
+        batch = httpx.post(srv.url + "/respond/batch", json=[{"comment": "ok"}, {"comment": comment}])
+    assert r.status_code == 422 and r.json()["detail"] == detail
+    assert batch.status_code == 422 and batch.json()["detail"] == detail.replace("body.", "body.1.")
+
+
+def test_comment_at_the_limit_is_accepted():
+    with LiveServer(make_app(FakeGenerator())) as srv:
+        r = httpx.post(srv.url + "/respond", json={"comment": "y" * 10_000})
+    assert r.status_code == 200
+
+
+def test_api_key_required_except_health():
+    with LiveServer(make_app(FakeGenerator(), api_key="s3cret")) as srv:
+        missing = httpx.post(srv.url + "/respond", json={"comment": "hi"})
+        wrong = httpx.post(srv.url + "/respond", json={"comment": "hi"}, headers={"Authorization": "Bearer no"})
+        batch = httpx.post(srv.url + "/respond/batch", json=[{"comment": "hi"}])
+        right = httpx.post(srv.url + "/respond", json={"comment": "hi"},
+                           headers={"Authorization": "Bearer s3cret"})
+        health, ready = httpx.get(srv.url + "/healthz"), httpx.get(srv.url + "/readyz")
+        docs = httpx.get(srv.url + "/docs")
+    assert missing.status_code == wrong.status_code == batch.status_code == 401
+    assert missing.json()["detail"] == "missing or wrong API key; send 'Authorization: Bearer <key>'"
+    assert right.status_code == 200
+    assert health.status_code == 200 and ready.status_code == 200
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()
+
+
+def test_retrieve_returns_passages_alone():
+    with LiveServer(make_app(FakeGenerator())) as srv:
+        hit = httpx.post(srv.url + "/retrieve", json={"comment": "xgboost trees?"}).json()
+        miss = httpx.post(srv.url + "/retrieve", json={"comment": "great video"}).json()
+    assert hit["passages"][0]["text"] == "Tune the learning rate and the number of trees together."
+    assert hit["passages"][0]["similarity"] == 0.71
+    assert miss == {"passages": []}
+
+
+def test_readyz_503_and_health_report_when_the_model_cannot_load(tmp_path):
+    from responder.service import create_app
+
+    missing = tmp_path / "no-such-adapter"
+    app = create_app(Settings(adapter=missing, store=tmp_path / "store"))
+    with LiveServer(app) as srv:
+        deadline = time.time() + 20
+        while httpx.get(srv.url + "/healthz").json()["status"] != "error" and time.time() < deadline:
+            time.sleep(0.05)
+        health = httpx.get(srv.url + "/healthz").json()
+        ready = httpx.get(srv.url + "/readyz")
+        respond = httpx.post(srv.url + "/respond", json={"comment": "hi"})
+    detail = f"adapter '{missing}' does not exist; pass the output directory of `finetune run`"
+    assert health["error"] == detail and health["ready"] is False
+    assert ready.status_code == 503 and ready.json()["detail"] == detail
+    assert respond.status_code == 503 and respond.json()["detail"] == detail
+
+
+def test_no_model_built_at_import_time():
+    import subprocess
+    import sys
+
+    code = ("import sys, responder.service, responder.cli_serve, responder.factory; "
+            "print(sorted(m for m in ('torch','transformers','peft','chromadb') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def _cli(*args: str, env: dict | None = None):
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-c", "from responder.cli import main; main()", *args],
+                          capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=120)
+
+
+def test_cli_serve_refuses_a_bad_adapter_in_one_line(tmp_path):
+    out = _cli("serve", "--adapter", str(tmp_path / "missing"), "--port", str(free_port()))
+    assert out.returncode == 2
+    assert out.stderr == (f"Error: adapter '{tmp_path / 'missing'}' does not exist; pass the output "
+                          "directory of `finetune run`\n")
+
+
+def test_cli_serve_refuses_workers_without_chroma_server(tmp_path):
+    out = _cli("serve", "--workers", "2", "--store", str(tmp_path), "--port", str(free_port()))
+    assert out.returncode == 2
+    assert out.stderr.startswith("Error: 2 workers cannot share the embedded Chroma store")
+
+
+def test_cli_respond_rejects_an_empty_comment_before_loading():
+    out = _cli("respond", "   ")
+    assert out.returncode == 2 and out.stderr == "Error: comment is empty; send the comment's text\n"
+
+
+def test_request_that_timed_out_in_the_queue_is_never_computed():
+    gate = threading.Event()
+    gen = FakeGenerator(gate=gate)
+    with LiveServer(make_app(gen, max_batch_size=1, max_wait_ms=0, request_timeout_s=1.0)) as srv:
+        with ThreadPoolExecutor(1) as pool:
+            first = pool.submit(httpx.post, srv.url + "/respond", json={"comment": "one"}, timeout=60)
+            assert gen.started.wait(10)
+            late = httpx.post(srv.url + "/respond", json={"comment": "two"}, timeout=30)
+            gate.set()
+            first.result()
+        time.sleep(0.3)  # let the worker look at the queue again
+    assert late.status_code == 504
+    assert gen.batches == [["one"]]

@@ -1,0 +1,55 @@
+"""The real LocalGenerator (tiny model + a peft adapter) behind the real service, over HTTP.
+
+The app is built from settings alone, as `responder serve` builds it: the model loads in the
+background, /readyz turns 200 when it is loaded, concurrent requests share batched generates.
+"""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+
+from responder.settings import Settings
+from tests.test_generator import HOSTILE, SIGN_OFF, tiny_adapter  # noqa: F401 - fixture
+from tests.test_service import LiveServer, post_many
+
+
+def test_real_model_through_the_service(tiny_adapter, tmp_path):  # noqa: F811
+    from responder.service import create_app
+
+    settings = Settings(adapter=tiny_adapter, quantization="none", device="cpu", store=tmp_path / "none",
+                        max_new_tokens=8, max_batch_size=4, max_wait_ms=300)
+    with LiveServer(create_app(settings)) as srv:
+        deadline = time.time() + 120
+        while httpx.get(srv.url + "/readyz").status_code != 200:
+            assert time.time() < deadline, httpx.get(srv.url + "/healthz").json()
+            time.sleep(0.1)
+        health = httpx.get(srv.url + "/healthz").json()
+        comments = ["thank you so much!", "first!", HOSTILE, "how do I tune xgboost?"]
+        responses = post_many(srv.url + "/respond", comments)
+        metrics = httpx.get(srv.url + "/metrics").text
+    assert health["adapter"] == tiny_adapter.parent.name and health["quantization"] == "none"
+    assert health["knowledge_base"].startswith("none:")
+    for r in responses:
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["reply"].endswith(SIGN_OFF) and body["reply"].count(SIGN_OFF) == 1
+        assert "<|im_start|>" not in body["reply"] and "<|im_end|>" not in body["reply"]
+        assert body["used_context"] is False and body["adapter"] == tiny_adapter.parent.name
+    # Fewer generates than requests: concurrent requests were batched.
+    count = next(line for line in metrics.splitlines() if line.startswith("responder_batch_size_count"))
+    assert float(count.split()[-1]) < len(comments)
+
+
+def test_cli_respond_json(tiny_adapter, tmp_path):  # noqa: F811
+    import json
+
+    from tests.test_service import _cli
+
+    out = _cli("respond", "thanks Nadia!", "--adapter", str(tiny_adapter), "--json", "--max-new-tokens", "6",
+               "--device", "cpu", "--store", str(tmp_path / "none"))
+    assert out.returncode == 0, out.stderr
+    body = json.loads(out.stdout)
+    assert body["reply"].endswith(SIGN_OFF) and body["sources"] == [] and body["used_context"] is False
+    assert body["adapter"] == tiny_adapter.parent.name
