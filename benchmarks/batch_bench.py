@@ -92,7 +92,7 @@ def main() -> None:
     t0 = time.perf_counter()
     responder = build(settings)
     print(f"model: {settings.base_model} ({settings.quantization}), adapter: {settings.adapter}, "
-          f"max_new_tokens={settings.max_new_tokens}, loaded in {time.perf_counter() - t0:.1f}s")
+          f"max_new_tokens={settings.max_new_tokens}, loaded in {time.perf_counter() - t0:.1f}s", flush=True)
     # Warm-up (first-call allocations), not timed.
     responder.respond_many([CommentRequest(texts[0])])
 
@@ -107,6 +107,11 @@ def main() -> None:
             summary = run_batch(selected, responder, out, batch_size=args.batch_size)
         batch_s = time.perf_counter() - start
         skipped = sum(summary.skipped.values())
+    batch_rate = summary.answered / batch_s * 60
+    print(f"comments: {len(texts)} ({to_answer} selected, {skipped} skipped by the rules, "
+          f"{sum(summary.failed.values())} failed)")
+    print(f"responder batch (batch size {args.batch_size}): {summary.answered} answered in {batch_s:.1f}s "
+          f"= {batch_rate:.1f} comments/min", flush=True)
 
     sequential = [c.text for c, r in selected if r is None][: args.sequential]
     start = time.perf_counter()
@@ -114,12 +119,7 @@ def main() -> None:
         responder.respond(CommentRequest(text))
     seq_s = time.perf_counter() - start
 
-    batch_rate = summary.answered / batch_s * 60
     seq_rate = len(sequential) / seq_s * 60
-    print(f"comments: {len(texts)} ({to_answer} selected, {skipped} skipped by the rules, "
-          f"{sum(summary.failed.values())} failed)")
-    print(f"responder batch (batch size {args.batch_size}): {summary.answered} answered in {batch_s:.1f}s "
-          f"= {batch_rate:.1f} comments/min")
     print(f"one at a time: {len(sequential)} answered in {seq_s:.1f}s = {seq_rate:.1f} comments/min")
     ratio = batch_rate / seq_rate if seq_rate else float("inf")
     print(f"speed-up: {ratio:.2f}x (goal >= 5x): {'MET' if ratio >= 5 else 'NOT MET'}")
