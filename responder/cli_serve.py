@@ -76,41 +76,68 @@ def serve(**options: Any) -> None:
 
 
 @click.command()
-@click.argument("comment")
-@click.option("--video-title", default=None, help="Title of the video the comment is under.")
+@click.argument("comments", nargs=-1)
+@click.option("--file", "comments_file", type=click.Path(dir_okay=False), default=None,
+              help="A text file with one comment per line (answered together, as one batch).")
+@click.option("--video-title", default=None, help="Title of the video the comments are under.")
 @click.option("--author", default=None, help="The commenter's display name.")
 @click.option("--no-context", is_flag=True, help="Answer without retrieving article passages.")
-@click.option("--json", "as_json", is_flag=True, help="Print the reply and sources as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the replies and sources as JSON.")
 @model_options
 @store_options
-def respond(comment: str, video_title: str | None, author: str | None, no_context: bool, as_json: bool,
-            **options: Any) -> None:
-    """Answer one COMMENT and print the reply with its sources."""
+def respond(comments: tuple[str, ...], comments_file: str | None, video_title: str | None,
+            author: str | None, no_context: bool, as_json: bool, **options: Any) -> None:
+    """Answer one or more COMMENTS (or --file) and print the replies with their sources."""
     from .core import CommentRequest, validate_comment
+    from .errors import UserError
     from .factory import build_responder
     from .schemas import RespondResponse
     from .settings import load_settings
 
-    validate_comment(comment)  # before loading a model
+    texts = list(comments) + _read_comment_lines(comments_file)
+    if not texts:
+        raise UserError("no comment given; pass COMMENT arguments or --file with one comment per line")
+    for text in texts:
+        validate_comment(text)  # before loading a model
     responder = build_responder(load_settings(**options))
-    reply = responder.respond(CommentRequest(comment, video_title, author, use_context=not no_context))
+    replies = responder.respond_many(
+        [CommentRequest(t, video_title, author, use_context=not no_context) for t in texts])
     if as_json:
-        click.echo(json.dumps(RespondResponse.of(reply).model_dump(), indent=2, ensure_ascii=False))
+        payload = [RespondResponse.of(r).model_dump() for r in replies]
+        click.echo(json.dumps(payload[0] if len(payload) == 1 else payload, indent=2, ensure_ascii=False))
         return
+    _print_replies(texts, replies)
+
+
+def _read_comment_lines(path: str | None) -> list[str]:
+    if path is None:
+        return []
+    from .errors import UserError
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return [line.strip() for line in handle if line.strip()]
+    except OSError as exc:
+        raise UserError(f"cannot read comments file {path}: {exc.strerror}; pass a readable text file") from None
+    except UnicodeDecodeError:
+        raise UserError(f"comments file {path} is not UTF-8 text; save it as UTF-8") from None
+
+
+def _print_replies(texts: list[str], replies: list[Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    table = Table("Comment", "Reply", "Sources", show_lines=True, expand=True)
+    for text, reply in zip(texts, replies):
+        sources = "\n".join(f"{p.title} > {p.section} ({p.similarity:.2f})" if p.section
+                            else f"{p.title} ({p.similarity:.2f})" for p in reply.sources)
+        table.add_row(text, reply.reply, sources or "[dim]none[/dim]")
     console = Console()
-    console.print(reply.reply, markup=False, highlight=False)
-    if reply.sources:
-        table = Table("#", "Title", "Section", "Source", "Similarity", title="Sources")
-        for n, p in enumerate(reply.sources, 1):
-            table.add_row(str(n), p.title, p.section, p.url or p.source, f"{p.similarity:.2f}")
-        console.print(table)
-    else:
-        console.print("[dim]No article passages used.[/dim]")
-    console.print(f"[dim]{reply.model} + {reply.adapter or 'no adapter'}; "
-                  f"retrieve {reply.timings['retrieve_ms']:.0f} ms, generate {reply.timings['generate_ms']:.0f} ms[/dim]")
+    console.print(table)
+    first = replies[0]
+    console.print(f"[dim]{first.model} + {first.adapter or 'no adapter'}; {len(replies)} comment(s) in one batch: "
+                  f"retrieve {first.timings['retrieve_ms']:.0f} ms, generate {first.timings['generate_ms']:.0f} ms"
+                  "[/dim]")
 
 
 COMMANDS = [serve, respond]

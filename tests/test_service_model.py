@@ -53,3 +53,24 @@ def test_cli_respond_json(tiny_adapter, tmp_path):  # noqa: F811
     body = json.loads(out.stdout)
     assert body["reply"].endswith(SIGN_OFF) and body["sources"] == [] and body["used_context"] is False
     assert body["adapter"] == tiny_adapter.parent.name
+
+
+def test_cli_respond_answers_a_file_of_comments_as_a_table(tiny_adapter, tmp_path):  # noqa: F811
+    from tests.test_service import _cli
+
+    comments = tmp_path / "comments.txt"
+    comments.write_text("thanks Nadia!\n\nfirst!\n")
+    out = _cli("respond", "--file", str(comments), "--adapter", str(tiny_adapter), "--max-new-tokens", "6",
+               "--device", "cpu", "--store", str(tmp_path / "none"), env={"COLUMNS": "200"})
+    assert out.returncode == 0, out.stderr
+    assert "thanks Nadia!" in out.stdout and "first!" in out.stdout
+    assert out.stdout.count("Keep exploring! - Nadia") == 2  # one reply each, sign-off once
+    assert "2 comment(s) in one batch" in out.stdout
+
+
+def test_cli_respond_with_an_unreadable_file_is_one_line(tmp_path):
+    from tests.test_service import _cli
+
+    out = _cli("respond", "--file", str(tmp_path / "missing.txt"))
+    assert out.returncode == 2
+    assert out.stderr.startswith("Error: cannot read comments file") and out.stderr.count("\n") == 1
