@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
+import warnings
 from typing import Any, Callable
 
 import click
@@ -36,6 +38,11 @@ def run(group: click.Group) -> None:
 
 
 def setup_logging(verbose: bool = False) -> None:
+    # Library progress bars ("Loading weights") and deprecation advice bury our own output; our
+    # long work shows its own progress. Set before transformers is imported: it reads this then.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if not verbose:
+        warnings.filterwarnings("ignore", category=FutureWarning)
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     # Libraries' own chatter (transformers' progress bars and advice) hides our output.
