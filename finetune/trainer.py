@@ -273,6 +273,7 @@ def generate_replies(model: Any, tokenizer: Any, style: Any, comments: list[str]
     """Greedy replies, left-padded in batches; the raw text the model wrote (special tokens dropped)."""
     import torch
 
+    from responder.generator import left_pad
     from responder.prompt import CommentInput, clean_comment, encode_prompt
 
     model.eval()
@@ -280,9 +281,10 @@ def generate_replies(model: Any, tokenizer: Any, style: Any, comments: list[str]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     for start in range(0, len(comments), batch):
         prompts = [encode_prompt(tokenizer, style, CommentInput(clean_comment(c))) for c in comments[start:start + batch]]
-        width = max(map(len, prompts))
-        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+        padded, padding_mask = left_pad(prompts, pad)
+        width = len(padded[0])
+        ids = torch.tensor(padded, device=device)  # (B, T), padded on the left
+        mask = torch.tensor(padding_mask, device=device)
         with torch.no_grad():
             gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
                                  do_sample=False, pad_token_id=pad, eos_token_id=tokenizer.eos_token_id)
