@@ -88,7 +88,7 @@ def bench_service(args, quantization: str, adapter: Path, comments: list[str]) -
     port = free_port()
     cmd = [sys.executable, "-c", "from responder.cli import main; main()", "serve", "--port", str(port),
            "--adapter", str(adapter), "--quantization", quantization, "--max-new-tokens", str(args.max_new_tokens),
-           "--max-batch-size", str(args.clients), "--max-wait-ms", "50", "--queue-size", str(len(comments)),
+           "--max-batch-size", str(args.clients), "--queue-size", str(len(comments)),
            "--timeout", "3600", "--store", str(Path(tempfile.gettempdir()) / "serve-bench-no-store")]
     server = subprocess.Popen(cmd, start_new_session=True)
     url = f"http://127.0.0.1:{port}"

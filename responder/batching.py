@@ -45,7 +45,7 @@ Process = Callable[[Sequence[Any]], Sequence[Any]]
 
 
 class Batcher(Generic[T, R]):
-    def __init__(self, process: Process, max_batch_size: int = 16, max_wait_ms: float = 50,
+    def __init__(self, process: Process, max_batch_size: int = 16, max_wait_ms: float = 250,
                  queue_size: int = 64, timeout_s: float = 300.0,
                  on_batch: Callable[[int, float], None] | None = None) -> None:
         self.process = process

@@ -59,7 +59,9 @@ class Settings(BaseSettings):
     workers: int = Field(1, ge=1)
     api_key: SecretStr | None = None
     max_batch_size: int = Field(16, ge=1)
-    max_wait_ms: int = Field(50, ge=0)
+    # A CPU batch takes seconds, so a quarter second to let concurrent clients join it costs
+    # little latency and fills batches (serve_bench: 4.6x -> 5.8x the one-at-a-time rate).
+    max_wait_ms: int = Field(250, ge=0)
     queue_size: int = Field(64, ge=1)
     request_timeout_s: float = Field(300.0, gt=0)
 
