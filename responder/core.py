@@ -66,9 +66,13 @@ class Responder:
         self.min_similarity = min_similarity
 
     def retrieve(self, request: CommentRequest) -> list[Passage]:
+        return self._passages(validate_comment(request.comment), request)
+
+    def _passages(self, comment: str, request: CommentRequest) -> list[Passage]:
+        """Passages for an already validated comment; none when context is off or there is no store."""
         if not request.use_context or self.retriever is None:
             return []
-        return self.retriever.search(validate_comment(request.comment), top_k=request.top_k or self.top_k,
+        return self.retriever.search(comment, top_k=request.top_k or self.top_k,
                                      min_similarity=self.min_similarity)
 
     def respond(self, request: CommentRequest) -> Reply:
@@ -79,9 +83,9 @@ class Responder:
         start = time.perf_counter()
         items = []
         for request in requests:
-            passages = self.retrieve(request)
-            items.append(CommentInput(validate_comment(request.comment), request.video_title,
-                                      request.author, tuple(passages)))
+            comment = validate_comment(request.comment)
+            items.append(CommentInput(comment, request.video_title, request.author,
+                                      tuple(self._passages(comment, request))))
         retrieved = time.perf_counter()
         raw = self.generator.generate(items, self.style) if items else []
         done = time.perf_counter()
