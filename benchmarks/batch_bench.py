@@ -54,9 +54,9 @@ def build(settings):
     try:
         from responder.factory import build_responder
     except ImportError:  # the factory is written by another issue; same parts, built by hand
-        from responder.core import Responder
-        from responder.generator import LocalGenerator
-        from responder.prompt import PromptStyle
+        from base.generation import LocalGenerator
+        from base.prompt import PromptStyle
+        from responder.responder import Responder
 
         print("note: responder.factory not available; using LocalGenerator + Responder without retrieval")
         generator = LocalGenerator.load(settings.base_model, settings.adapter, settings.quantization,
@@ -75,10 +75,12 @@ def main() -> None:
     parser.add_argument("--adapter", default=None)
     args = parser.parse_args()
 
-    from responder.batch import ReplyLog, run_batch
-    from responder.core import CommentRequest
-    from responder.settings import load_settings
-    from responder.youtube import Filters, infer_channel_id, load_comments, select
+    from base.settings import load_settings
+    from responder.jobs.batch_run import run_batch
+    from responder.jobs.reply_log import ReplyLog
+    from responder.responder import CommentRequest
+    from responder.youtube.export import load_comments
+    from responder.youtube.selection import Filters, infer_channel_id, select
 
     try:  # the weight-loading progress bars would bury the figures
         from transformers.utils import logging as hf_logging

@@ -24,10 +24,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from base.settings import Settings  # noqa: E402
 from ingest.pipeline import ingest  # noqa: E402
 from knowledge.embedder import load_embedder  # noqa: E402
 from knowledge.store import open_knowledge_base  # noqa: E402
-from responder.settings import Settings  # noqa: E402
 
 
 def pct(values: list[float], q: float) -> float:

@@ -58,11 +58,11 @@ def fixed_comments(n: int) -> list[str]:
 
 def make_adapter(base_model: str, out: Path) -> Path:
     from peft import LoraConfig, get_peft_model
-
-    from responder.adapter_info import write_adapter_info
-    from responder.llm import resolve_base_model
-    from responder.prompt import DEFAULT_PERSONA, PromptStyle
     from transformers import AutoModelForCausalLM
+
+    from base.adapter_info import write_adapter_info
+    from base.models import resolve_base_model
+    from base.prompt import DEFAULT_PERSONA, PromptStyle
 
     model = AutoModelForCausalLM.from_pretrained(resolve_base_model(base_model))
     peft_model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, task_type="CAUSAL_LM",
@@ -147,9 +147,9 @@ def bench_service(args, quantization: str, adapter: Path, comments: list[str]) -
 
 
 def bench_one_at_a_time(args, quantization: str, adapter: Path, comments: list[str]) -> dict:
+    from base.prompt import CommentInput
+    from base.settings import Settings
     from responder.factory import build_generator, plan_serving
-    from responder.prompt import CommentInput
-    from responder.settings import Settings
 
     settings = Settings(adapter=adapter, quantization=quantization, max_new_tokens=args.max_new_tokens)
     plan = plan_serving(settings)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import click
 
-from responder.clikit import run, setup_logging
-from responder.errors import UserError
+from base.clikit import run, setup_logging
+from base.errors import UserError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -80,7 +80,7 @@ def preview_cmd(config, data, eval_data, base_model, overrides, examples):
     """Token-length statistics and examples with the loss-carrying tokens marked «like this»."""
     from rich.table import Table
 
-    from responder.llm import load_tokenizer, resolve_base_model
+    from base.models import load_tokenizer, resolve_base_model
 
     from .config import load_config
     from .data import encode_pairs, load_pairs
@@ -146,7 +146,7 @@ def estimate_cmd(params, model_path, rank, batch, seq_len):
     if rank < 1 or batch < 1 or seq_len < 1:
         raise UserError("--rank, --batch and --seq-len must be at least 1")
     if model_path:
-        from responder.llm import resolve_base_model
+        from base.models import resolve_base_model
 
         shape = shape_from_model(resolve_base_model(model_path))
     else:
@@ -185,8 +185,8 @@ def estimate_cmd(params, model_path, rank, batch, seq_len):
 @click.option("--force", is_flag=True, help="Replace an existing output directory.")
 def merge_cmd(adapter, output, dtype, base_model, force):
     """Merge the adapter into a 16-bit copy of the base model (never the 4-bit weights); safetensors."""
-    from responder.adapter_info import read_adapter_info
-    from responder.llm import resolve_base_model
+    from base.adapter_info import read_adapter_info
+    from base.models import resolve_base_model
 
     from .merge import merge
 

@@ -15,9 +15,9 @@ from typing import Any, get_type_hints
 
 import yaml
 
-from responder.errors import UserError
-from responder.prompt import DEFAULT_PERSONA, PromptStyle
-from responder.settings import DEFAULT_BASE_MODEL
+from base.errors import UserError
+from base.prompt import DEFAULT_PERSONA, PromptStyle
+from base.settings import DEFAULT_BASE_MODEL
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from responder.errors import UserError
+from base.errors import UserError
 
 from .config import join_problems
 
@@ -227,7 +227,7 @@ class Example:
 
 def encode_pairs(tokenizer: Any, style: Any, pairs: list[Pair], max_length: int) -> tuple[list[Example], list[str]]:
     """Training examples from the one prompt module; over-long ones are cut, with a warning."""
-    from responder.prompt import CommentInput, clean_comment, encode_training_example
+    from base.prompt import CommentInput, clean_comment, encode_training_example
 
     examples, cut = [], []
     for p in pairs:

@@ -15,13 +15,12 @@ The model's shape comes from its config.json, or is guessed from the parameter c
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from responder.errors import UserError
+from base.errors import UserError
 
 NF4_DQ_BITS = 4 + 8 / 64 + 32 / (64 * 256)  # 4-bit codes + 8-bit scales per 64 + fp32 per 256 scales
 

@@ -10,13 +10,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .outputs import replace_dir_atomic
+from base.fileio import replace_dir_atomic
 
 
 def merge(info: Any, base_dir: str, out: Path, dtype: str) -> None:
     from peft import PeftModel
 
-    from responder.llm import Precision, load_base_model, load_tokenizer
+    from base.models import Precision, load_base_model, load_tokenizer
 
     base = load_base_model(base_dir, "none", Precision("cpu", dtype, "merge: 16-bit copy of the base"))
     model = PeftModel.from_pretrained(base, str(info.path)).merge_and_unload()

@@ -27,12 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from responder.errors import UserError
+from base.errors import UserError
+from base.fileio import replace_dir_atomic, write_text_atomic, write_with_atomic
+from finetune.outputs import plot_loss, samples_markdown, write_metrics
 
 from .config import RunConfig, dump_config
 from .data import Example, encode_pairs, load_pairs, split_pairs
-from .outputs import (plot_loss, replace_dir_atomic, samples_markdown, write_metrics, write_text_atomic,
-                      write_with_atomic)
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class Prepared:
 
 def prepare(cfg: RunConfig, fresh: bool = False) -> Prepared:
     """Check data, base model and output directory; raise one `UserError` for what is wrong."""
-    from responder.llm import resolve_base_model
+    from base.models import resolve_base_model
 
     train = load_pairs(cfg.data.path, cfg.data.comment_column, cfg.data.reply_column)
     warnings = list(train.warnings)
@@ -103,7 +103,7 @@ def physical_cores() -> int:
 def build_model(cfg: RunConfig, base_dir: str, precision: Any) -> Any:
     from peft import LoraConfig, get_peft_model
 
-    from responder.llm import load_base_model
+    from base.models import load_base_model
 
     model = load_base_model(base_dir, cfg.model.quantization, precision)
     model.config.use_cache = False
@@ -273,8 +273,8 @@ def generate_replies(model: Any, tokenizer: Any, style: Any, comments: list[str]
     """Greedy replies, left-padded in batches; the raw text the model wrote (special tokens dropped)."""
     import torch
 
-    from responder.generator import left_pad
-    from responder.prompt import CommentInput, clean_comment, encode_prompt
+    from base.generation import left_pad
+    from base.prompt import CommentInput, clean_comment, encode_prompt
 
     model.eval()
     out = []
@@ -310,7 +310,7 @@ def train(prep: Prepared, console: Any, fresh: bool = False, stop_after_steps: i
     from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from responder.llm import choose_precision, load_tokenizer, quantized_bits_per_weight
+    from base.models import choose_precision, load_tokenizer, quantized_bits_per_weight
 
     cfg, out = prep.cfg, prep.output
     say = console.print
@@ -496,7 +496,7 @@ def train(prep: Prepared, console: Any, fresh: bool = False, stop_after_steps: i
 
 def finish(model: Any, tokenizer: Any, prep: Prepared, records: list[dict[str, Any]], device: str,
            bits: float | None, console: Any) -> None:
-    from responder.adapter_info import write_adapter_info
+    from base.adapter_info import write_adapter_info
 
     from .estimate import estimate_for_run
 

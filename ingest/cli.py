@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from responder.clikit import run, setup_logging, store_options
+from base.clikit import run, setup_logging, store_options
 
 from .chunker import DEFAULT_CHUNK_TOKENS, DEFAULT_OVERLAP_TOKENS
 from .pipeline import DEFAULT_MAX_FILE_MB
@@ -33,10 +33,16 @@ def cli(paths: tuple[str, ...], store: str | None, chroma_url: str | None, embed
     """
     setup_logging(verbose)
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
+    from base.settings import load_settings
     from knowledge.store import open_knowledge_base
-    from responder.settings import load_settings
 
     from .pipeline import discover, ingest
 

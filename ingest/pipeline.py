@@ -20,9 +20,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-from responder.errors import UserError
+from base.errors import UserError
 
-from .chunker import CHUNKER_VERSION, DEFAULT_CHUNK_TOKENS, DEFAULT_OVERLAP_TOKENS, chunk_document, chunk_id
+from .chunker import (
+    CHUNKER_VERSION,
+    DEFAULT_CHUNK_TOKENS,
+    DEFAULT_OVERLAP_TOKENS,
+    chunk_document,
+    chunk_id,
+)
 from .readers import SUPPORTED, Skip, read_document
 
 log = logging.getLogger(__name__)

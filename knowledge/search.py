@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping, Sequence
 
-from responder.prompt import Passage
+from base.prompt import Passage
 
 # Cosine similarity under which a passage is not injected (off-topic comments get nothing).
 DEFAULT_MIN_SIMILARITY = 0.30

@@ -15,12 +15,17 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from responder.errors import UserError
-from responder.prompt import Passage
-from responder.settings import Settings
+from base.errors import UserError
+from base.prompt import Passage
+from base.settings import Settings
 
 from .embedder import Embedder, load_embedder, resolve_embedder
-from .search import DEFAULT_MIN_SIMILARITY, has_words, resolve_min_similarity, to_passages
+from .search import (
+    DEFAULT_MIN_SIMILARITY,
+    has_words,
+    resolve_min_similarity,
+    to_passages,
+)
 
 # Cosine space; a wider search beam than Chroma's default (100), which measurably lost
 # recall@3 at 10k+ chunks in benchmarks/ingest_bench.py.

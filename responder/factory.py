@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .adapter_info import AdapterInfo, read_adapter_info
-from .core import Responder
-from .errors import UserError
-from .prompt import PromptStyle
-from .settings import Settings
+from base.adapter_info import AdapterInfo, read_adapter_info
+from base.errors import UserError
+from base.prompt import PromptStyle
+from base.settings import Settings
+from responder.responder import Responder
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class ServingPlan:
 
 
 def _same_base_model(a: str, b: str, cache_dir: Path | None) -> bool:
-    from .llm import EMBEDDED_ALIASES
+    from base.models import EMBEDDED_ALIASES
 
     if a.strip().lower() == b.strip().lower():
         return True
@@ -51,7 +51,7 @@ def _same_base_model(a: str, b: str, cache_dir: Path | None) -> bool:
     if pa.is_dir() and pb.is_dir():
         return pa.resolve() == pb.resolve()
     # One is a directory, the other an alias of the embedded default: compare where they lead.
-    from .llm import resolve_base_model
+    from base.models import resolve_base_model
 
     try:
         return Path(resolve_base_model(a, cache_dir)).resolve() == Path(resolve_base_model(b, cache_dir)).resolve()
@@ -99,11 +99,11 @@ def plan_serving(settings: Settings) -> ServingPlan:
 def build_generator(settings: Settings, plan: ServingPlan) -> Any:
     adapter_name = _adapter_name(plan.adapter)
     if plan.backend == "openai":
-        from .generator import OpenAIGenerator
+        from responder.generators.openai_compatible import OpenAIGenerator
 
         return OpenAIGenerator.from_settings(settings.model_copy(update={"base_model": plan.base_model}),
                                              plan.base_model, adapter_name)
-    from .generator import LocalGenerator
+    from base.generation import LocalGenerator
 
     return LocalGenerator.load(plan.base_model, plan.adapter.path if plan.adapter else None,
                                plan.quantization, settings.device, settings.max_new_tokens,

@@ -15,14 +15,14 @@ import pytest
 @pytest.fixture(scope="session")
 def base_model_dir() -> Path:
     """The embedded SmolLM2-135M-Instruct, converted once into the user's model cache."""
-    from responder.llm import embedded_base_model
+    from base.models import embedded_base_model
 
     return embedded_base_model()
 
 
 @pytest.fixture(scope="session")
 def tokenizer(base_model_dir):
-    from responder.llm import load_tokenizer
+    from base.models import load_tokenizer
 
     return load_tokenizer(str(base_model_dir))
 

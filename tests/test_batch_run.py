@@ -20,12 +20,14 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from responder.batch import ReplyLog, run_batch
+from base.errors import UserError
+from base.prompt import Passage, PromptStyle
 from responder.cli import cli
-from responder.core import CommentRequest, Responder
-from responder.errors import UserError
-from responder.prompt import Passage, PromptStyle
-from responder.youtube import Filters, infer_channel_id, load_comments, select
+from responder.jobs.batch_run import run_batch
+from responder.jobs.reply_log import ReplyLog
+from responder.responder import CommentRequest, Responder
+from responder.youtube.export import load_comments
+from responder.youtube.selection import Filters, infer_channel_id, select
 
 SIGN = "Keep exploring! - Nadia"
 STYLE = PromptStyle(sign_off=SIGN)
@@ -349,8 +351,8 @@ def test_server_mode_against_the_real_service_app(tmp_path, sample, monkeypatch)
 
     import uvicorn
 
-    from responder.service import create_app
-    from responder.settings import Settings
+    from base.settings import Settings
+    from responder.service.app import create_app
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -428,7 +430,7 @@ def test_kill_9_mid_run_then_rerun_loses_nothing_and_duplicates_nothing(tmp_path
 
 def test_real_local_generator_answers_in_batches(tmp_path, sample, base_model_dir):
     """The real default model (a random tiny one only writes newlines), few tokens to stay quick."""
-    from responder.generator import LocalGenerator
+    from base.generation import LocalGenerator
 
     generator = LocalGenerator.load(str(base_model_dir), quantization="none", device="cpu", max_new_tokens=4)
     sizes = []

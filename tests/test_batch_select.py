@@ -7,8 +7,14 @@ from datetime import datetime, timezone
 
 import pytest
 
-from responder.errors import UserError
-from responder.youtube import Filters, infer_channel_id, load_comments, local_id, looks_like_spam, select
+from base.errors import UserError
+from responder.youtube.export import load_comments, local_id
+from responder.youtube.selection import (
+    Filters,
+    infer_channel_id,
+    looks_like_spam,
+    select,
+)
 
 CHANNEL = "UCnadiaDoesData000000001"
 

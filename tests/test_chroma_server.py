@@ -12,10 +12,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from base.errors import UserError
+from base.settings import Settings
 from ingest.pipeline import ingest
 from knowledge.store import check_workers, open_knowledge_base
-from responder.errors import UserError
-from responder.settings import Settings
 from tests.test_ingest_pipeline import write_corpus
 
 pytestmark = pytest.mark.integration

@@ -26,8 +26,8 @@ def test_help_answers(module):
 
 
 def test_bad_setting_in_the_environment_is_one_line_naming_the_variable(monkeypatch):
-    from responder.errors import UserError
-    from responder.settings import load_settings
+    from base.errors import UserError
+    from base.settings import load_settings
 
     monkeypatch.setenv("RESPONDER_TOP_K", "many")
     with pytest.raises(UserError, match=r"top_k \(RESPONDER_TOP_K\)"):

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from base.errors import UserError
 from finetune.cli import cli
-from responder.errors import UserError
 
 SIGN_OFF = "Keep exploring! - Nadia"
 PAIRS = [
@@ -113,8 +113,8 @@ def test_data_formats_columns_and_warnings(tmp_path):
 
 
 def test_reply_only_labels_and_eos(tokenizer):
+    from base.prompt import CommentInput, PromptStyle, encode_prompt
     from finetune.data import Pair, encode_pairs
-    from responder.prompt import CommentInput, PromptStyle, encode_prompt
 
     style = PromptStyle(persona="Nadia.", sign_off=SIGN_OFF)
     [ex], _ = encode_pairs(tokenizer, style, [Pair("great video!", "Thank you!", "line 2")], 512)
@@ -131,9 +131,9 @@ def test_reply_loss_matches_full_head_loss(tiny_model_dir, tokenizer):
     import torch
     from transformers import AutoModelForCausalLM
 
+    from base.prompt import PromptStyle
     from finetune.data import Pair, encode_pairs
     from finetune.trainer import collate, reply_loss_sum, shared_prefix_len
-    from responder.prompt import PromptStyle
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     exs, _ = encode_pairs(tokenizer, PromptStyle(sign_off=SIGN_OFF), [Pair(c, r, "") for c, r in PAIRS[:3]], 512)

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import pytest
 
-from responder.adapter_info import write_adapter_info
-from responder.errors import UserError
-from responder.prompt import CommentInput, PromptStyle, clean_reply, encode_prompt
-from responder.settings import Settings
+from base.adapter_info import write_adapter_info
+from base.errors import UserError
+from base.prompt import CommentInput, PromptStyle, clean_reply, encode_prompt
+from base.settings import Settings
 
 SIGN_OFF = "Keep exploring! - Nadia"
 STYLE = PromptStyle(persona="You are Nadia Okafor of the channel Nadia Does Data.", sign_off=SIGN_OFF)
@@ -40,7 +40,7 @@ def tiny_adapter(tmp_path_factory, tiny_model_dir):
 
 @pytest.fixture(scope="module")
 def tiny_generator(tiny_model_dir):
-    from responder.generator import LocalGenerator
+    from base.generation import LocalGenerator
 
     return LocalGenerator.load(str(tiny_model_dir), None, "none", "cpu", max_new_tokens=8)
 
@@ -142,8 +142,8 @@ def test_openai_backend_sends_prompt_token_ids_and_cleans(tokenizer):
     """A stand-in OpenAI-compatible server on loopback records what vLLM would receive."""
     from fastapi import FastAPI
 
-    from responder.core import CommentRequest, Responder
-    from responder.generator import OpenAIGenerator
+    from responder.generators.openai_compatible import OpenAIGenerator
+    from responder.responder import CommentRequest, Responder
     from tests.test_service import LiveServer
 
     seen: list[dict] = []
@@ -170,7 +170,7 @@ def test_openai_backend_sends_prompt_token_ids_and_cleans(tokenizer):
 
 
 def test_openai_backend_unreachable_is_one_clear_error(tokenizer):
-    from responder.generator import OpenAIGenerator
+    from responder.generators.openai_compatible import OpenAIGenerator
     from tests.test_service import free_port
 
     url = f"http://127.0.0.1:{free_port()}/v1"

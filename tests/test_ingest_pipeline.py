@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from base.settings import Settings
 from ingest.pipeline import ingest
 from knowledge.store import open_knowledge_base
-from responder.settings import Settings
 from tests.test_ingest_readers import make_pdf
 
 pytestmark = pytest.mark.integration

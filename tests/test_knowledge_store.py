@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from base.errors import UserError
+from base.settings import Settings
 from ingest.pipeline import ingest
 from knowledge.embedder import embedded_embedder_dir, resolve_embedder
 from knowledge.search import DEFAULT_MIN_SIMILARITY, has_words, to_passages
 from knowledge.store import check_workers, open_knowledge_base
-from responder.errors import UserError
-from responder.settings import Settings
 from tests.test_ingest_pipeline import write_corpus
 
 

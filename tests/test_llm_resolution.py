@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from responder import llm
-from responder.errors import UserError
+from base.errors import UserError
+from base import models as llm
 
 
 def test_embedded_default_is_a_plain_safetensors_checkpoint(base_model_dir):
@@ -56,7 +54,7 @@ def test_a_half_written_cache_is_never_trusted(monkeypatch, tmp_path):
 
 
 def test_a_killed_conversion_leaves_nothing_that_loads(tmp_path):
-    code = "from responder.llm import embedded_base_model as e; import sys; e(sys.argv[1])"
+    code = "from base.models import embedded_base_model as e; import sys; e(sys.argv[1])"
     proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(8)  # inside the conversion (it takes ~40 s)

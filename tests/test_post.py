@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from base.errors import UserError
 from responder.cli import cli
-from responder.errors import UserError
-from responder.posting import Ledger, post_replies
+from responder.jobs.posting import Ledger, post_replies
 from tests.fake_youtube import FakeYouTube
 
 SIGN = "Keep exploring! - Nadia"

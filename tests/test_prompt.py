@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from responder.prompt import (
+from base.prompt import (
     CommentInput,
     Passage,
     PromptStyle,

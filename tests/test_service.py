@@ -16,9 +16,9 @@ from typing import Sequence
 import httpx
 import pytest
 
-from responder.core import Responder
-from responder.prompt import CommentInput, Passage, PromptStyle
-from responder.settings import Settings
+from base.prompt import CommentInput, Passage, PromptStyle
+from base.settings import Settings
+from responder.responder import Responder
 
 SIGN_OFF = "Keep exploring! - Nadia"
 STYLE = PromptStyle(sign_off=SIGN_OFF)
@@ -90,7 +90,7 @@ class FakeRetriever:
 
 
 def make_app(generator, **overrides):
-    from responder.service import create_app
+    from responder.service.app import create_app
 
     settings = Settings(**{"max_batch_size": 8, "max_wait_ms": 100, "queue_size": 16,
                            "store": "/nonexistent", **overrides})
@@ -255,7 +255,7 @@ def test_retrieve_returns_passages_alone():
 
 
 def test_readyz_503_and_health_report_when_the_model_cannot_load(tmp_path):
-    from responder.service import create_app
+    from responder.service.app import create_app
 
     missing = tmp_path / "no-such-adapter"
     app = create_app(Settings(adapter=missing, store=tmp_path / "store"))
@@ -276,7 +276,7 @@ def test_no_model_built_at_import_time():
     import subprocess
     import sys
 
-    code = ("import sys, responder.service, responder.cli_serve, responder.factory; "
+    code = ("import sys, responder.service.app, responder.cli.serve, responder.factory; "
             "print(sorted(m for m in ('torch','transformers','peft','chromadb') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -10,13 +10,13 @@ import time
 
 import httpx
 
-from responder.settings import Settings
+from base.settings import Settings
 from tests.test_generator import HOSTILE, SIGN_OFF, tiny_adapter  # noqa: F401 - fixture
 from tests.test_service import LiveServer, post_many
 
 
 def test_real_model_through_the_service(tiny_adapter, tmp_path):  # noqa: F811
-    from responder.service import create_app
+    from responder.service.app import create_app
 
     settings = Settings(adapter=tiny_adapter, quantization="none", device="cpu", store=tmp_path / "none",
                         max_new_tokens=8, max_batch_size=4, max_wait_ms=300)

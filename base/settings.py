@@ -73,7 +73,7 @@ def load_settings(**overrides) -> Settings:
     """
     from pydantic import ValidationError
 
-    from .errors import UserError
+    from base.errors import UserError
 
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})

@@ -18,8 +18,7 @@ import threading
 from pathlib import Path
 from typing import Any, Sequence
 
-from .errors import UserError
-from .prompt import CommentInput, PromptStyle, encode_prompt
+from base.prompt import CommentInput, PromptStyle, encode_prompt
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +49,12 @@ class LocalGenerator:
         so a generate step costs exactly what the base model costs: the fastest choice on a CPU
         when memory allows. With NF4 the adapter stays a separate LoRA layer over 4-bit weights.
         """
-        from .llm import choose_precision, load_base_model, load_tokenizer, resolve_base_model
+        from base.models import (
+            choose_precision,
+            load_base_model,
+            load_tokenizer,
+            resolve_base_model,
+        )
 
         base_dir = resolve_base_model(base_model, cache_dir)
         precision = choose_precision(device)
@@ -119,66 +123,3 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[list[list[i
     return ids, mask
 
 
-class OpenAIGenerator:
-    """Generation on an OpenAI-compatible server (vLLM), prompt sent as token ids.
-
-    vLLM serves the adapter as a LoRA module (`--lora-modules NAME=PATH`); `model` is that NAME.
-    Sending token ids rather than text keeps the prompt identical to training and keeps
-    special-token text inside a comment plain.
-    """
-
-    def __init__(self, base_url: str, model: str, tokenizer: Any, model_name: str,
-                 adapter_name: str | None = None, max_new_tokens: int = 96, api_key: str | None = None,
-                 timeout_s: float = 300.0, client: Any = None) -> None:
-        import httpx
-
-        base = base_url.rstrip("/")
-        self.url = base + ("/completions" if base.endswith("/v1") else "/v1/completions")
-        self.model = model
-        self.tokenizer = tokenizer
-        self.model_name = model_name
-        self.adapter_name = adapter_name
-        self.max_new_tokens = max_new_tokens
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.client = client or httpx.Client(timeout=timeout_s, headers=headers)
-
-    @classmethod
-    def from_settings(cls, settings: Any, model_name: str, adapter_name: str | None) -> "OpenAIGenerator":
-        from .llm import load_tokenizer, resolve_base_model
-
-        if not settings.openai_base_url:
-            raise UserError("backend 'openai' needs a server URL: set RESPONDER_OPENAI_BASE_URL "
-                            "(for example http://vllm:8000/v1) or pass --openai-base-url")
-        # The tokenizer is needed locally to build the exact token ids of the prompt.
-        tokenizer = load_tokenizer(resolve_base_model(settings.base_model, settings.model_cache))
-        key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
-        return cls(settings.openai_base_url, settings.openai_model or adapter_name or settings.base_model,
-                   tokenizer, model_name, adapter_name, settings.max_new_tokens, key,
-                   settings.request_timeout_s)
-
-    def generate(self, items: Sequence[CommentInput], style: PromptStyle) -> list[str]:
-        import httpx
-
-        if not items:
-            return []
-        body: dict[str, Any] = {
-            "model": self.model,
-            "prompt": [encode_prompt(self.tokenizer, style, item) for item in items],
-            "max_tokens": self.max_new_tokens,
-            "temperature": 0.0,
-        }
-        if style.sign_off:
-            body["stop"] = [style.sign_off]
-        try:
-            response = self.client.post(self.url, json=body)
-        except httpx.HTTPError as exc:
-            raise UserError(f"generation server {self.url} unreachable ({exc}); check "
-                            "RESPONDER_OPENAI_BASE_URL and that the server is running") from exc
-        if response.status_code != 200:
-            raise UserError(f"generation server {self.url} answered {response.status_code}: "
-                            f"{response.text[:200]}")
-        choices = sorted(response.json()["choices"], key=lambda c: c.get("index", 0))
-        if len(choices) != len(items):
-            raise UserError(f"generation server {self.url} returned {len(choices)} completions "
-                            f"for {len(items)} prompts")
-        return [c.get("text") or "" for c in choices]

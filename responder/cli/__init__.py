@@ -1,15 +1,15 @@
-"""`responder`: retrieve, answer, serve and batch-answer YouTube comments.
+"""`responder`: retrieve, answer, serve, batch-answer and post YouTube comments.
 
-Commands live in their own modules (knowledge, service, batch); this module only gathers them.
-Nothing heavy is imported at module level, so `responder --help` is instant.
+Each command lives in its own module (knowledge, serve, batch, post); this module only gathers
+them. Nothing heavy is imported at module level, so `responder --help` is instant.
 """
 
 from __future__ import annotations
 
 import click
 
-from . import cli_batch, cli_knowledge, cli_serve
-from .clikit import run, setup_logging
+from base.clikit import run, setup_logging
+from responder.cli import batch, knowledge, post, serve
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -19,7 +19,7 @@ def cli(verbose: bool) -> None:
     setup_logging(verbose)
 
 
-for module in (cli_knowledge, cli_serve, cli_batch):
+for module in (knowledge, serve, batch, post):
     for command in module.COMMANDS:
         cli.add_command(command)
 

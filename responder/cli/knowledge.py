@@ -8,13 +8,13 @@ from pathlib import Path
 
 import click
 
-from .clikit import store_options
+from base.clikit import store_options
 
 
 def _open(store: str | None, chroma_url: str | None, min_similarity: float | None):
+    from base.errors import UserError
+    from base.settings import load_settings
     from knowledge.store import open_knowledge_base
-    from responder.errors import UserError
-    from responder.settings import load_settings
 
     settings = load_settings(store=store, chroma_url=chroma_url, min_similarity=min_similarity)
     kb = open_knowledge_base(settings)
@@ -37,7 +37,7 @@ _MIN_SIM = click.option("--min-similarity", type=click.FloatRange(-1.0, 1.0), de
 def retrieve(comment: str, top_k: int | None, min_similarity: float | None, as_json: bool,
              store: str | None, chroma_url: str | None) -> None:
     """Show the passages the responder would inject for COMMENT (none for off-topic comments)."""
-    from responder.core import validate_comment
+    from responder.responder import validate_comment
 
     settings, kb = _open(store, chroma_url, min_similarity)
     passages = kb.search(validate_comment(comment), top_k=top_k or settings.top_k)

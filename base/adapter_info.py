@@ -11,8 +11,8 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .errors import UserError
-from .prompt import PromptStyle
+from base.errors import UserError
+from base.prompt import PromptStyle
 
 INFO_FILE = "responder.json"
 

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
-from .settings import DEFAULT_BASE_MODEL
+from base.errors import UserError
+from base.settings import DEFAULT_BASE_MODEL
 
 log = logging.getLogger(__name__)
 

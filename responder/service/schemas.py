@@ -7,9 +7,9 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator
 from pydantic_core import PydanticCustomError
 
-from .core import CommentRequest, Reply, validate_comment
-from .errors import UserError
-from .prompt import MAX_COMMENT_CHARS, Passage
+from base.errors import UserError
+from base.prompt import MAX_COMMENT_CHARS, Passage
+from responder.responder import CommentRequest, Reply, validate_comment
 
 
 def _checked_comment(value: str) -> str:

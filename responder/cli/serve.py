@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 import click
 
-from .clikit import store_options
+from base.clikit import store_options
 
 
 def model_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -56,9 +56,10 @@ def serve(**options: Any) -> None:
     """
     import uvicorn
 
-    from .factory import plan_serving
-    from .service import SETTINGS_ENV, create_app, settings_to_env
-    from .settings import load_settings
+    from base.settings import load_settings
+    from responder.service.app import SETTINGS_ENV, create_app, settings_to_env
+
+    from responder.factory import plan_serving
 
     settings = load_settings(**options)
     plan = plan_serving(settings)  # a wrong adapter or base model is refused before anything loads
@@ -69,7 +70,7 @@ def serve(**options: Any) -> None:
                f"on http://{settings.host}:{settings.port}  (docs: /docs, health: /healthz)", err=True)
     if settings.workers > 1:
         os.environ[SETTINGS_ENV] = settings_to_env(settings)
-        uvicorn.run("responder.service:app_from_env", factory=True, host=settings.host, port=settings.port,
+        uvicorn.run("responder.service.app:app_from_env", factory=True, host=settings.host, port=settings.port,
                     workers=settings.workers, log_level="warning")
     else:
         uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
@@ -88,11 +89,12 @@ def serve(**options: Any) -> None:
 def respond(comments: tuple[str, ...], comments_file: str | None, video_title: str | None,
             author: str | None, no_context: bool, as_json: bool, **options: Any) -> None:
     """Answer one or more COMMENTS (or --file) and print the replies with their sources."""
-    from .core import CommentRequest, validate_comment
-    from .errors import UserError
-    from .factory import build_responder
-    from .schemas import RespondResponse
-    from .settings import load_settings
+    from base.errors import UserError
+    from base.settings import load_settings
+    from responder.responder import CommentRequest, validate_comment
+    from responder.service.schemas import RespondResponse
+
+    from responder.factory import build_responder
 
     texts = list(comments) + _read_comment_lines(comments_file)
     if not texts:
@@ -112,7 +114,7 @@ def respond(comments: tuple[str, ...], comments_file: str | None, video_title: s
 def _read_comment_lines(path: str | None) -> list[str]:
     if path is None:
         return []
-    from .errors import UserError
+    from base.errors import UserError
 
     try:
         with open(path, encoding="utf-8") as handle:

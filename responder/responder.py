@@ -10,8 +10,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
-from .errors import UserError
-from .prompt import MAX_COMMENT_CHARS, CommentInput, Passage, PromptStyle, clean_comment, clean_reply
+from base.errors import UserError
+from base.prompt import (
+    MAX_COMMENT_CHARS,
+    CommentInput,
+    Passage,
+    PromptStyle,
+    clean_comment,
+    clean_reply,
+)
 
 
 class Retriever(Protocol):
@@ -96,3 +103,11 @@ class Responder:
                   self.generator.model_name, self.generator.adapter_name, dict(timings))
             for item, text in zip(items, raw)
         ]
+
+
+class CommentFailed(Exception):
+    """One comment could not be answered; `reason` becomes `failed:<reason>` in the output."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(detail or reason)
+        self.reason = reason

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import click
 
-from .errors import UserError
+from base.errors import UserError
 
 
 def run(group: click.Group) -> None:

@@ -22,12 +22,19 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from .batching import Batcher, QueueFull
-from .core import CommentRequest, Reply, Responder
-from .errors import UserError
-from .schemas import (Health, PassageOut, RespondBatchRequest, RespondRequest, RespondResponse,
-                      RetrieveRequest, RetrieveResponse)
-from .settings import Settings
+from base.errors import UserError
+from base.settings import Settings
+from responder.responder import CommentRequest, Reply, Responder
+from responder.service.batcher import Batcher, QueueFull
+from responder.service.schemas import (
+    Health,
+    PassageOut,
+    RespondBatchRequest,
+    RespondRequest,
+    RespondResponse,
+    RetrieveRequest,
+    RetrieveResponse,
+)
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +133,7 @@ def create_app(settings: Settings, responder: Responder | None = None) -> FastAP
     state = _State(settings, responder)
 
     async def load() -> None:
-        from .factory import build_responder, describe_knowledge_base, plan_serving
+        from responder.factory import build_responder, describe_knowledge_base, plan_serving
 
         try:
             plan = await asyncio.to_thread(plan_serving, settings)

@@ -1,0 +1,77 @@
+"""Generation on an OpenAI-compatible server (vLLM with `--enable-lora --lora-modules`).
+
+The prompt is sent as token ids (`base.prompt.encode_prompt`), never re-tokenized text, and the
+reply is cleaned by `Responder` exactly as a local reply is.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from base.errors import UserError
+from base.prompt import CommentInput, PromptStyle, encode_prompt
+
+
+class OpenAIGenerator:
+    """Generation on an OpenAI-compatible server (vLLM), prompt sent as token ids.
+
+    vLLM serves the adapter as a LoRA module (`--lora-modules NAME=PATH`); `model` is that NAME.
+    Sending token ids rather than text keeps the prompt identical to training and keeps
+    special-token text inside a comment plain.
+    """
+
+    def __init__(self, base_url: str, model: str, tokenizer: Any, model_name: str,
+                 adapter_name: str | None = None, max_new_tokens: int = 96, api_key: str | None = None,
+                 timeout_s: float = 300.0, client: Any = None) -> None:
+        import httpx
+
+        base = base_url.rstrip("/")
+        self.url = base + ("/completions" if base.endswith("/v1") else "/v1/completions")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.model_name = model_name
+        self.adapter_name = adapter_name
+        self.max_new_tokens = max_new_tokens
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.client = client or httpx.Client(timeout=timeout_s, headers=headers)
+
+    @classmethod
+    def from_settings(cls, settings: Any, model_name: str, adapter_name: str | None) -> "OpenAIGenerator":
+        from base.models import load_tokenizer, resolve_base_model
+
+        if not settings.openai_base_url:
+            raise UserError("backend 'openai' needs a server URL: set RESPONDER_OPENAI_BASE_URL "
+                            "(for example http://vllm:8000/v1) or pass --openai-base-url")
+        # The tokenizer is needed locally to build the exact token ids of the prompt.
+        tokenizer = load_tokenizer(resolve_base_model(settings.base_model, settings.model_cache))
+        key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
+        return cls(settings.openai_base_url, settings.openai_model or adapter_name or settings.base_model,
+                   tokenizer, model_name, adapter_name, settings.max_new_tokens, key,
+                   settings.request_timeout_s)
+
+    def generate(self, items: Sequence[CommentInput], style: PromptStyle) -> list[str]:
+        import httpx
+
+        if not items:
+            return []
+        body: dict[str, Any] = {
+            "model": self.model,
+            "prompt": [encode_prompt(self.tokenizer, style, item) for item in items],
+            "max_tokens": self.max_new_tokens,
+            "temperature": 0.0,
+        }
+        if style.sign_off:
+            body["stop"] = [style.sign_off]
+        try:
+            response = self.client.post(self.url, json=body)
+        except httpx.HTTPError as exc:
+            raise UserError(f"generation server {self.url} unreachable ({exc}); check "
+                            "RESPONDER_OPENAI_BASE_URL and that the server is running") from exc
+        if response.status_code != 200:
+            raise UserError(f"generation server {self.url} answered {response.status_code}: "
+                            f"{response.text[:200]}")
+        choices = sorted(response.json()["choices"], key=lambda c: c.get("index", 0))
+        if len(choices) != len(items):
+            raise UserError(f"generation server {self.url} returned {len(choices)} completions "
+                            f"for {len(items)} prompts")
+        return [c.get("text") or "" for c in choices]

@@ -1,0 +1,160 @@
+"""The resumable batch runner behind `responder batch`.
+
+The output file is the run's only state: one line (JSONL) or row (CSV) per comment, appended,
+flushed and fsync'd batch by batch. A re-run with the same output skips every comment id already
+in it, so a killed run resumes where it stopped and no id is ever written twice. A `kill -9` in the
+middle of a write can leave an incomplete last line: it is cut off on the next run (a complete line
+is never dropped); a damaged line anywhere else is reported, not guessed at.
+
+Replies come from anything with `respond_many(list[CommentRequest]) -> list[Reply]`: the
+in-process `Responder`, or `HttpResponder` for a running `responder serve`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Protocol, Sequence
+
+from base.errors import UserError
+from responder.jobs.reply_log import ANSWERED, ReplyLog, record
+from responder.responder import CommentFailed, CommentRequest, Reply, validate_comment
+from responder.youtube.export import Comment
+
+log = logging.getLogger(__name__)
+
+
+class Answerer(Protocol):
+    def respond_many(self, requests: Sequence[CommentRequest]) -> list[Reply]: ...
+
+
+# ---------------------------------------------------------------------------------- output file
+
+
+# ---------------------------------------------------------------------------------------- records
+
+
+# ----------------------------------------------------------------------------------------- runner
+
+@dataclass
+class Summary:
+    answered: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    failed: Counter = field(default_factory=Counter)
+    already_done: int = 0
+    left_for_later: int = 0  # selected but beyond --limit
+    answering_s: float = 0.0
+    repaired_bytes: int = 0
+
+    @property
+    def per_minute(self) -> float:
+        attempted = self.answered + sum(self.failed.values())
+        return attempted / self.answering_s * 60 if self.answering_s > 0 else 0.0
+
+
+def plan(selected: Iterable[tuple[Comment, str | None]], done: set[str], limit: int | None
+         ) -> tuple[list[tuple[Comment, str]], list[Comment], int, int]:
+    """(skips to record, comments to answer now, already in output, left beyond the limit).
+
+    A comment id seen twice in the input (overlapping page exports) is recorded once.
+    """
+    skips, todo, already, later = [], [], 0, 0
+    seen: set[str] = set()
+    for comment, reason in selected:
+        if comment.comment_id in seen:
+            continue
+        seen.add(comment.comment_id)
+        if comment.comment_id in done:
+            already += 1
+        elif reason is not None:
+            skips.append((comment, reason))
+        elif limit is not None and len(todo) >= limit:
+            later += 1
+        else:
+            todo.append(comment)
+    return skips, todo, already, later
+
+
+def run_batch(selected: Sequence[tuple[Comment, str | None]], answerer: Answerer, log_: ReplyLog,
+              batch_size: int = 16, limit: int | None = None, video_title: str | None = None,
+              on_planned: Callable[[int], None] | None = None,
+              on_progress: Callable[[int], None] | None = None) -> Summary:
+    """Answer the selected comments not yet in the output, appending one record per comment."""
+    skips, todo, already, later = plan(selected, log_.done_ids, limit)
+    summary = Summary(already_done=already, left_for_later=later, repaired_bytes=log_.repaired_bytes)
+    log_.append([record(c, f"skipped:{reason}") for c, reason in skips])
+    summary.skipped.update(reason for _, reason in skips)
+    if on_planned:
+        on_planned(len(todo))
+    start = time.perf_counter()
+    for i in range(0, len(todo), max(1, batch_size)):
+        chunk = todo[i:i + batch_size]
+        records = answer_chunk(chunk, answerer, video_title)
+        log_.append(records)
+        for r in records:
+            if r["status"] == ANSWERED:
+                summary.answered += 1
+            else:
+                summary.failed[r["status"].split(":", 1)[1]] += 1
+        summary.answering_s = time.perf_counter() - start
+        if on_progress:
+            on_progress(len(chunk))
+    return summary
+
+
+def answer_chunk(chunk: Sequence[Comment], answerer: Answerer, video_title: str | None) -> list[dict[str, Any]]:
+    """Records for one batch. A comment that cannot be answered fails alone; the batch goes on.
+
+    A `UserError` (service unreachable, wrong API key, model missing) stops the whole run instead:
+    every following comment would fail the same way.
+    """
+    out: dict[int, dict[str, Any]] = {}
+    ok: list[int] = []
+    sign_off = getattr(getattr(answerer, "style", None), "sign_off", "") or ""
+    for n, c in enumerate(chunk):
+        try:
+            validate_comment(c.text)
+            ok.append(n)
+        except UserError as exc:
+            log.info("%s: %s", c.comment_id, exc)
+            out[n] = record(c, "failed:invalid-comment")
+    requests = [CommentRequest(chunk[n].text, chunk[n].video_title or video_title, chunk[n].author or None)
+                for n in ok]
+    try:
+        replies = answerer.respond_many(requests) if requests else []
+        if len(replies) != len(requests):
+            raise RuntimeError(f"{len(replies)} replies for {len(requests)} comments")
+        for n, reply in zip(ok, replies):
+            out[n] = _answered(chunk[n], reply, sign_off)
+    except UserError:
+        raise
+    except Exception as exc:  # find which comment it was: answer them one by one
+        log.warning("batch of %d failed (%s); answering its comments one by one", len(requests), exc)
+        for n, request in zip(ok, requests):
+            try:
+                out[n] = _answered(chunk[n], answerer.respond_many([request])[0], sign_off)
+            except UserError:
+                raise
+            except CommentFailed as one:
+                out[n] = record(chunk[n], f"failed:{one.reason}")
+            except Exception as one:  # noqa: BLE001 - recorded per comment, the run goes on
+                log.warning("%s failed: %s", chunk[n].comment_id, one)
+                out[n] = record(chunk[n], f"failed:{type(one).__name__}")
+    return [out[n] for n in range(len(chunk))]
+
+
+def _answered(comment: Comment, reply: Reply, sign_off: str) -> dict[str, Any]:
+    """An answered record, unless the model said nothing (an empty reply, or the sign-off alone)."""
+    body = reply.reply.strip()
+    if sign_off and body.endswith(sign_off):
+        body = body[: -len(sign_off)].strip()
+    if not body:
+        return record(comment, "failed:empty-reply")
+    return record(comment, ANSWERED, reply)
+
+
+# ----------------------------------------------------------------------- a running responder serve
+
+
