@@ -30,9 +30,12 @@ class AdapterInfo:
         return PromptStyle(persona=self.persona, sign_off=self.sign_off)
 
 
-def write_adapter_info(adapter_dir: Path, base_model: str, quantization: str, style: PromptStyle) -> None:
+def write_adapter_info(adapter_dir: Path, base_model: str, quantization: str, style: PromptStyle,
+                       **extra: object) -> None:
+    """responder.json: base model, quantization and prompt style, plus any `extra` facts
+    (how training retrieved passages, what a merged model was merged from)."""
     info = {"base_model": base_model, "quantization": quantization,
-            "persona": style.persona, "sign_off": style.sign_off}
+            "persona": style.persona, "sign_off": style.sign_off, **extra}
     (Path(adapter_dir) / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
 
 

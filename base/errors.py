@@ -10,3 +10,15 @@ class UserError(Exception):
     """A problem the user can fix; its message is shown as is, without a traceback."""
 
     exit_code = 2
+
+
+class UpstreamError(Exception):
+    """A server we depend on (an OpenAI-compatible engine) is down, timed out or answered 5xx.
+
+    Not the user's input: the service answers 502 (bad answer) or 503 (unreachable), and
+    `responder batch --server` retries or stops instead of marking comments as failed.
+    """
+
+    def __init__(self, message: str, status: int = 502) -> None:
+        super().__init__(message)
+        self.status = status

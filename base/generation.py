@@ -49,12 +49,7 @@ class LocalGenerator:
         so a generate step costs exactly what the base model costs: the fastest choice on a CPU
         when memory allows. With NF4 the adapter stays a separate LoRA layer over 4-bit weights.
         """
-        from base.models import (
-            choose_precision,
-            load_base_model,
-            load_tokenizer,
-            resolve_base_model,
-        )
+        from base.models import choose_precision, load_adapter, load_base_model, load_tokenizer, resolve_base_model
 
         base_dir = resolve_base_model(base_model, cache_dir)
         precision = choose_precision(device)
@@ -63,13 +58,9 @@ class LocalGenerator:
         model = load_base_model(base_dir, quantization, precision)
         adapter_name = None
         if adapter is not None:
-            from peft import PeftModel
-
             adapter_dir = Path(adapter)
             adapter_name = adapter_dir.name if adapter_dir.name != "adapter" else adapter_dir.parent.name
-            model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False)
-            if quantization == "none":
-                model = model.merge_and_unload()
+            model = load_adapter(model, adapter_dir, merge=quantization == "none")
         model.eval()
         return cls(model, tokenizer, model_name or base_model, adapter_name, max_new_tokens)
 

@@ -191,6 +191,19 @@ def load_base_model(base_dir: str, quantization: str, precision: Precision) -> A
     return model
 
 
+def load_adapter(model: Any, adapter_dir: Path | str, merge: bool = False) -> Any:
+    """The PEFT (LoRA) adapter in `adapter_dir` on top of `model`, for inference.
+
+    `merge=True` folds the adapter into float weights (`merge_and_unload`): a generate step then
+    costs what the base model costs. Merging into 4-bit weights would round the adapter away, so
+    only float models are merged.
+    """
+    from peft import PeftModel
+
+    model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False)
+    return model.merge_and_unload() if merge else model
+
+
 def quantized_bits_per_weight(model: Any) -> float | None:
     """Storage bits per weight of the 4-bit linear layers (NF4 + double quantization is ~4.13)."""
     import bitsandbytes as bnb

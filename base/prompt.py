@@ -46,16 +46,51 @@ class Passage:
     page: int | None = None
     similarity: float = 0.0
 
+    def to_dict(self) -> dict[str, Any]:
+        """The passage as a source record (replies file, HTTP responses): no empty fields."""
+        out: dict[str, Any] = {"title": self.title, "section": self.section, "source": self.source,
+                               "url": self.url, "similarity": round(self.similarity, 4)}
+        if self.page is not None:
+            out["page"] = self.page
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Passage":
+        """A passage from a source record; fields it lacks keep their defaults."""
+        page = data.get("page")
+        return cls(text=str(data.get("text") or ""), title=str(data.get("title") or ""),
+                   section=str(data.get("section") or ""), source=str(data.get("source") or ""),
+                   url=str(data.get("url") or ""), page=int(page) if page is not None else None,
+                   similarity=float(data.get("similarity") or 0.0))
+
 
 @dataclass(frozen=True)
 class CommentInput:
+    """One comment to answer: the one comment type of every stage.
+
+    `passages` are what goes into the prompt; `use_context` and `top_k` say whether and how many
+    to retrieve when a responder fills them in (the prompt itself ignores both).
+    """
+
     comment: str
     video_title: str | None = None
     author: str | None = None
     passages: Sequence[Passage] = field(default_factory=tuple)
+    use_context: bool = True
+    top_k: int | None = None
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff]")
+
+
+def has_words(text: str, min_chars: int = 1) -> bool:
+    """True when the text holds a run of at least `min_chars` letters or digits.
+
+    The one rule for "is there anything to read here": with 1 (the default) a comment of only
+    emoji, symbols or spaces has none; retrieval asks for 2, since "k" or "!!" cannot ask about
+    an article and their embeddings are noise.
+    """
+    return re.search(r"[^\W_]{%d,}" % max(1, min_chars), text) is not None
 
 
 def clean_comment(text: str) -> str:

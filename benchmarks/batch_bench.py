@@ -75,10 +75,10 @@ def main() -> None:
     parser.add_argument("--adapter", default=None)
     args = parser.parse_args()
 
+    from base.prompt import CommentInput
     from base.settings import load_settings
     from responder.jobs.batch_run import run_batch
     from responder.jobs.reply_log import ReplyLog
-    from responder.responder import CommentRequest
     from responder.youtube.export import load_comments
     from responder.youtube.selection import Filters, infer_channel_id, select
 
@@ -96,7 +96,7 @@ def main() -> None:
     print(f"model: {settings.base_model} ({settings.quantization}), adapter: {settings.adapter}, "
           f"max_new_tokens={settings.max_new_tokens}, loaded in {time.perf_counter() - t0:.1f}s", flush=True)
     # Warm-up (first-call allocations), not timed.
-    responder.respond_many([CommentRequest(texts[0])])
+    responder.respond_many([CommentInput(texts[0])])
 
     with tempfile.TemporaryDirectory() as tmp:
         source = Path(tmp) / "commentThreads.json"
@@ -118,7 +118,7 @@ def main() -> None:
     sequential = [c.text for c, r in selected if r is None][: args.sequential]
     start = time.perf_counter()
     for text in sequential:
-        responder.respond(CommentRequest(text))
+        responder.respond(CommentInput(text))
     seq_s = time.perf_counter() - start
 
     seq_rate = len(sequential) / seq_s * 60

@@ -45,13 +45,7 @@ def tutorial(pairs: int, epochs: int) -> dict:
     from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
     from transformers.utils import logging as hf_logging
 
-    from base.models import (
-        Precision,
-        load_base_model,
-        load_tokenizer,
-        quantized_bits_per_weight,
-        resolve_base_model,
-    )
+    from base.models import Precision, load_base_model, load_tokenizer, quantized_bits_per_weight, resolve_base_model
     from base.prompt import CommentInput, clean_comment, render_training_example
     from finetune.data import encode_pairs
     from finetune.trainer import evaluate

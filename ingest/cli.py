@@ -33,13 +33,7 @@ def cli(paths: tuple[str, ...], store: str | None, chroma_url: str | None, embed
     """
     setup_logging(verbose)
     from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-    )
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from base.settings import load_settings
     from knowledge.store import open_knowledge_base

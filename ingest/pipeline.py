@@ -22,13 +22,7 @@ from typing import Callable, Iterable
 
 from base.errors import UserError
 
-from .chunker import (
-    CHUNKER_VERSION,
-    DEFAULT_CHUNK_TOKENS,
-    DEFAULT_OVERLAP_TOKENS,
-    chunk_document,
-    chunk_id,
-)
+from .chunker import CHUNKER_VERSION, DEFAULT_CHUNK_TOKENS, DEFAULT_OVERLAP_TOKENS, chunk_document, chunk_id
 from .readers import SUPPORTED, Skip, read_document
 
 log = logging.getLogger(__name__)

@@ -6,22 +6,12 @@ embedder and chunker: see knowledge/README.md for the method and the numbers.
 
 from __future__ import annotations
 
-import re
 from typing import Any, Mapping, Sequence
 
 from base.prompt import Passage
 
 # Cosine similarity under which a passage is not injected (off-topic comments get nothing).
 DEFAULT_MIN_SIMILARITY = 0.30
-
-_WORD = re.compile(r"[^\W_]{2,}")
-
-
-def has_words(text: str) -> bool:
-    """False for comments without a single word of two letters or digits ("🔥🔥🔥", "!!", "k"):
-    they cannot ask about an article, and their embeddings are noise."""
-    return bool(_WORD.search(text))
-
 
 def resolve_min_similarity(explicit: float | None, configured: float | None) -> float:
     """The threshold to use: the caller's, else the configured one, else the calibrated default."""

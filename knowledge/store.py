@@ -16,16 +16,11 @@ from urllib.parse import urlparse
 import numpy as np
 
 from base.errors import UserError
-from base.prompt import Passage
+from base.prompt import Passage, has_words
 from base.settings import Settings
 
 from .embedder import Embedder, load_embedder, resolve_embedder
-from .search import (
-    DEFAULT_MIN_SIMILARITY,
-    has_words,
-    resolve_min_similarity,
-    to_passages,
-)
+from .search import DEFAULT_MIN_SIMILARITY, resolve_min_similarity, to_passages
 
 # Cosine space; a wider search beam than Chroma's default (100), which measurably lost
 # recall@3 at 10k+ chunks in benchmarks/ingest_bench.py.
@@ -145,7 +140,7 @@ class KnowledgeBase:
     def search(self, text: str, top_k: int = 3, min_similarity: float | None = None) -> list[Passage]:
         """The passages closest to `text`, best first, none below the similarity threshold."""
         threshold = resolve_min_similarity(min_similarity, self.settings.min_similarity)
-        if top_k < 1 or not has_words(text):
+        if top_k < 1 or not has_words(text, min_chars=2):
             return []
         col = self.collection()
         if col is None:

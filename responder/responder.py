@@ -7,18 +7,11 @@ and the tests all call the same object with whatever parts they need.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol, Sequence
 
 from base.errors import UserError
-from base.prompt import (
-    MAX_COMMENT_CHARS,
-    CommentInput,
-    Passage,
-    PromptStyle,
-    clean_comment,
-    clean_reply,
-)
+from base.prompt import MAX_COMMENT_CHARS, CommentInput, Passage, PromptStyle, clean_comment, clean_reply
 
 
 class Retriever(Protocol):
@@ -32,15 +25,6 @@ class Generator(Protocol):
     adapter_name: str | None
 
     def generate(self, items: Sequence[CommentInput], style: PromptStyle) -> list[str]: ...
-
-
-@dataclass(frozen=True)
-class CommentRequest:
-    comment: str
-    video_title: str | None = None
-    author: str | None = None
-    use_context: bool = True
-    top_k: int | None = None
 
 
 @dataclass
@@ -72,27 +56,26 @@ class Responder:
         self.top_k = top_k
         self.min_similarity = min_similarity
 
-    def retrieve(self, request: CommentRequest) -> list[Passage]:
+    def retrieve(self, request: CommentInput) -> list[Passage]:
         return self._passages(validate_comment(request.comment), request)
 
-    def _passages(self, comment: str, request: CommentRequest) -> list[Passage]:
+    def _passages(self, comment: str, request: CommentInput) -> list[Passage]:
         """Passages for an already validated comment; none when context is off or there is no store."""
         if not request.use_context or self.retriever is None:
             return []
         return self.retriever.search(comment, top_k=request.top_k or self.top_k,
                                      min_similarity=self.min_similarity)
 
-    def respond(self, request: CommentRequest) -> Reply:
+    def respond(self, request: CommentInput) -> Reply:
         return self.respond_many([request])[0]
 
-    def respond_many(self, requests: Sequence[CommentRequest]) -> list[Reply]:
+    def respond_many(self, requests: Sequence[CommentInput]) -> list[Reply]:
         """Replies for several comments; generation runs as one batch."""
         start = time.perf_counter()
         items = []
         for request in requests:
             comment = validate_comment(request.comment)
-            items.append(CommentInput(comment, request.video_title, request.author,
-                                      tuple(self._passages(comment, request))))
+            items.append(replace(request, comment=comment, passages=tuple(self._passages(comment, request))))
         retrieved = time.perf_counter()
         raw = self.generator.generate(items, self.style) if items else []
         done = time.perf_counter()

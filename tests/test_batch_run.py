@@ -21,11 +21,11 @@ import pytest
 from click.testing import CliRunner
 
 from base.errors import UserError
-from base.prompt import Passage, PromptStyle
+from base.prompt import CommentInput, Passage, PromptStyle
 from responder.cli import cli
 from responder.jobs.batch_run import run_batch
 from responder.jobs.reply_log import ReplyLog
-from responder.responder import CommentRequest, Responder
+from responder.responder import Responder
 from responder.youtube.export import load_comments
 from responder.youtube.selection import Filters, infer_channel_id, select
 
@@ -289,7 +289,7 @@ class FakeService:
                     return self._send(422, {"detail": "bad body"})
                 fake.requests.append(body)
                 time.sleep(fake.delay_s)
-                replies = fake.responder.respond_many([CommentRequest(**x) for x in body])
+                replies = fake.responder.respond_many([CommentInput(**x) for x in body])
                 self._send(200, [{"reply": r.reply, "used_context": r.used_context, "model": r.model,
                                   "adapter": r.adapter, "timings": r.timings,
                                   "sources": [{"title": p.title, "section": p.section, "source": p.source,

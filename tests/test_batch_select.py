@@ -9,12 +9,7 @@ import pytest
 
 from base.errors import UserError
 from responder.youtube.export import load_comments, local_id
-from responder.youtube.selection import (
-    Filters,
-    infer_channel_id,
-    looks_like_spam,
-    select,
-)
+from responder.youtube.selection import Filters, infer_channel_id, looks_like_spam, select
 
 CHANNEL = "UCnadiaDoesData000000001"
 

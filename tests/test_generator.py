@@ -142,8 +142,9 @@ def test_openai_backend_sends_prompt_token_ids_and_cleans(tokenizer):
     """A stand-in OpenAI-compatible server on loopback records what vLLM would receive."""
     from fastapi import FastAPI
 
+    from base.prompt import CommentInput
     from responder.generators.openai_compatible import OpenAIGenerator
-    from responder.responder import CommentRequest, Responder
+    from responder.responder import Responder
     from tests.test_service import LiveServer
 
     seen: list[dict] = []
@@ -159,7 +160,7 @@ def test_openai_backend_sends_prompt_token_ids_and_cleans(tokenizer):
     with LiveServer(fake) as srv:
         gen = OpenAIGenerator(srv.url + "/v1", "nadia-style", tokenizer, "smollm2", "run-1",
                               max_new_tokens=48, api_key="k")
-        replies = Responder(gen, STYLE).respond_many([CommentRequest("first!"), CommentRequest(HOSTILE)])
+        replies = Responder(gen, STYLE).respond_many([CommentInput("first!"), CommentInput(HOSTILE)])
     body = seen[0]
     assert body["model"] == "nadia-style" and body["max_tokens"] == 48 and body["temperature"] == 0.0
     assert body["stop"] == [SIGN_OFF]

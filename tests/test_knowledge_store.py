@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 
 from base.errors import UserError
+from base.prompt import has_words
 from base.settings import Settings
 from ingest.pipeline import ingest
 from knowledge.embedder import embedded_embedder_dir, resolve_embedder
-from knowledge.search import DEFAULT_MIN_SIMILARITY, has_words, to_passages
+from knowledge.search import DEFAULT_MIN_SIMILARITY, to_passages
 from knowledge.store import check_workers, open_knowledge_base
 from tests.test_ingest_pipeline import write_corpus
 
@@ -130,4 +131,5 @@ def test_store_path_that_is_a_file_is_refused(tmp_path):
 def test_rows_become_passages_above_the_threshold():
     passages = to_passages(["a", "b", "c"], [{"title": "T", "page": 3}, {"title": "U"}, {}], [0.2, 0.5, 0.9], 0.45)
     assert [(p.text, p.similarity, p.page) for p in passages] == [("a", 0.8, 3), ("b", 0.5, None)]
-    assert has_words("is k-means ok?") and not has_words("🔥🔥 !!") and not has_words("k")
+    assert has_words("is k-means ok?", 2) and not has_words("🔥🔥 !!", 2) and not has_words("k", 2)
+    assert has_words("k") and has_words("ок") and not has_words("🔥🔥 !!")

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from base.errors import UserError
 from base import models as llm
+from base.errors import UserError
 
 
 def test_embedded_default_is_a_plain_safetensors_checkpoint(base_model_dir):

@@ -59,13 +59,7 @@ def batch(input_path: Path, output: Path | None, fmt: str | None, server: str | 
     Review the replies, set "approved": true on the good ones, then `responder post`.
     """
     from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from base.settings import load_settings
     from responder.jobs.batch_run import plan, run_batch

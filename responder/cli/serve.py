@@ -57,9 +57,8 @@ def serve(**options: Any) -> None:
     import uvicorn
 
     from base.settings import load_settings
-    from responder.service.app import SETTINGS_ENV, create_app, settings_to_env
-
     from responder.factory import plan_serving
+    from responder.service.app import SETTINGS_ENV, create_app, settings_to_env
 
     settings = load_settings(**options)
     plan = plan_serving(settings)  # a wrong adapter or base model is refused before anything loads
@@ -90,11 +89,11 @@ def respond(comments: tuple[str, ...], comments_file: str | None, video_title: s
             author: str | None, no_context: bool, as_json: bool, **options: Any) -> None:
     """Answer one or more COMMENTS (or --file) and print the replies with their sources."""
     from base.errors import UserError
+    from base.prompt import CommentInput
     from base.settings import load_settings
-    from responder.responder import CommentRequest, validate_comment
-    from responder.service.schemas import RespondResponse
-
     from responder.factory import build_responder
+    from responder.responder import validate_comment
+    from responder.service.schemas import RespondResponse
 
     texts = list(comments) + _read_comment_lines(comments_file)
     if not texts:
@@ -103,7 +102,7 @@ def respond(comments: tuple[str, ...], comments_file: str | None, video_title: s
         validate_comment(text)  # before loading a model
     responder = build_responder(load_settings(**options))
     replies = responder.respond_many(
-        [CommentRequest(t, video_title, author, use_context=not no_context) for t in texts])
+        [CommentInput(t, video_title, author, use_context=not no_context) for t in texts])
     if as_json:
         payload = [RespondResponse.of(r).model_dump() for r in replies]
         click.echo(json.dumps(payload[0] if len(payload) == 1 else payload, indent=2, ensure_ascii=False))

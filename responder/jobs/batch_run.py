@@ -6,7 +6,7 @@ in it, so a killed run resumes where it stopped and no id is ever written twice.
 middle of a write can leave an incomplete last line: it is cut off on the next run (a complete line
 is never dropped); a damaged line anywhere else is reported, not guessed at.
 
-Replies come from anything with `respond_many(list[CommentRequest]) -> list[Reply]`: the
+Replies come from anything with `respond_many(list[CommentInput]) -> list[Reply]`: the
 in-process `Responder`, or `HttpResponder` for a running `responder serve`.
 """
 
@@ -19,15 +19,16 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Protocol, Sequence
 
 from base.errors import UserError
+from base.prompt import CommentInput
 from responder.jobs.reply_log import ANSWERED, ReplyLog, record
-from responder.responder import CommentFailed, CommentRequest, Reply, validate_comment
+from responder.responder import CommentFailed, Reply, validate_comment
 from responder.youtube.export import Comment
 
 log = logging.getLogger(__name__)
 
 
 class Answerer(Protocol):
-    def respond_many(self, requests: Sequence[CommentRequest]) -> list[Reply]: ...
+    def respond_many(self, requests: Sequence[CommentInput]) -> list[Reply]: ...
 
 
 # ---------------------------------------------------------------------------------- output file
@@ -120,7 +121,7 @@ def answer_chunk(chunk: Sequence[Comment], answerer: Answerer, video_title: str 
         except UserError as exc:
             log.info("%s: %s", c.comment_id, exc)
             out[n] = record(c, "failed:invalid-comment")
-    requests = [CommentRequest(chunk[n].text, chunk[n].video_title or video_title, chunk[n].author or None)
+    requests = [CommentInput(chunk[n].text, chunk[n].video_title or video_title, chunk[n].author or None)
                 for n in ok]
     try:
         replies = answerer.respond_many(requests) if requests else []

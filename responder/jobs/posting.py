@@ -37,13 +37,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from base.errors import UserError
-from responder.youtube.client import (
-    DEFAULT_API_BASE,
-    Ambiguous,
-    YouTubeClient,
-    YouTubeError,
-    reply_exists,
-)
+from responder.youtube.client import DEFAULT_API_BASE, Ambiguous, YouTubeClient, YouTubeError, reply_exists
 from responder.youtube.export import LOCAL_ID_PREFIX
 
 log = logging.getLogger(__name__)

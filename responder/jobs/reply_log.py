@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from base.errors import UserError
-from base.prompt import Passage
 from responder.responder import Reply
 from responder.youtube.export import Comment
 
@@ -244,16 +243,11 @@ def _csv_cell(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def source_dict(p: Passage) -> dict[str, Any]:
-    return {"title": p.title, "section": p.section, "source": p.source, "url": p.url,
-            "similarity": round(float(p.similarity), 4)}
-
-
 def record(comment: Comment, status: str, reply: Reply | None = None) -> dict[str, Any]:
     r: dict[str, Any] = {
         "comment_id": comment.comment_id, "video_id": comment.video_id, "author": comment.author,
         "comment": comment.text, "reply": reply.reply if reply else "",
-        "sources": [source_dict(p) for p in reply.sources] if reply else [],
+        "sources": [p.to_dict() for p in reply.sources] if reply else [],
         "used_context": bool(reply.used_context) if reply else False, "status": status,
     }
     if status == ANSWERED:

@@ -7,8 +7,8 @@ import time
 from typing import Any, Sequence
 
 from base.errors import UserError
-from base.prompt import Passage
-from responder.responder import CommentFailed, CommentRequest, Reply
+from base.prompt import CommentInput, Passage
+from responder.responder import CommentFailed, Reply
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ class HttpResponder:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.client = httpx.Client(timeout=timeout_s, headers=headers)
 
-    def respond_many(self, requests: Sequence[CommentRequest]) -> list[Reply]:
+    def respond_many(self, requests: Sequence[CommentInput]) -> list[Reply]:
         import httpx
 
         body = []
@@ -66,7 +66,7 @@ class HttpResponder:
         data = response.json()
         if not isinstance(data, list) or len(data) != len(requests):
             raise RuntimeError(f"{endpoint} returned {type(data).__name__} for {len(requests)} comments")
-        return [Reply(reply=str(d.get("reply") or ""), sources=[_passage(p) for p in d.get("sources") or []],
+        return [Reply(reply=str(d.get("reply") or ""), sources=[Passage.from_dict(p) for p in d.get("sources") or []],
                       used_context=bool(d.get("used_context")), model=str(d.get("model") or ""),
                       adapter=d.get("adapter"), timings=d.get("timings") or {}) for d in data]
 
@@ -79,12 +79,6 @@ def _detail(response: Any) -> str:
         return str(response.json().get("detail"))[:200]
     except (ValueError, AttributeError):
         return response.text[:200]
-
-
-def _passage(d: dict[str, Any]) -> Passage:
-    return Passage(text=str(d.get("text") or ""), title=str(d.get("title") or ""),
-                   section=str(d.get("section") or ""), source=str(d.get("source") or ""),
-                   url=str(d.get("url") or ""), page=d.get("page"), similarity=float(d.get("similarity") or 0.0))
 
 
 def _retry_after(response: Any) -> float | None:

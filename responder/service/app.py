@@ -23,8 +23,9 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from base.errors import UserError
+from base.prompt import CommentInput
 from base.settings import Settings
-from responder.responder import CommentRequest, Reply, Responder
+from responder.responder import Reply, Responder
 from responder.service.batcher import Batcher, QueueFull
 from responder.service.schemas import (
     Health,
@@ -78,7 +79,7 @@ class _State:
 
 
 def _process(responder: Responder) -> Any:
-    def process(requests: Sequence[CommentRequest]) -> list[Reply | Exception]:
+    def process(requests: Sequence[CommentInput]) -> list[Reply | Exception]:
         try:
             return list(responder.respond_many(requests))
         except Exception as exc:  # noqa: BLE001 - one failure answers the whole batch
@@ -216,7 +217,7 @@ def create_app(settings: Settings, responder: Responder | None = None) -> FastAP
 
     protected = [Depends(require_api_key)]
 
-    async def answer(batcher: Batcher, requests: list[CommentRequest]) -> list[Reply]:
+    async def answer(batcher: Batcher, requests: list[CommentInput]) -> list[Reply]:
         try:
             return await batcher.submit_many(requests)
         except QueueFull as exc:
@@ -251,7 +252,7 @@ def create_app(settings: Settings, responder: Responder | None = None) -> FastAP
     @app.post("/retrieve", response_model=RetrieveResponse, dependencies=protected,
               summary="The article passages a comment would get, without generating")
     async def retrieve(body: RetrieveRequest, responder: ResponderDep) -> RetrieveResponse:
-        request = CommentRequest(body.comment, top_k=body.top_k)
+        request = CommentInput(body.comment, top_k=body.top_k)
         passages = await asyncio.to_thread(responder.retrieve, request)
         return RetrieveResponse(passages=[PassageOut.of(p) for p in passages])
 

@@ -8,8 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator
 from pydantic_core import PydanticCustomError
 
 from base.errors import UserError
-from base.prompt import MAX_COMMENT_CHARS, Passage
-from responder.responder import CommentRequest, Reply, validate_comment
+from base.prompt import MAX_COMMENT_CHARS, CommentInput, Passage
+from responder.responder import Reply, validate_comment
 
 
 def _checked_comment(value: str) -> str:
@@ -36,8 +36,8 @@ class RespondRequest(BaseModel):
     def _check_comment(cls, value: str) -> str:
         return _checked_comment(value)
 
-    def to_core(self) -> CommentRequest:
-        return CommentRequest(self.comment, self.video_title, self.author, self.use_context, self.top_k)
+    def to_core(self) -> CommentInput:
+        return CommentInput(self.comment, self.video_title, self.author, use_context=self.use_context, top_k=self.top_k)
 
 
 class RespondBatchRequest(RootModel[list[RespondRequest]]):
@@ -65,8 +65,7 @@ class Source(BaseModel):
 
     @classmethod
     def of(cls, p: Passage) -> "Source":
-        return cls(title=p.title, section=p.section, source=p.source, url=p.url,
-                   similarity=round(p.similarity, 4))
+        return cls(**p.to_dict())
 
 
 class PassageOut(Source):
@@ -75,8 +74,7 @@ class PassageOut(Source):
 
     @classmethod
     def of(cls, p: Passage) -> "PassageOut":
-        return cls(title=p.title, section=p.section, source=p.source, url=p.url,
-                   similarity=round(p.similarity, 4), text=p.text, page=p.page)
+        return cls(**p.to_dict(), text=p.text)
 
 
 class Timings(BaseModel):

@@ -8,20 +8,15 @@ reply, and whatever the user's filters (length, age, limit) leave out.
 from __future__ import annotations
 
 import re
-import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Iterable
 
+from base.prompt import has_words
 from responder.youtube.export import Comment, clean_text
 
 # Moderation states (`moderationStatus`, present when the owner exports held comments).
 _MODERATION_SKIPS = {"heldForReview": "held-for-review", "likelySpam": "likely-spam", "rejected": "rejected"}
-
-
-def has_words(text: str) -> bool:
-    """True when the text holds at least one letter or digit (not only emoji, symbols, spaces)."""
-    return any(unicodedata.category(ch)[0] in "LN" for ch in text)
 
 
 _URL = re.compile(r"(https?://|www\.|\b[a-z0-9-]+\.(ly|gl|co|me|io|xyz|top|click|link)/)", re.IGNORECASE)

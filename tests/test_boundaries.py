@@ -1,0 +1,44 @@
+"""The architecture as a test: `pytest -k boundary`.
+
+The arrows (DESIGN.md): every stage -> base; ingest, finetune, responder -> knowledge; nothing
+imports responder, ingest or finetune; base imports no stage. import-linter checks them with the
+contracts in pyproject.toml (layers, no cycles, one module per heavy library); this test runs it.
+A second check reads the source for the calls that load weights, which must stay in one module
+per kind (language model and adapter: base/models.py; embedder: knowledge/embedder.py).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+STAGES = ("base", "knowledge", "ingest", "finetune", "responder")
+# Calls that load model weights or an adapter, and the one module allowed to make each.
+LOADERS = {
+    r"\bAutoModelForCausalLM\.from_(pretrained|config)\(": {"base/models.py"},
+    r"\bPeftModel\.from_pretrained\(": {"base/models.py"},
+    r"\bSentenceTransformer\(": {"knowledge/embedder.py"},
+}
+
+
+def test_boundary_import_contracts_hold():
+    lint_imports = Path(sys.executable).parent / "lint-imports"
+    result = subprocess.run([str(lint_imports), "--config", str(ROOT / "pyproject.toml"), "--no-cache"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "BROKEN" not in result.stdout
+
+
+def test_boundary_weights_are_loaded_in_one_module_each():
+    offenders = []
+    for stage in STAGES:
+        for path in (ROOT / stage).rglob("*.py"):
+            rel = path.relative_to(ROOT).as_posix()
+            text = path.read_text(encoding="utf-8")
+            for pattern, allowed in LOADERS.items():
+                if rel not in allowed and re.search(pattern, text):
+                    offenders.append(f"{rel}: {pattern}")
+    assert not offenders, "model or adapter loading outside its module:\n" + "\n".join(offenders)
