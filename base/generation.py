@@ -1,12 +1,11 @@
-"""Generators: turn a batch of comments into raw completions.
+"""Local generation: a batch of comments in, raw completions out, exactly as serving makes them.
 
-Two backends share the same prompt (`responder.prompt.encode_prompt`, token ids, never re-tokenized
-text) and the same cleaning (done by `Responder` with `clean_reply`):
-
-- `LocalGenerator`: the base model (4-bit NF4 or float weights) plus the LoRA adapter, in this
-  process. One call is one batched `model.generate` with left padding and an attention mask.
-- `OpenAIGenerator`: an OpenAI-compatible server (vLLM with `--enable-lora --lora-modules`), sent
-  the prompt token ids on `/v1/completions` with the LoRA module's name as the model.
+`LocalGenerator` holds the base model (4-bit NF4 or float weights) plus the LoRA adapter in this
+process. One call is one batched `model.generate` with left padding, an attention mask, and the
+decoding controls of `base.decoding` (repetition control, a length budget per comment). Prompts
+come from `base.prompt.encode_prompt` (token ids, never re-tokenized text); cleaning is
+`base.prompt.clean_reply`. The service, `finetune run`'s samples and `finetune eval` all
+generate through this class, so what is measured is what is served.
 
 Nothing heavy is imported at module level.
 """
@@ -18,31 +17,34 @@ import threading
 from pathlib import Path
 from typing import Any, Sequence
 
+from base.decoding import Decoding, logits_processors, sentence_end_token_ids
 from base.prompt import CommentInput, PromptStyle, encode_prompt
 
 log = logging.getLogger(__name__)
 
 
 class LocalGenerator:
-    """Base model + LoRA adapter in this process; `generate` is one batched, greedy `generate`."""
+    """Base model + LoRA adapter in this process; `generate` is one batched `generate` call."""
 
     def __init__(self, model: Any, tokenizer: Any, model_name: str, adapter_name: str | None = None,
-                 max_new_tokens: int = 96, do_sample: bool = False, temperature: float = 0.7) -> None:
+                 max_new_tokens: int = 96, decoding: Decoding | None = None) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.model_name = model_name
         self.adapter_name = adapter_name
-        self.max_new_tokens = max_new_tokens
-        self.do_sample = do_sample
-        self.temperature = temperature
+        self.decoding = decoding or Decoding(max_new_tokens=max_new_tokens)
         # One generate at a time: torch already uses every core for one batch, and two
         # concurrent generates on one model only slow each other down.
         self._lock = threading.Lock()
 
+    @property
+    def max_new_tokens(self) -> int:
+        return self.decoding.max_new_tokens
+
     @classmethod
     def load(cls, base_model: str, adapter: Path | str | None = None, quantization: str = "nf4",
              device: str = "auto", max_new_tokens: int = 96, cache_dir: Path | str | None = None,
-             model_name: str | None = None) -> "LocalGenerator":
+             model_name: str | None = None, decoding: Decoding | None = None) -> "LocalGenerator":
         """Load the base model (NF4 or float) and the adapter.
 
         With `quantization="none"` the adapter is merged into the float weights (`merge_and_unload`),
@@ -62,48 +64,57 @@ class LocalGenerator:
             adapter_name = adapter_dir.name if adapter_dir.name != "adapter" else adapter_dir.parent.name
             model = load_adapter(model, adapter_dir, merge=quantization == "none")
         model.eval()
-        return cls(model, tokenizer, model_name or base_model, adapter_name, max_new_tokens)
+        return cls(model, tokenizer, model_name or base_model, adapter_name, max_new_tokens, decoding)
 
     def encode(self, items: Sequence[CommentInput], style: PromptStyle) -> list[list[int]]:
         return [encode_prompt(self.tokenizer, style, item) for item in items]
 
     def stop_token_ids(self) -> list[int]:
-        """End-of-turn tokens: the tokenizer's EOS and the chat template's `<|im_end|>`, if any."""
-        ids = {self.tokenizer.eos_token_id}
+        """End-of-turn tokens, the tokenizer's EOS first, then the chat template's `<|im_end|>`."""
+        ids = [self.tokenizer.eos_token_id]
         gen_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
-        ids.update(gen_eos if isinstance(gen_eos, list) else [gen_eos])
+        ids += gen_eos if isinstance(gen_eos, list) else [gen_eos]
         im_end = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
         if isinstance(im_end, int) and im_end != self.tokenizer.unk_token_id:
-            ids.add(im_end)
-        return sorted(i for i in ids if i is not None)
+            ids.append(im_end)
+        return list(dict.fromkeys(i for i in ids if i is not None))
 
     def generate(self, items: Sequence[CommentInput], style: PromptStyle) -> list[str]:
+        """Raw completions (special tokens dropped), one per item, in one batched `generate`."""
         if not items:
             return []
         import torch
 
         prompts = self.encode(items, style)
         input_ids, attention_mask = left_pad(prompts, self.tokenizer.pad_token_id)
+        width = len(input_ids[0])
         device = next(self.model.parameters()).device
+        budgets = [self.decoding.budget(item.comment) for item in items]
+        stop_ids = self.stop_token_ids()
         kwargs: dict[str, Any] = dict(
             input_ids=torch.tensor(input_ids, device=device),  # (B, T), padded on the left
             attention_mask=torch.tensor(attention_mask, device=device),
-            max_new_tokens=self.max_new_tokens,
-            do_sample=self.do_sample,
-            eos_token_id=self.stop_token_ids(),
+            max_new_tokens=max(budgets),
+            eos_token_id=stop_ids,
             pad_token_id=self.tokenizer.pad_token_id,
+            logits_processor=logits_processors(self.decoding, width, budgets, stop_ids,
+                                               sentence_end_token_ids(self.tokenizer)),
+            **self._sampling(),
         )
-        if self.do_sample:
-            kwargs["temperature"] = self.temperature
-        else:  # greedy: clear sampling defaults a checkpoint's generation_config may carry
-            kwargs.update(temperature=None, top_p=None, top_k=None)
         if style.sign_off:
             # Each sequence stops as soon as it has written the sign-off; clean_reply drops the rest.
             kwargs.update(stop_strings=[style.sign_off], tokenizer=self.tokenizer)
         with self._lock, torch.inference_mode():
             output = self.model.generate(**kwargs)  # (B, T + new)
-        new_tokens = output[:, len(input_ids[0]):]
-        return self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        return self.tokenizer.batch_decode(output[:, width:], skip_special_tokens=True)
+
+    def _sampling(self) -> dict[str, Any]:
+        # Checkpoints' generation_config may carry sampling or penalty defaults: override them all,
+        # so decoding is exactly what `Decoding` says.
+        none = dict(repetition_penalty=None, no_repeat_ngram_size=None)
+        if self.decoding.do_sample:
+            return dict(do_sample=True, temperature=self.decoding.temperature, **none)
+        return dict(do_sample=False, temperature=None, top_p=None, top_k=None, **none)
 
 
 def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[list[list[int]], list[list[int]]]:

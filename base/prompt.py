@@ -18,6 +18,8 @@ import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from base.replychecks import cut_at_repeated_sentence
+
 MAX_COMMENT_CHARS = 10_000  # YouTube's own limit for a comment.
 
 DEFAULT_PERSONA = (
@@ -207,10 +209,11 @@ def clean_reply(text: str, sign_off: str) -> str:
     """A generated reply ready to post.
 
     Generation is cut at the first sign-off (anything after it, such as "Note: I am an AI language
-    model...", is dropped), leftover special-token text is removed, and the sign-off is present
-    exactly once.
+    model...", is dropped), leftover special-token text is removed, a loop is cut at its first
+    repeated sentence (the last guard; decoding is what keeps replies from looping), and the
+    sign-off is present exactly once.
     """
     if sign_off and sign_off in text:
         text = text[: text.index(sign_off)]
     text = _SPECIAL_TOKEN_TEXT.sub("", text)
-    return with_sign_off(text, sign_off)
+    return with_sign_off(cut_at_repeated_sentence(text), sign_off)

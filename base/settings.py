@@ -9,10 +9,13 @@ so tests and commands construct exactly what they need.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from base.decoding import Decoding
 
 DEFAULT_BASE_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
@@ -45,7 +48,14 @@ class Settings(BaseSettings):
         "nf4", description="nf4: 4-bit base + adapter (least memory); none: float weights, adapter merged.")
     persona: str | None = Field(None, description="Overrides the persona recorded with the adapter.")
     sign_off: str | None = Field(None, description="Overrides the sign-off recorded with the adapter.")
-    max_new_tokens: int = Field(96, ge=1, le=1024)
+    max_new_tokens: int = Field(96, ge=1, le=1024, description="Token budget of a reply to a question.")
+    # Decoding (base/decoding.py; defaults measured with `finetune eval`, README "Reply quality").
+    short_reply_tokens: int = Field(40, ge=1, le=1024,
+                                    description="Token budget of a reply to a short remark (thanks, praise).")
+    repetition_penalty: float = Field(1.1, ge=1.0, le=2.0,
+                                      description="Penalty on tokens the reply already used (1.0: off).")
+    no_repeat_ngram_size: int = Field(4, ge=0, le=20,
+                                      description="No token n-gram twice within a reply (0: off).")
 
     # Generation backend: in-process model, or an OpenAI-compatible server (vLLM).
     backend: Literal["local", "openai"] = "local"
@@ -64,6 +74,15 @@ class Settings(BaseSettings):
     max_wait_ms: int = Field(250, ge=0)
     queue_size: int = Field(64, ge=1)
     request_timeout_s: float = Field(300.0, gt=0)
+
+
+def decoding_of(settings: Settings) -> "Decoding":
+    """The decoding controls these settings ask for."""
+    from base.decoding import Decoding
+
+    return Decoding(max_new_tokens=settings.max_new_tokens, short_reply_tokens=settings.short_reply_tokens,
+                    repetition_penalty=settings.repetition_penalty,
+                    no_repeat_ngram_size=settings.no_repeat_ngram_size)
 
 
 def load_settings(**overrides) -> Settings:

@@ -41,6 +41,8 @@ class IngestReport:
     chunks_embedded: int = 0
     chunks_stored: int = 0
     seconds: float = 0.0
+    min_similarity: float | None = None  # the store's calibrated threshold after this run
+    generic_best: float | None = None  # the best similarity a generic off-topic comment reached
 
 
 @dataclass
@@ -150,6 +152,10 @@ def ingest(paths: Iterable[str | Path], kb, prune: bool = True,
                 report.removed += 1
                 log.info("%s: removed", source)
     report.chunks_stored = kb.count()
+    if report.added or report.updated or report.removed or kb.threshold_is_stale():
+        report.min_similarity, report.generic_best = kb.calibrate()
+    else:
+        report.min_similarity = kb.threshold()
     report.seconds = time.perf_counter() - start
     return report
 

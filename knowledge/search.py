@@ -10,15 +10,17 @@ from typing import Any, Mapping, Sequence
 
 from base.prompt import Passage
 
-# Cosine similarity under which a passage is not injected (off-topic comments get nothing).
+# Cosine similarity under which a passage is not injected (off-topic comments get nothing). The
+# floor of every store's calibrated threshold (knowledge/calibration.py).
 DEFAULT_MIN_SIMILARITY = 0.30
 
-def resolve_min_similarity(explicit: float | None, configured: float | None) -> float:
-    """The threshold to use: the caller's, else the configured one, else the calibrated default."""
-    if explicit is not None:
-        return explicit
-    if configured is not None:
-        return configured
+def resolve_min_similarity(explicit: float | None, configured: float | None,
+                           calibrated: float | None = None) -> float:
+    """The threshold to use: the caller's, else the configured one, else the store's calibrated
+    one (set at ingest), else the default."""
+    for value in (explicit, configured, calibrated):
+        if value is not None:
+            return value
     return DEFAULT_MIN_SIMILARITY
 
 

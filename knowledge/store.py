@@ -20,6 +20,7 @@ from base.prompt import Passage, has_words
 from base.settings import Settings
 
 from .embedder import Embedder, load_embedder, resolve_embedder
+from .calibration import calibrate
 from .search import DEFAULT_MIN_SIMILARITY, resolve_min_similarity, to_passages
 
 # Cosine space; a wider search beam than Chroma's default (100), which measurably lost
@@ -139,18 +140,70 @@ class KnowledgeBase:
     # --- reading --------------------------------------------------------------------------------
     def search(self, text: str, top_k: int = 3, min_similarity: float | None = None) -> list[Passage]:
         """The passages closest to `text`, best first, none below the similarity threshold."""
-        threshold = resolve_min_similarity(min_similarity, self.settings.min_similarity)
         if top_k < 1 or not has_words(text, min_chars=2):
             return []
         col = self.collection()
         if col is None:
             return []
-        vector = self.embedder.embed([text])[0]
+        threshold = self.threshold(min_similarity)
+        return self.search_many([text], top_k, threshold)[0]
+
+    def search_many(self, texts: Sequence[str], top_k: int, threshold: float) -> list[list[Passage]]:
+        """`search` for several texts in one embedding batch and one query, at a given threshold."""
+        col = self.collection()
+        if col is None or not texts:
+            return [[] for _ in texts]
+        vectors = self.embedder.embed(list(texts))
         if self._embedder is not None and col.metadata.get("dimension") != self._embedder.dimension:
             self._check(col)
-        result = col.query(query_embeddings=[vector], n_results=top_k,
+        result = col.query(query_embeddings=vectors, n_results=top_k,
                            include=["documents", "metadatas", "distances"])
-        return to_passages(result["documents"][0], result["metadatas"][0], result["distances"][0], threshold)
+        return [to_passages(docs, metas, dists, threshold)
+                for docs, metas, dists in zip(result["documents"], result["metadatas"], result["distances"])]
+
+    def threshold(self, explicit: float | None = None) -> float:
+        """The similarity threshold in use: explicit, configured, this store's calibrated one, or the default."""
+        col = self.collection()
+        calibrated = (col.metadata or {}).get("min_similarity") if col is not None else None
+        return resolve_min_similarity(explicit, self.settings.min_similarity, calibrated)
+
+    def threshold_is_stale(self) -> bool:
+        """True when the store holds chunks but no calibrated threshold (made before calibration)."""
+        col = self.collection()
+        return col is not None and col.count() > 0 and "min_similarity" not in (col.metadata or {})
+
+    def calibrate(self) -> tuple[float, float]:
+        """Set this store's threshold above what generic off-topic comments reach; (threshold, their best)."""
+        col = self.collection()
+        if col is None or col.count() == 0:
+            return DEFAULT_MIN_SIMILARITY, 0.0
+
+        def best_match(comments: Sequence[str]) -> list[float]:
+            found = self.search_many(comments, 1, threshold=-1.0)
+            return [p[0].similarity if p else 0.0 for p in found]
+
+        threshold, best = calibrate(best_match, DEFAULT_MIN_SIMILARITY)
+        # Chroma refuses metadata that restates the HNSW settings fixed at creation: keep the rest.
+        meta = {k: v for k, v in (col.metadata or {}).items() if not k.startswith("hnsw:")}
+        col.modify(metadata={**meta, "min_similarity": threshold, "generic_best_similarity": best})
+        self._collection = None
+        return threshold, best
+
+    def random_passages(self, count: int, exclude_sources: set[str], seed: int) -> list[Passage]:
+        """`count` stored chunks from sources other than `exclude_sources`, chosen with `seed`."""
+        import random
+
+        col = self.collection()
+        if col is None or count < 1:
+            return []
+        got = col.get(include=["metadatas"])
+        candidates = sorted(i for i, m in zip(got["ids"], got["metadatas"])
+                            if str(m.get("source", "")) not in exclude_sources)
+        picked = random.Random(seed).sample(candidates, min(count, len(candidates)))
+        if not picked:
+            return []
+        rows = col.get(ids=picked, include=["documents", "metadatas"])
+        return to_passages(rows["documents"], rows["metadatas"], [1.0] * len(rows["ids"]), min_similarity=-1.0)
 
     def manifest(self, page: int = 5000) -> dict[str, SourceState]:
         """Every stored source file with its chunk ids and fingerprints."""

@@ -15,7 +15,7 @@ from typing import Any
 from base.adapter_info import AdapterInfo, read_adapter_info
 from base.errors import UserError
 from base.prompt import PromptStyle
-from base.settings import Settings
+from base.settings import Settings, decoding_of
 from responder.responder import Responder
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ def build_generator(settings: Settings, plan: ServingPlan) -> Any:
 
     return LocalGenerator.load(plan.base_model, plan.adapter.path if plan.adapter else None,
                                plan.quantization, settings.device, settings.max_new_tokens,
-                               settings.model_cache, model_name=plan.base_model)
+                               settings.model_cache, model_name=plan.base_model, decoding=decoding_of(settings))
 
 
 def _adapter_name(info: AdapterInfo | None) -> str | None:

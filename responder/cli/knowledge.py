@@ -24,6 +24,14 @@ def _open(store: str | None, chroma_url: str | None, min_similarity: float | Non
     return settings, kb
 
 
+def _threshold_origin(settings, kb) -> str:
+    if settings.min_similarity is not None:
+        return "set by --min-similarity or RESPONDER_MIN_SIMILARITY"
+    if "min_similarity" in (kb.collection().metadata or {}):
+        return "calibrated for this store at ingest"
+    return "default; re-run `ingest` to calibrate this store"
+
+
 _MIN_SIM = click.option("--min-similarity", type=click.FloatRange(-1.0, 1.0), default=None,
                         help="Drop passages below this cosine similarity [default: calibrated].")
 
@@ -41,6 +49,7 @@ def retrieve(comment: str, top_k: int | None, min_similarity: float | None, as_j
 
     settings, kb = _open(store, chroma_url, min_similarity)
     passages = kb.search(validate_comment(comment), top_k=top_k or settings.top_k)
+    threshold = kb.threshold()
     if as_json:
         click.echo(json.dumps([asdict(p) for p in passages], indent=2, ensure_ascii=False))
         return
@@ -48,6 +57,7 @@ def retrieve(comment: str, top_k: int | None, min_similarity: float | None, as_j
     from rich.panel import Panel
 
     console = Console()
+    console.print(f"Similarity threshold in use: {threshold:.2f} ({_threshold_origin(settings, kb)})")
     if not passages:
         console.print("No passage is close enough: the comment gets no context.")
     for n, p in enumerate(passages, 1):
@@ -70,12 +80,11 @@ def eval_retrieval(questions: Path, min_similarity: float | None, as_json: bool,
     MRR@10 and the share of off-topic comments left without context.
     """
     from knowledge.evaluation import evaluate, load_questions
-    from knowledge.search import resolve_min_similarity
 
     items = load_questions(questions)
     settings, kb = _open(store, chroma_url, min_similarity)
     scores = evaluate(items, lambda text, k: kb.search(text, top_k=k))
-    threshold = resolve_min_similarity(None, settings.min_similarity)
+    threshold = kb.threshold()
     if as_json:
         click.echo(json.dumps({"min_similarity": threshold, **scores.as_dict()}, indent=2, ensure_ascii=False))
         return

@@ -1,0 +1,190 @@
+"""`finetune eval`: how good are the replies, measured the way a creator would judge them.
+
+Held-out comment/reply pairs are answered in up to three modes, each exactly as serving answers
+(the same prompt, `base.generation.LocalGenerator`, the same decoding and cleaning):
+- `base`: the base model, no adapter, no passages;
+- `tuned`: the adapter, no passages;
+- `tuned+passages`: the adapter, with the passages the knowledge base returns for the comment
+  (the same search, top-k and threshold as serving).
+Per mode: the reply-token loss against the reference replies (with the mode's prompt), the rates
+of the reply checks (`base.replychecks`), reply lengths, and the embedding similarity of reply to
+reference. A check counts when it fires on the raw generation or on the cleaned reply, so
+cleaning cannot hide a loop, an echo or an empty reply from the figure.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from base.decoding import Decoding, is_short_remark
+from base.prompt import CommentInput, Passage, PromptStyle, clean_comment, clean_reply
+from base.replychecks import check_reply, is_loop, without_sign_off, words
+
+MODES = ("base", "tuned", "tuned+passages")
+RATES = ("loop_rate_raw", "loop_rate", "echo_rate", "empty_rate", "invented_link_rate")
+
+
+@dataclass
+class EvalSetup:
+    """A loaded PEFT model (adapter on), its tokenizer and prompt style, and optional retrieval."""
+
+    model: Any
+    tokenizer: Any
+    style: PromptStyle
+    decoding: Decoding
+    device: str
+    model_name: str = "base"
+    retriever: Any = None  # anything with search(text, top_k, min_similarity) -> list[Passage]
+    top_k: int = 3
+    min_similarity: float | None = None
+    embed: Callable[[list[str]], Any] | None = None  # texts -> unit vectors (N, D)
+    max_length: int = 2048
+    batch_size: int = 8
+    progress: Callable[[str, int], None] = field(default=lambda mode, n: None)
+
+    def modes(self) -> list[str]:
+        return list(MODES) if self.retriever is not None else list(MODES[:2])
+
+
+def evaluate_replies(setup: EvalSetup, pairs: Sequence[Any]) -> dict[str, Any]:
+    """`{"modes": {mode: metrics}, "replies": [row, ...]}` for held-out `pairs` (comment, reply)."""
+    comments = [clean_comment(p.comment) for p in pairs]
+    references = [p.reply for p in pairs]
+    passages = _retrieve(setup, comments) if setup.retriever is not None else None
+    result: dict[str, Any] = {"modes": {}, "replies": []}
+    for mode in setup.modes():
+        items = [CommentInput(c, passages=passages[n] if mode == "tuned+passages" else ())
+                 for n, c in enumerate(comments)]
+        raws = _generate(setup, mode, items)
+        rows = [_row(mode, item, ref, raw, setup.style.sign_off) for item, ref, raw in zip(items, references, raws)]
+        loss = _reply_loss(setup, mode, items, references)
+        result["modes"][mode] = summarize(rows, loss, _similarities(setup, rows))
+        result["replies"] += rows
+    return result
+
+
+def _retrieve(setup: EvalSetup, comments: list[str]) -> list[tuple[Passage, ...]]:
+    return [tuple(setup.retriever.search(c, top_k=setup.top_k, min_similarity=setup.min_similarity))
+            for c in comments]
+
+
+def _adapter_off(model: Any, mode: str) -> Any:
+    import contextlib
+
+    return model.disable_adapter() if mode == "base" and hasattr(model, "disable_adapter") else contextlib.nullcontext()
+
+
+def _generate(setup: EvalSetup, mode: str, items: list[CommentInput]) -> list[str]:
+    from base.generation import LocalGenerator
+
+    generator = LocalGenerator(setup.model, setup.tokenizer, setup.model_name, decoding=setup.decoding)
+    raws: list[str] = []
+    # Shortest prompts together: less padding, and replies of one batch tend to end together.
+    order = sorted(range(len(items)), key=lambda i: len(items[i].comment) + sum(len(p.text) for p in items[i].passages))
+    with _adapter_off(setup.model, mode):
+        setup.model.eval()
+        by_index: dict[int, str] = {}
+        for start in range(0, len(order), setup.batch_size):
+            chunk = order[start:start + setup.batch_size]
+            for i, raw in zip(chunk, generator.generate([items[i] for i in chunk], setup.style)):
+                by_index[i] = raw
+            setup.progress(mode, len(by_index))
+        raws = [by_index[i] for i in range(len(items))]
+    return raws
+
+
+def _row(mode: str, item: CommentInput, reference: str, raw: str, sign_off: str) -> dict[str, Any]:
+    reply = clean_reply(raw, sign_off)
+    sources = [p.text for p in item.passages]
+    raw_body = raw.split(sign_off)[0] if sign_off and sign_off in raw else raw
+    on_raw = check_reply(raw_body, item.comment, sources, sign_off)
+    on_reply = check_reply(reply, item.comment, sources, sign_off)
+    return {"mode": mode, "comment": item.comment, "reference": reference, "raw": raw, "reply": reply,
+            "passages": [p.to_dict() for p in item.passages],
+            "loop_raw": is_loop(raw), "loop": on_reply.loop,
+            "echo": on_raw.echo or on_reply.echo, "empty": on_raw.empty or on_reply.empty,
+            "invented_link": on_raw.invented_link or on_reply.invented_link,
+            "words": len(words(without_sign_off(reply, sign_off))),
+            "reference_words": len(words(without_sign_off(reference, sign_off))),
+            "thanks": is_short_remark(item.comment)}
+
+
+def _reply_loss(setup: EvalSetup, mode: str, items: list[CommentInput], references: list[str]) -> float:
+    from base.prompt import encode_training_example
+    from finetune.data import Example
+    from finetune.trainer import evaluate
+
+    examples = []
+    for item, reference in zip(items, references):
+        ids, labels = encode_training_example(setup.tokenizer, setup.style, item, reference)
+        examples.append(Example(ids[:setup.max_length], labels[:setup.max_length], "", item.comment, reference))
+    pad = setup.tokenizer.pad_token_id if setup.tokenizer.pad_token_id is not None else setup.tokenizer.eos_token_id
+    with _adapter_off(setup.model, mode):
+        return evaluate(setup.model, examples, 4, pad, setup.device)
+
+
+def _similarities(setup: EvalSetup, rows: list[dict[str, Any]]) -> list[float]:
+    if setup.embed is None:
+        return []
+    sign_off = setup.style.sign_off
+    replies = setup.embed([without_sign_off(r["reply"], sign_off) or "-" for r in rows])
+    refs = setup.embed([without_sign_off(r["reference"], sign_off) or "-" for r in rows])
+    return [sum(x * y for x, y in zip(a, b)) for a, b in zip(replies, refs)]  # unit vectors: cosine
+
+
+def summarize(rows: list[dict[str, Any]], reply_loss: float, similarities: list[float]) -> dict[str, Any]:
+    """The figures of one mode from its reply rows."""
+    n = max(1, len(rows))
+
+    def rate(key: str) -> float:
+        return round(sum(1 for r in rows if r[key]) / n, 4)
+
+    thanks = [r["words"] for r in rows if r["thanks"]]
+    return {
+        "count": len(rows),
+        "reply_loss": round(reply_loss, 4),
+        "loop_rate_raw": rate("loop_raw"),
+        "loop_rate": rate("loop"),
+        "echo_rate": rate("echo"),
+        "empty_rate": rate("empty"),
+        "invented_link_rate": rate("invented_link"),
+        "median_words": statistics.median([r["words"] for r in rows]) if rows else 0,
+        "median_words_reference": statistics.median([r["reference_words"] for r in rows]) if rows else 0,
+        "median_words_thanks": statistics.median(thanks) if thanks else None,
+        "similarity": round(statistics.fmean(similarities), 4) if similarities else None,
+    }
+
+
+METRIC_LABELS = [
+    ("reply_loss", "reply-token loss (lower is better)"),
+    ("loop_rate_raw", "loop rate, raw generation"),
+    ("loop_rate", "loop rate, cleaned reply"),
+    ("echo_rate", "echo rate"),
+    ("empty_rate", "empty rate (sign-off only)"),
+    ("invented_link_rate", "invented link / @mention rate"),
+    ("median_words", "median words per reply"),
+    ("median_words_reference", "median words, reference replies"),
+    ("median_words_thanks", "median words, replies to thanks"),
+    ("similarity", "similarity to reference (cosine)"),
+]
+
+
+def format_value(key: str, value: Any) -> str:
+    if value is None:
+        return "-"
+    if key in RATES:
+        return f"{value:.0%}"
+    if isinstance(value, float):
+        return f"{value:.3f}" if key != "median_words" else f"{value:g}"
+    return str(value)
+
+
+def markdown_table(result: dict[str, Any]) -> str:
+    """The metrics as a Markdown table, modes as columns (for samples.md)."""
+    modes = list(result["modes"])
+    lines = ["| metric | " + " | ".join(modes) + " |", "|---|" + "---|" * len(modes)]
+    for key, label in METRIC_LABELS:
+        lines.append(f"| {label} | " + " | ".join(format_value(key, result["modes"][m].get(key)) for m in modes) + " |")
+    return "\n".join(lines) + "\n"
