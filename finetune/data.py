@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from base.errors import UserError
+from base.fileio import parse_jsonl
 
 from .config import join_problems
 
@@ -94,18 +95,13 @@ def _read_jsonl(path: Path) -> tuple[list[tuple[str, dict[str, Any]]], list[str]
         return [(f"item {n}", item) for n, item in enumerate(items, 1)], [
             f"item {n}: not an object" for n, item in enumerate(items, 1) if not isinstance(item, dict)]
     records = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as exc:
-            problems.append(f"line {n}: not valid JSON ({exc.msg})")
-            continue
-        if not isinstance(item, dict):
-            problems.append(f"line {n}: not a JSON object")
-            continue
-        records.append((f"line {n}", item))
+    for line in parse_jsonl(text):  # every problem collected, reported together by the caller
+        if line.error is not None:
+            problems.append(f"line {line.number}: not valid JSON ({line.error})")
+        elif not isinstance(line.value, dict):
+            problems.append(f"line {line.number}: not a JSON object")
+        else:
+            records.append((f"line {line.number}", line.value))
     return records, problems
 
 

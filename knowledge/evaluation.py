@@ -7,12 +7,12 @@ counts as a miss.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
 from base.errors import UserError
+from base.fileio import read_jsonl
 from base.prompt import Passage
 
 
@@ -47,25 +47,16 @@ class Scores:
 
 
 def load_questions(path: Path) -> list[Question]:
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read questions file {path} ({exc}); give a UTF-8 JSONL file") from None
+    name = f"questions file {path}"
+    shape = '{"comment": "...", "expect": ["stem", ...]}'
     questions = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            comment, expect = row["comment"], row["expect"]
-            if not isinstance(comment, str) or not isinstance(expect, list):
-                raise TypeError
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise UserError(f"{path} line {n} is not {{\"comment\": \"...\", \"expect\": [\"stem\", ...]}}; "
-                            "fix that line") from None
+    for n, row in read_jsonl(path, name, f"make it {shape}"):
+        comment, expect = (row.get("comment"), row.get("expect")) if isinstance(row, dict) else (None, None)
+        if not isinstance(comment, str) or not isinstance(expect, list):
+            raise UserError(f"{name} line {n} is not {shape}; fix that line")
         questions.append(Question(comment, tuple(str(x) for x in expect)))
     if not questions:
-        raise UserError(f"{path} has no questions; add lines of {{\"comment\": ..., \"expect\": [...]}}")
+        raise UserError(f"{name} has no questions; add lines of {{\"comment\": ..., \"expect\": [...]}}")
     return questions
 
 

@@ -385,10 +385,13 @@ def test_server_mode_against_the_real_service_app(tmp_path, sample, monkeypatch)
 
 
 def test_unreachable_server_is_one_clear_error(tmp_path, sample):
-    result = CliRunner().invoke(cli, ["batch", str(sample), "-o", str(tmp_path / "o.jsonl"),
-                                      "--server", "http://127.0.0.1:9"])
-    assert isinstance(result.exception, UserError)
-    assert "cannot reach the responder service at http://127.0.0.1:9" in str(result.exception)
+    """Retried (here without waiting), then the run stops: no comment is marked failed for it."""
+    out_path = tmp_path / "o.jsonl"
+    result = CliRunner().invoke(cli, ["batch", str(sample), "-o", str(out_path), "--server", "http://127.0.0.1:9",
+                                      "--backoff", "0"])
+    assert result.exit_code == 1
+    assert "Error: cannot reach the responder service at http://127.0.0.1:9" in result.output
+    assert not any(r["status"].startswith("failed") for r in lines(out_path))
 
 
 def test_kill_9_mid_run_then_rerun_loses_nothing_and_duplicates_nothing(tmp_path, sample, service):

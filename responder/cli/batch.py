@@ -1,8 +1,10 @@
 """`responder batch` (answer a video's comments into a replies file) and `responder post`.
 
-The work lives in responder.youtube (reading and choosing comments), responder.batch (the
-resumable runner) and responder.posting (the ledger-guarded poster); this module parses options
-and shows progress and summaries. Heavy modules are imported inside the commands.
+The work lives in responder.youtube (reading and choosing comments) and responder.jobs (the
+resumable runner, the replies file, the service client); this module parses options and shows
+progress and summaries. Heavy modules are imported inside the commands. A service or generation
+server that stays down (`UpstreamError`) ends the run with one `Error: ...` line and exit code 1;
+the comments not answered yet stay unanswered, so the same command resumes later.
 """
 
 from __future__ import annotations
@@ -47,11 +49,12 @@ def _default_output(input_path: Path, fmt: str | None) -> Path:
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Comments per generate call [default: RESPONDER_MAX_BATCH_SIZE, 16].")
 @click.option("--retry-failed", is_flag=True, help="Answer again the comments that failed in earlier runs.")
+@click.option("--backoff", type=click.FloatRange(min=0), default=1.0, hidden=True)
 @store_options
 def batch(input_path: Path, output: Path | None, fmt: str | None, server: str | None, adapter: Path | None,
           quantization: str | None, limit: int | None, min_length: int, max_age: float | None, keep_empty: bool,
           channel_id: str | None, video_title: str | None, batch_size: int | None, retry_failed: bool,
-          store: str | None, chroma_url: str | None) -> None:
+          backoff: float, store: str | None, chroma_url: str | None) -> None:
     """Answer the comments of a video (a commentThreads.list export, CSV or JSONL) into a replies file.
 
     Skips threads the channel already answered, the channel's own comments, blank and emoji-only
@@ -59,43 +62,76 @@ def batch(input_path: Path, output: Path | None, fmt: str | None, server: str | 
     Review the replies, set "approved": true on the good ones, then `responder post`.
     """
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from base.errors import UpstreamError
     from base.settings import load_settings
-    from responder.jobs.batch_run import plan, run_batch
-    from responder.jobs.reply_log import ReplyLog, output_format
-    from responder.jobs.service_client import HttpResponder
     from responder.youtube.export import load_comments
     from responder.youtube.selection import Filters, infer_channel_id, select
 
-    console = Console(stderr=True)
     comments = load_comments(input_path)  # every input problem surfaces here, before any write
     channel = channel_id or infer_channel_id(comments)
     selected = select(comments, Filters(channel_id=channel, keep_empty=keep_empty, min_length=min_length,
                                         max_age_days=max_age))
     output = output or _default_output(input_path, fmt)
     settings = load_settings(store=store, chroma_url=chroma_url, adapter=adapter, quantization=quantization)
-    size = batch_size or settings.max_batch_size
+    run = _Run(selected, settings, server, batch_size or settings.max_batch_size, limit, video_title, backoff)
+    try:
+        summary = run.answer_into(output, fmt, retry_failed)
+    except UpstreamError as exc:  # not the user's input: exit 1, and the next run resumes
+        raise click.ClickException(f"{exc} (stopped; the replies written so far stay in {output})") from exc
+    _print_batch_summary(Console(), summary, output, channel)
 
-    with ReplyLog(output, output_format(output, fmt)) as replies:
-        if retry_failed:
-            dropped = replies.drop_failed()
-            if dropped:
-                console.print(f"Retrying {dropped} comment(s) that failed before.")
-        _, todo, _, _ = plan(selected, replies.done_ids, limit)
-        if server:
-            key = settings.api_key.get_secret_value() if settings.api_key else None
-            answerer = HttpResponder(server, key, timeout_s=settings.request_timeout_s)
-        elif todo:
-            from responder.factory import build_responder
 
-            with console.status("Loading the model and the knowledge base..."):
-                answerer = build_responder(settings)
-        else:
-            answerer = None
+class _Run:
+    """One `responder batch`: the replies file opened, the answerer chosen, progress shown."""
+
+    def __init__(self, selected, settings, server: str | None, size: int, limit: int | None,
+                 video_title: str | None, backoff: float) -> None:
+        from rich.console import Console
+
+        self.selected, self.settings, self.server, self.size = selected, settings, server, size
+        self.limit, self.video_title, self.backoff = limit, video_title, backoff
+        self.console = Console(stderr=True)
+
+    def answer_into(self, output: Path, fmt: str | None, retry_failed: bool):
+        from responder.jobs.batch_run import plan
+        from responder.jobs.reply_log import ReplyLog, output_format
+
+        with ReplyLog(output, output_format(output, fmt)) as replies:
+            if retry_failed:
+                dropped = replies.drop_failed()
+                if dropped:
+                    self.console.print(f"Retrying {dropped} comment(s) that failed before.")
+            _, todo, _, _ = plan(self.selected, replies.done_ids, self.limit)
+            answerer = self._answerer(bool(todo))
+            try:
+                return self._run(replies, answerer, len(todo))
+            finally:
+                if hasattr(answerer, "close"):
+                    answerer.close()
+
+    def _answerer(self, needed: bool):
+        """A client of the running service, the in-process responder (loaded only when needed), or None."""
+        from responder.jobs.service_client import HttpResponder
+
+        if self.server:
+            key = self.settings.api_key.get_secret_value() if self.settings.api_key else None
+            return HttpResponder(self.server, key, timeout_s=self.settings.request_timeout_s, backoff_s=self.backoff)
+        if not needed:
+            return None
+        from responder.factory import build_responder
+
+        with self.console.status("Loading the model and the knowledge base..."):
+            return build_responder(self.settings)
+
+    def _run(self, replies, answerer, total: int):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        from responder.jobs.batch_run import run_batch
+
         with Progress(TextColumn("[bold]Answering"), BarColumn(), MofNCompleteColumn(),
-                      TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=console) as progress:
-            task = progress.add_task("answer", total=len(todo), rate="")
+                      TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=self.console) as progress:
+            task = progress.add_task("answer", total=total, rate="")
             start, done = time.perf_counter(), [0]
 
             def advance(n: int) -> None:
@@ -103,9 +139,12 @@ def batch(input_path: Path, output: Path | None, fmt: str | None, server: str | 
                 per_minute = done[0] / max(time.perf_counter() - start, 1e-9) * 60
                 progress.update(task, advance=n, rate=f"{per_minute:.1f}/min")
 
-            summary = run_batch(selected, answerer, replies, batch_size=size, limit=limit,
-                                video_title=video_title, on_progress=advance)
-    _print_batch_summary(Console(), summary, output, channel)
+            try:
+                return run_batch(self.selected, answerer, replies, batch_size=self.size, limit=self.limit,
+                                 video_title=self.video_title, on_progress=advance)
+            except BaseException:
+                progress.live.transient = True  # the error line alone, without a half-full bar above it
+                raise
 
 
 def _print_batch_summary(console, summary, output: Path, channel: str | None) -> None:

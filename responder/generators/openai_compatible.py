@@ -1,15 +1,20 @@
 """Generation on an OpenAI-compatible server (vLLM with `--enable-lora --lora-modules`).
 
 The prompt is sent as token ids (`base.prompt.encode_prompt`), never re-tokenized text, and the
-reply is cleaned by `Responder` exactly as a local reply is.
+reply is cleaned by `Responder` exactly as a local reply is. A server that is down, times out or
+answers 5xx raises `UpstreamError` (503 unreachable, 502 bad answer), not the user's `UserError`.
 """
 
 from __future__ import annotations
 
 from typing import Any, Sequence
 
-from base.errors import UserError
+from base.errors import UpstreamError, UserError
 from base.prompt import CommentInput, PromptStyle, encode_prompt
+
+_HINTS = {401: "; set RESPONDER_OPENAI_API_KEY to the server's key",
+          403: "; set RESPONDER_OPENAI_API_KEY to the server's key",
+          404: "; check RESPONDER_OPENAI_MODEL (the --lora-modules name) and RESPONDER_OPENAI_BASE_URL"}
 
 
 class OpenAIGenerator:
@@ -50,8 +55,6 @@ class OpenAIGenerator:
                    settings.request_timeout_s)
 
     def generate(self, items: Sequence[CommentInput], style: PromptStyle) -> list[str]:
-        import httpx
-
         if not items:
             return []
         body: dict[str, Any] = {
@@ -62,16 +65,46 @@ class OpenAIGenerator:
         }
         if style.sign_off:
             body["stop"] = [style.sign_off]
+        return self._completions(body, len(items))
+
+    def _completions(self, body: dict[str, Any], expected: int) -> list[str]:
+        """The server's completions in prompt order; `UpstreamError` when the server fails us.
+
+        Unreachable, refused or timed out: 503. A 5xx or an answer that is not a completions body:
+        502. A 4xx is about our request (wrong model name, API key, prompt too long): `UserError`,
+        except 408/429 (the server is busy), which are 503.
+        """
+        import httpx
+
         try:
             response = self.client.post(self.url, json=body)
+        except (httpx.TimeoutException, httpx.NetworkError) as exc:
+            raise UpstreamError(f"generation server {self.url} unreachable ({exc or type(exc).__name__}); check "
+                                "RESPONDER_OPENAI_BASE_URL and that the server is running", status=503) from exc
         except httpx.HTTPError as exc:
-            raise UserError(f"generation server {self.url} unreachable ({exc}); check "
-                            "RESPONDER_OPENAI_BASE_URL and that the server is running") from exc
-        if response.status_code != 200:
-            raise UserError(f"generation server {self.url} answered {response.status_code}: "
-                            f"{response.text[:200]}")
-        choices = sorted(response.json()["choices"], key=lambda c: c.get("index", 0))
-        if len(choices) != len(items):
-            raise UserError(f"generation server {self.url} returned {len(choices)} completions "
-                            f"for {len(items)} prompts")
-        return [c.get("text") or "" for c in choices]
+            raise UpstreamError(f"generation server {self.url} failed to answer ({type(exc).__name__}: {exc})",
+                                status=502) from exc
+        status = response.status_code
+        if status in (408, 429):
+            raise UpstreamError(f"generation server {self.url} is busy ({status}): {_snippet(response.text)}",
+                                status=503)
+        if 400 <= status < 500:
+            raise UserError(f"generation server {self.url} refused the request ({status}): "
+                            f"{_snippet(response.text)}{_HINTS.get(status, '')}")
+        if status != 200:
+            raise UpstreamError(f"generation server {self.url} answered {status}: {_snippet(response.text)}", status=502)
+        try:
+            choices = sorted(response.json()["choices"], key=lambda c: c.get("index", 0))
+            texts = [c.get("text") or "" for c in choices]
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise UpstreamError(f"generation server {self.url} answered 200 without completions "
+                                f"({type(exc).__name__}): {_snippet(response.text)}", status=502) from exc
+        if len(texts) != expected:
+            raise UpstreamError(f"generation server {self.url} returned {len(texts)} completions for {expected} "
+                                "prompts", status=502)
+        return texts
+
+
+def _snippet(text: str) -> str:
+    """A server's answer on one line, short enough for an error message."""
+    return " ".join(text.split())[:200]

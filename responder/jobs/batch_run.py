@@ -18,7 +18,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Protocol, Sequence
 
-from base.errors import UserError
+from base.errors import UpstreamError, UserError
 from base.prompt import CommentInput
 from responder.jobs.reply_log import ANSWERED, ReplyLog, record
 from responder.responder import CommentFailed, Reply, validate_comment
@@ -29,12 +29,6 @@ log = logging.getLogger(__name__)
 
 class Answerer(Protocol):
     def respond_many(self, requests: Sequence[CommentInput]) -> list[Reply]: ...
-
-
-# ---------------------------------------------------------------------------------- output file
-
-
-# ---------------------------------------------------------------------------------------- records
 
 
 # ----------------------------------------------------------------------------------------- runner
@@ -108,8 +102,10 @@ def run_batch(selected: Sequence[tuple[Comment, str | None]], answerer: Answerer
 def answer_chunk(chunk: Sequence[Comment], answerer: Answerer, video_title: str | None) -> list[dict[str, Any]]:
     """Records for one batch. A comment that cannot be answered fails alone; the batch goes on.
 
-    A `UserError` (service unreachable, wrong API key, model missing) stops the whole run instead:
-    every following comment would fail the same way.
+    A `UserError` (wrong API key, model missing) or an `UpstreamError` (the service or the
+    generation server down, timed out, answering 5xx after its retries) stops the whole run
+    instead: every following comment would fail the same way. The comments of this batch are then
+    not written at all, so the next run answers them.
     """
     out: dict[int, dict[str, Any]] = {}
     ok: list[int] = []
@@ -129,14 +125,14 @@ def answer_chunk(chunk: Sequence[Comment], answerer: Answerer, video_title: str 
             raise RuntimeError(f"{len(replies)} replies for {len(requests)} comments")
         for n, reply in zip(ok, replies):
             out[n] = _answered(chunk[n], reply, sign_off)
-    except UserError:
+    except (UserError, UpstreamError):
         raise
     except Exception as exc:  # find which comment it was: answer them one by one
         log.warning("batch of %d failed (%s); answering its comments one by one", len(requests), exc)
         for n, request in zip(ok, requests):
             try:
                 out[n] = _answered(chunk[n], answerer.respond_many([request])[0], sign_off)
-            except UserError:
+            except (UserError, UpstreamError):
                 raise
             except CommentFailed as one:
                 out[n] = record(chunk[n], f"failed:{one.reason}")
@@ -154,8 +150,3 @@ def _answered(comment: Comment, reply: Reply, sign_off: str) -> dict[str, Any]:
     if not body:
         return record(comment, "failed:empty-reply")
     return record(comment, ANSWERED, reply)
-
-
-# ----------------------------------------------------------------------- a running responder serve
-
-

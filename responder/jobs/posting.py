@@ -26,9 +26,7 @@ Which lines are approved: `status` is `answered`, `reply` is not empty, and `app
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -37,6 +35,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from base.errors import UserError
+from base.fileio import AppendOnlyLog, read_jsonl, scan_jsonl_log
 from responder.youtube.client import DEFAULT_API_BASE, Ambiguous, YouTubeClient, YouTubeError, reply_exists
 from responder.youtube.export import LOCAL_ID_PREFIX
 
@@ -101,29 +100,15 @@ def read_replies(path: Path, take_all: bool = False) -> Selection:
 
 
 def _read_jsonl_replies(path: Path) -> list[dict[str, Any]]:
-    raw_lines = path.read_bytes().split(b"\n")
-    records = []
-    for n, raw in enumerate(raw_lines, 1):
-        if not raw.strip():
-            continue
-        try:
-            record = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            if n == len(raw_lines):  # no newline yet: a batch still writing it, or killed mid-write
-                log.warning("%s: ignoring an incomplete last line", path)
-                break
-            raise UserError(f"replies file '{path}' line {n} is not valid JSON ({exc}); fix that line "
-                            "(a hand edit?) and run again") from exc
-        if not isinstance(record, dict):
-            raise UserError(f"replies file '{path}' line {n} is not a JSON object; fix that line")
-        records.append(record)
-    return records
+    # A last line without its newline is a batch still writing it (or one killed mid-write): skipped.
+    return [record for _, record in read_jsonl(path, f"replies file '{path}'", "fix that line (a hand edit?) "
+                                               "and run again", objects=True, torn_tail=True)]
 
 
 def _read_csv_replies(path: Path) -> list[dict[str, Any]]:
     from responder.jobs.reply_log import scan_csv
 
-    return scan_csv(path).records
+    return scan_csv(path.read_bytes(), f"replies file '{path}'").records
 
 
 # ---------------------------------------------------------------------------------------- ledger
@@ -133,51 +118,39 @@ def utc_day(now: datetime | None = None) -> str:
 
 
 class Ledger:
-    """Append-only JSONL; the state of a comment is its last decisive event."""
+    """Append-only JSONL (`base.fileio.AppendOnlyLog`); the state of a comment is its last decisive event."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.events: list[dict[str, Any]] = []
-        self._fd: int | None = None
+        name = f"ledger '{path}'"
+        self._log = AppendOnlyLog(
+            path, name, in_use="is in use by another `responder post`; wait for it",
+            scan=lambda data: scan_jsonl_log(data, name, damaged="is damaged; restore it from a backup. Deleting "
+                                             "the ledger would let replies be posted twice"))
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        return self._log.records
 
     @classmethod
     def read(cls, path: Path) -> "Ledger":
         """Read without writing anything (dry runs)."""
         ledger = cls(path)
-        if path.exists():
-            ledger.events, _ = _scan(path)
+        ledger._log.read()
         return ledger
 
     def open(self) -> "Ledger":
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
-        try:
-            import fcntl
-
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except ImportError:
-            pass
-        except OSError as exc:
-            self.close()
-            raise UserError(f"ledger '{self.path}' is in use by another `responder post`; wait for it") from exc
-        self.events, keep = _scan(self.path)
-        if keep < os.fstat(self._fd).st_size:  # an interrupted write: only its own line is lost
-            log.warning("%s: dropped an incomplete last line left by an interrupted run", self.path)
-            os.ftruncate(self._fd, keep)
-            os.fsync(self._fd)
+        self._log.open()
         return self
 
     def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        self._log.close()
 
     def append(self, event: str, comment_id: str, **data: Any) -> None:
         now = datetime.now(timezone.utc)
         entry = {"event": event, "comment_id": comment_id, "at": now.isoformat(timespec="seconds"),
                  "day": utc_day(now), **data}
-        os.write(self._fd, (json.dumps(entry, ensure_ascii=False) + "\n").encode("utf-8"))
-        os.fsync(self._fd)  # on disk before the API call it announces
-        self.events.append(entry)
+        self._log.append([entry])  # fsync'd: on disk before the API call it announces
 
     def state(self, comment_id: str) -> str | None:
         """posted | failed | pending (an intent with no result) | None (never tried, or retryable)."""
@@ -202,29 +175,6 @@ class Ledger:
             if e.get("event") == "posted" and e.get("channel_id"):
                 return str(e["channel_id"])
         return None
-
-
-def _scan(path: Path) -> tuple[list[dict[str, Any]], int]:
-    data = path.read_bytes()
-    events, pos = [], 0
-    lines = data.split(b"\n")
-    for n, raw in enumerate(lines[:-1], 1):
-        pos += len(raw) + 1
-        if not raw.strip():
-            continue
-        try:
-            events.append(json.loads(raw))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise UserError(f"ledger '{path}' line {n} is damaged; restore it from a backup. Deleting the "
-                            "ledger would let replies be posted twice") from exc
-    tail = lines[-1]
-    if tail.strip():
-        try:
-            events.append(json.loads(tail))
-            return events, len(data)  # complete, missing only its newline: keep it
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return events, pos
-    return events, len(data)
 
 
 # ------------------------------------------------------------------------------------ the API

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from base.errors import UserError
+from base.fileio import read_jsonl
 
 LOCAL_ID_PREFIX = "local-"  # ids we make up for rows without one; they cannot be posted to YouTube
 
@@ -99,14 +100,7 @@ def _looks_like_jsonl(text: str) -> bool:
 
 def _load_jsonl(path: Path, text: str) -> list[Comment]:
     out: list[Comment] = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            data = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"input '{path}' line {n} is not valid JSON ({exc.msg}); fix or remove "
-                            "that line") from exc
+    for n, data in read_jsonl(path, f"input '{path}'", "fix or remove that line", data=text):
         out.extend(_from_json(path, data, where=f" line {n}"))
     return out
 
