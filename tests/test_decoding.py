@@ -1,0 +1,57 @@
+"""Decoding controls: the reply's own n-grams are banned, each reply ends within its budget."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from base.decoding import Decoding, ReplyBudget, ReplyNoRepeatNGram, is_short_remark
+from base.prompt import CommentInput, PromptStyle
+
+
+def test_thanks_get_the_short_budget_questions_the_long_one():
+    d = Decoding(max_new_tokens=96, short_reply_tokens=40)
+    assert d.budget("Great video, thanks!") == 40 and d.budget("first!") == 40
+    assert d.budget("how do I choose k for k-means?") == 96
+    assert d.budget("I tried the elbow method on my customer data and the curve has no clear bend at all, "
+                    "it just keeps going down") == 96
+    assert is_short_remark("love the cat cameo") and not is_short_remark("why?")
+
+
+def test_no_repeat_ngram_looks_at_the_reply_not_the_prompt():
+    prompt = [5, 6, 7, 5, 6]  # the prompt repeats (5, 6) -> 7: that must not ban 7 in the reply
+    reply = [1, 2, 3, 1, 2]  # the reply already holds (1, 2) -> 3: 3 is banned next
+    ids = torch.tensor([prompt + reply])
+    scores = ReplyNoRepeatNGram(3, prompt_width=len(prompt))(ids, torch.zeros(1, 10))
+    assert scores[0, 3] == float("-inf")
+    assert torch.isfinite(scores[0, [0, 1, 2, 4, 5, 6, 7, 8, 9]]).all()
+    ids = torch.tensor([prompt + [5, 6]])  # (5, 6) -> 7 only in the prompt: allowed
+    assert torch.isfinite(ReplyNoRepeatNGram(3, len(prompt))(ids, torch.zeros(1, 10))).all()
+
+
+def test_budget_ends_each_row_at_its_own_limit_and_at_a_sentence_end_past_60_percent():
+    stop, period = 0, 9
+    budget = ReplyBudget([10, 4], prompt_width=2, stop_ids=[stop], sentence_end_ids=[period])
+    ids = torch.tensor([[1, 1, 3, 3, 3], [1, 1, 3, 3, 3]])  # 3 tokens written
+    scores = budget(ids, torch.zeros(2, 10))
+    assert torch.isfinite(scores[0]).all()  # 3 of 10: go on
+    assert scores[1].argmax() == stop and torch.isinf(scores[1, 1:]).all()  # 3 of 4: stop now
+    ids = torch.tensor([[1, 1, 3, 3, 3, 3, 3, period], [1, 1, 3, 3, 3, 3, 3, 3]])  # 6 written
+    scores = ReplyBudget([10, 20], 2, [stop], [period])(ids, torch.zeros(2, 10))
+    assert scores[0].argmax() == stop and torch.isinf(scores[0, 1:]).all()  # past 60% at a sentence end
+    assert torch.isfinite(scores[1]).all()
+
+
+@pytest.mark.integration
+def test_local_generation_keeps_every_reply_within_its_budget(tiny_model_dir):
+    """A random tiny model never stops by itself: the budget is what ends its replies."""
+    from base.generation import LocalGenerator
+
+    generator = LocalGenerator.load(str(tiny_model_dir), quantization="none", device="cpu",
+                                    decoding=Decoding(max_new_tokens=24, short_reply_tokens=8))
+    items = [CommentInput("thanks!"), CommentInput("how do window functions work in SQL?")]
+    prompts = generator.encode(items, PromptStyle())
+    raw = generator.generate(items, PromptStyle())
+    lengths = [len(generator.tokenizer.encode(text, add_special_tokens=False)) for text in raw]
+    assert lengths[0] <= 8 and lengths[1] <= 24 and lengths[1] > 8, (lengths, raw)
+    assert prompts  # the prompts themselves are not cut
