@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 
 from base.adapter_info import write_adapter_info
-from base.errors import UpstreamError, UserError
 from base.decoding import Decoding
+from base.errors import UpstreamError, UserError
 from base.prompt import CommentInput, PromptStyle, clean_reply, encode_prompt
 from base.settings import Settings
 from tests.support import NADIA, SIGN_OFF

@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,47 +17,10 @@ import pytest
 from base.settings import Settings
 from ingest.pipeline import ingest
 from knowledge.store import open_knowledge_base
+from tests.support import CORPUS
 from tests.test_ingest_readers import make_pdf
 
 pytestmark = pytest.mark.integration
-
-CORPUS = {
-    "sql-window.md": """---
-title: SQL Window Functions
-url: https://blog.test/sql-window
----
-# SQL Window Functions
-
-## Running totals
-Use SUM(amount) OVER (ORDER BY day) to compute a running total of sales per day in Postgres.
-
-## Previous row
-LAG(revenue) OVER (ORDER BY month) gives last month's revenue, so month over month growth needs no self join.
-""",
-    "docker.md": """---
-title: Docker for Data Scientists
----
-# Docker for Data Scientists
-
-## Layer caching
-Copy requirements.txt and install packages before copying your code, so a code change does not reinstall every package.
-
-## GPUs
-Install the NVIDIA container toolkit and run the container with --gpus all so torch can see the GPU.
-""",
-    "bootstrap.md": """# Bootstrap Confidence Intervals
-
-## Error bars on a median
-Resample your data with replacement thousands of times, compute the median each time, and take the 2.5th and 97.5th percentiles.
-""",
-}
-
-
-def write_corpus(folder: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, text in CORPUS.items():
-        (folder / name).write_text(text, encoding="utf-8")
-    return folder
 
 
 def settings_for(store: Path) -> Settings:
@@ -82,8 +44,7 @@ def assert_consistent(kb) -> None:
         assert sorted(r["chunk"] for r in rows) == list(range(len(rows))), name
 
 
-def test_first_ingest_then_unchanged_then_edit_then_delete(tmp_path):
-    articles = write_corpus(tmp_path / "articles")
+def test_first_ingest_then_unchanged_then_edit_then_delete(tmp_path, articles):
     kb = open_knowledge_base(settings_for(tmp_path / "store"))
 
     first = ingest([articles], kb)
@@ -115,8 +76,7 @@ def test_first_ingest_then_unchanged_then_edit_then_delete(tmp_path):
     assert pruned.chunks_stored == 4
 
 
-def test_bad_files_are_skipped_and_everything_else_is_ingested(tmp_path):
-    articles = write_corpus(tmp_path / "articles")
+def test_bad_files_are_skipped_and_everything_else_is_ingested(tmp_path, articles):
     (articles / "latin1.md").write_bytes("# Caf\u00e9\n\nna\u00efve text".encode("latin-1"))
     (articles / "photo.md").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)))
     (articles / "corrupt.pdf").write_bytes(b"%PDF-1.7\n1 0 obj garbage")
@@ -149,8 +109,7 @@ def test_bad_files_are_skipped_and_everything_else_is_ingested(tmp_path):
     assert len(chunks_by_source(kb)["docker.md"]) == 2
 
 
-def test_interrupted_replace_is_completed_by_the_next_run(tmp_path):
-    articles = write_corpus(tmp_path / "articles")
+def test_interrupted_replace_is_completed_by_the_next_run(tmp_path, articles):
     kb = open_knowledge_base(settings_for(tmp_path / "store"))
     ingest([articles], kb)
     (articles / "sql-window.md").write_text(CORPUS["sql-window.md"].replace("running total", "cumulative sum"))
@@ -175,32 +134,40 @@ def test_interrupted_replace_is_completed_by_the_next_run(tmp_path):
     assert any("cumulative sum" in t for t in texts) and not any("running total" in t for t in texts)
 
 
+# The CLI in a child process, killed with SIGKILL from inside when it starts writing the 4th
+# article: three are stored, nine are not (a kill that waited on log lines would land wherever the
+# machine's speed put the run).
+_KILL_AT_4TH_WRITE = """
+import os, signal
+from knowledge.store import KnowledgeBase
+from ingest.cli import main
+real_add, writes = KnowledgeBase.add, []
+def add(self, *args, **kwargs):
+    writes.append(1)
+    if len(writes) == 4:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_add(self, *args, **kwargs)
+KnowledgeBase.add = add
+main()
+"""
+
+
 def test_kill_9_mid_ingest_then_ingest_again_ends_consistent(tmp_path):
     articles = tmp_path / "articles"
     articles.mkdir()
     for i in range(12):
         paragraphs = "\n\n".join(f"Paragraph {j} of article {i} explains topic {i * 7 + j} in detail."
                                  for j in range(6))
-        (articles / f"a{i:02d}.md").write_text(f"# Article {i}\n\n## Part one\n{paragraphs}\n\n## Part two\n{paragraphs}\n")
+        text = f"# Article {i}\n\n## Part one\n{paragraphs}\n\n## Part two\n{paragraphs}\n"
+        (articles / f"a{i:02d}.md").write_text(text)
     store = tmp_path / "store"
-    cmd = [sys.executable, "-c", "from ingest.cli import main; main()", str(articles), "--store", str(store), "-v"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "COLUMNS": "120"})
-    done = 0
-    deadline = time.monotonic() + 180
-    while done < 3 and time.monotonic() < deadline:  # wait until it is writing
-        line = proc.stderr.readline()
-        if not line:
-            break
-        done += line.rstrip().endswith(": added")
-    assert done == 3, "ingest did not start writing"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    cmd = [sys.executable, "-c", _KILL_AT_4TH_WRITE, str(articles), "--store", str(store)]
+    killed = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "120"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
 
     kb = open_knowledge_base(settings_for(store))
     report = ingest([articles], kb)
-    assert report.added + report.unchanged + report.updated == 12
-    assert report.added >= 1  # the kill really cut the run short
+    assert (report.unchanged, report.added, report.updated) == (3, 9, 0)
     assert_consistent(kb)
     assert set(chunks_by_source(kb)) == {f"a{i:02d}.md" for i in range(12)}
     again = ingest([articles], kb)

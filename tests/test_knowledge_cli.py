@@ -10,8 +10,6 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tests.test_ingest_pipeline import write_corpus
-
 
 def run_cli(module: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     code = f"from {module} import main; main()"
@@ -20,9 +18,9 @@ def run_cli(module: str, *args: str, cwd: Path | None = None) -> subprocess.Comp
 
 
 @pytest.fixture(scope="module")
-def ingested(tmp_path_factory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("cli")
-    articles = write_corpus(root / "articles")
+def ingested(tmp_path_factory, corpus_dir) -> tuple[Path, Path]:
+    """The test articles ingested by the `ingest` CLI, as a user runs it."""
+    root, articles = tmp_path_factory.mktemp("cli"), corpus_dir
     result = run_cli("ingest.cli", str(articles), "--store", str(root / "store"))
     assert result.returncode == 0, result.stderr
     for label, value in (("files seen", 3), ("added", 3), ("chunks embedded", 5), ("chunks stored", 5)):

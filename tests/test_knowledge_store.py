@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 import pytest
 
@@ -14,20 +13,11 @@ from ingest.pipeline import ingest
 from knowledge.embedder import embedded_embedder_dir, resolve_embedder
 from knowledge.search import DEFAULT_MIN_SIMILARITY, to_passages
 from knowledge.store import check_workers, open_knowledge_base
-from tests.test_ingest_pipeline import write_corpus
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("kb")
-    articles = write_corpus(root / "articles")
-    ingest([articles], open_knowledge_base(Settings(store=root / "store")))
-    return root / "store"
 
 
 @pytest.mark.integration
-def test_search_returns_the_answering_passage_with_its_provenance(store):
-    kb = open_knowledge_base(Settings(store=store))
+def test_search_returns_the_answering_passage_with_its_provenance(knowledge_store):
+    kb = open_knowledge_base(Settings(store=knowledge_store))
     passages = kb.search("how do I get month over month growth in postgres without a self join", top_k=3)
     best = passages[0]
     assert "LAG(revenue)" in best.text
@@ -40,21 +30,21 @@ def test_search_returns_the_answering_passage_with_its_provenance(store):
 
 @pytest.mark.integration
 @pytest.mark.parametrize("comment", ["first!", "great video", "love your sweater", "🔥🔥🔥", "lol"])
-def test_off_topic_comments_get_no_passages(store, comment):
-    assert open_knowledge_base(Settings(store=store)).search(comment, top_k=3) == []
+def test_off_topic_comments_get_no_passages(knowledge_store, comment):
+    assert open_knowledge_base(Settings(store=knowledge_store)).search(comment, top_k=3) == []
 
 
 @pytest.mark.integration
-def test_threshold_argument_then_settings_then_default(store):
-    kb = open_knowledge_base(Settings(store=store))
+def test_threshold_argument_then_settings_then_default(knowledge_store):
+    kb = open_knowledge_base(Settings(store=knowledge_store))
     assert len(kb.search("great video", top_k=3, min_similarity=-1.0)) == 3
-    assert len(open_knowledge_base(Settings(store=store, min_similarity=-1.0)).search("great video")) == 3
-    assert open_knowledge_base(Settings(store=store, min_similarity=0.99)).search("LAG in postgres") == []
+    assert len(open_knowledge_base(Settings(store=knowledge_store, min_similarity=-1.0)).search("great video")) == 3
+    assert open_knowledge_base(Settings(store=knowledge_store, min_similarity=0.99)).search("LAG in postgres") == []
 
 
 @pytest.mark.integration
-def test_search_from_worker_threads_gives_the_same_answers(store):
-    kb = open_knowledge_base(Settings(store=store))
+def test_search_from_worker_threads_gives_the_same_answers(knowledge_store):
+    kb = open_knowledge_base(Settings(store=knowledge_store))
     questions = ["running total in sql", "docker reinstalls packages on every change", "error bars on a median"]
     expected = [kb.search(q)[0].text for q in questions]
     results: list[list[str]] = [[] for _ in range(6)]
@@ -71,14 +61,14 @@ def test_search_from_worker_threads_gives_the_same_answers(store):
 
 
 @pytest.mark.integration
-def test_writes_are_batched_by_the_client_limit(tmp_path):
+def test_writes_are_batched_by_the_client_limit(tmp_path, articles):
     kb = open_knowledge_base(Settings(store=tmp_path / "store"))
     kb.client.get_max_batch_size = lambda: 2
     col = kb.collection(create=True)
     calls: list[int] = []
     real_upsert = col.upsert
     col.upsert = lambda **kw: calls.append(len(kw["ids"])) or real_upsert(**kw)
-    report = ingest([write_corpus(tmp_path / "articles")], kb)
+    report = ingest([articles], kb)
     assert report.chunks_stored == 5 and max(calls) <= 2 and sum(calls) == 5
 
 
@@ -87,11 +77,12 @@ def test_an_empty_store_searches_to_nothing(tmp_path):
     assert open_knowledge_base(Settings(store=tmp_path / "new")).search("running totals") == []
 
 
-def test_another_embedder_is_refused_instead_of_mixing_vectors(store, tmp_path):
+@pytest.mark.integration
+def test_another_embedder_is_refused_instead_of_mixing_vectors(knowledge_store, tmp_path):
     other = tmp_path / "other-embedder"
     other.mkdir()
     (other / "config.json").write_text("{}")
-    kb = open_knowledge_base(Settings(store=store, embedder=str(other)))
+    kb = open_knowledge_base(Settings(store=knowledge_store, embedder=str(other)))
     with pytest.raises(UserError, match="was built with embedder 'all-MiniLM-L6-v2' \\(384 dimensions\\)"):
         kb.search("running totals")
 

@@ -9,17 +9,22 @@ from __future__ import annotations
 import time
 
 import httpx
+import pytest
 
 from base.settings import Settings
-from tests.test_generator import HOSTILE, SIGN_OFF, tiny_adapter  # noqa: F401 - fixture
-from tests.test_service import LiveServer, post_many
+from tests.support import SIGN_OFF, LiveServer
+from tests.test_generator import HOSTILE
+from tests.test_service import _cli, post_many
+
+pytestmark = pytest.mark.integration  # real HTTP, real CLI processes
 
 
-def test_real_model_through_the_service(tiny_adapter, tmp_path):  # noqa: F811
+def test_real_model_through_the_service(tiny_adapter, tmp_path):
     from responder.service.app import create_app
 
+    # A long max_wait: the batch closes when the 4th request arrives, however slowly they come.
     settings = Settings(adapter=tiny_adapter, quantization="none", device="cpu", store=tmp_path / "none",
-                        max_new_tokens=8, max_batch_size=4, max_wait_ms=300)
+                        max_new_tokens=8, max_batch_size=4, max_wait_ms=20_000)
     with LiveServer(create_app(settings)) as srv:
         deadline = time.time() + 120
         while httpx.get(srv.url + "/readyz").status_code != 200:
@@ -37,15 +42,12 @@ def test_real_model_through_the_service(tiny_adapter, tmp_path):  # noqa: F811
         assert body["reply"].endswith(SIGN_OFF) and body["reply"].count(SIGN_OFF) == 1
         assert "<|im_start|>" not in body["reply"] and "<|im_end|>" not in body["reply"]
         assert body["used_context"] is False and body["adapter"] == tiny_adapter.parent.name
-    # Fewer generates than requests: concurrent requests were batched.
-    count = next(line for line in metrics.splitlines() if line.startswith("responder_batch_size_count"))
-    assert float(count.split()[-1]) < len(comments)
+    # One generate for the four concurrent requests.
+    assert "responder_batch_size_count 1.0" in metrics and "responder_batch_size_sum 4.0" in metrics
 
 
-def test_cli_respond_json(tiny_adapter, tmp_path):  # noqa: F811
+def test_cli_respond_json(tiny_adapter, tmp_path):
     import json
-
-    from tests.test_service import _cli
 
     out = _cli("respond", "thanks Nadia!", "--adapter", str(tiny_adapter), "--json", "--max-new-tokens", "6",
                "--device", "cpu", "--store", str(tmp_path / "none"))
@@ -55,9 +57,7 @@ def test_cli_respond_json(tiny_adapter, tmp_path):  # noqa: F811
     assert body["adapter"] == tiny_adapter.parent.name
 
 
-def test_cli_respond_answers_a_file_of_comments_as_a_table(tiny_adapter, tmp_path):  # noqa: F811
-    from tests.test_service import _cli
-
+def test_cli_respond_answers_a_file_of_comments_as_a_table(tiny_adapter, tmp_path):
     comments = tmp_path / "comments.txt"
     comments.write_text("thanks Nadia!\n\nfirst!\n")
     out = _cli("respond", "--file", str(comments), "--adapter", str(tiny_adapter), "--max-new-tokens", "6",
@@ -69,8 +69,6 @@ def test_cli_respond_answers_a_file_of_comments_as_a_table(tiny_adapter, tmp_pat
 
 
 def test_cli_respond_with_an_unreadable_file_is_one_line(tmp_path):
-    from tests.test_service import _cli
-
     out = _cli("respond", "--file", str(tmp_path / "missing.txt"))
     assert out.returncode == 2
     assert out.stderr.startswith("Error: cannot read comments file") and out.stderr.count("\n") == 1

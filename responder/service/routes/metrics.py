@@ -1,0 +1,16 @@
+"""GET /metrics: Prometheus metrics (open, like the health routes)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from responder.service.deps import StateDep
+
+router = APIRouter()
+
+
+@router.get("/metrics", summary="Prometheus metrics")
+async def metrics(state: StateDep) -> Response:
+    state.metrics.queue_depth.set(state.batcher.depth if state.batcher else 0)
+    body, content_type = state.metrics.exposition()
+    return Response(body, media_type=content_type)
