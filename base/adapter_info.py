@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from base.errors import UserError
-from base.prompt import PromptStyle
+from base.prompt import DEFAULT_PASSAGE_TOKENS, PromptStyle
 
 INFO_FILE = "responder.json"
 
@@ -24,18 +24,20 @@ class AdapterInfo:
     quantization: str  # "nf4" or "none"
     persona: str
     sign_off: str
+    passage_tokens: int = DEFAULT_PASSAGE_TOKENS
+    retrieval: dict | None = None  # how training retrieved passages (context-aware training), if it did
 
     @property
     def style(self) -> PromptStyle:
-        return PromptStyle(persona=self.persona, sign_off=self.sign_off)
+        return PromptStyle(persona=self.persona, sign_off=self.sign_off, passage_tokens=self.passage_tokens)
 
 
 def write_adapter_info(adapter_dir: Path, base_model: str, quantization: str, style: PromptStyle,
                        **extra: object) -> None:
     """responder.json: base model, quantization and prompt style, plus any `extra` facts
     (how training retrieved passages, what a merged model was merged from)."""
-    info = {"base_model": base_model, "quantization": quantization,
-            "persona": style.persona, "sign_off": style.sign_off, **extra}
+    info = {"base_model": base_model, "quantization": quantization, "persona": style.persona,
+            "sign_off": style.sign_off, "passage_tokens": style.passage_tokens, **extra}
     (Path(adapter_dir) / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
 
 
@@ -64,7 +66,9 @@ def read_adapter_info(path: Path | str) -> AdapterInfo:
         data = {"base_model": peft_cfg.get("base_model_name_or_path") or "", "quantization": "none",
                 "persona": PromptStyle().persona, "sign_off": ""}
     return AdapterInfo(path=adapter_dir, base_model=data["base_model"], quantization=data["quantization"],
-                       persona=data["persona"], sign_off=data["sign_off"])
+                       persona=data["persona"], sign_off=data["sign_off"],
+                       passage_tokens=int(data.get("passage_tokens") or DEFAULT_PASSAGE_TOKENS),
+                       retrieval=data.get("retrieval"))
 
 
 def as_dict(info: AdapterInfo) -> dict:

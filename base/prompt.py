@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 from base.replychecks import cut_at_repeated_sentence
@@ -28,12 +28,21 @@ DEFAULT_PERSONA = (
 )
 
 
+# Model tokens all passages of one prompt may take together (best first; the last one is cut at
+# a token boundary). Part of the prompt, so training and serving cut passages identically.
+DEFAULT_PASSAGE_TOKENS = 768
+_MIN_PASSAGE_TOKENS = 24  # less than this left: the passage is dropped, not shown as a fragment
+MAX_AUTHOR_CHARS = 100
+MAX_TITLE_CHARS = 200
+
+
 @dataclass(frozen=True)
 class PromptStyle:
     """Who speaks and how replies end: configuration, recorded with every adapter."""
 
     persona: str = DEFAULT_PERSONA
     sign_off: str = ""
+    passage_tokens: int = DEFAULT_PASSAGE_TOKENS
 
 
 @dataclass(frozen=True)
@@ -82,7 +91,23 @@ class CommentInput:
     top_k: int | None = None
 
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff]")
+# Characters a reader cannot see or that steer how text is shown: control characters (but line
+# breaks and tabs), format characters (zero-width, bidi controls, soft hyphen, U+061C, the tag
+# characters U+E0000-E007F) and variation selectors.
+_INVISIBLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e"
+                        "\u2060-\u206f\ufe00-\ufe0f\ufeff\ufff9-\ufffb\U000e0000-\U000e007f\U000e0100-\U000e01ef]")
+
+
+def clean_text(text: str, max_chars: int | None = None, one_line: bool = False) -> str:
+    """The one cleaning rule for untrusted text (comments, authors, titles, passages).
+
+    NFC, line breaks unified, invisible and control characters removed, trimmed; `one_line`
+    folds whitespace runs into one space (names, titles); `max_chars` bounds the result.
+    """
+    text = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n")
+    text = _INVISIBLE.sub("", text)
+    text = " ".join(text.split()) if one_line else text.strip()
+    return text[:max_chars].rstrip() if max_chars is not None else text
 
 
 def has_words(text: str, min_chars: int = 1) -> bool:
@@ -96,10 +121,8 @@ def has_words(text: str, min_chars: int = 1) -> bool:
 
 
 def clean_comment(text: str) -> str:
-    """Comment text as the model should see it: NFC, control characters removed, trimmed."""
-    text = unicodedata.normalize("NFC", text)
-    text = _CONTROL.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
-    return text.strip()
+    """Comment text as the model should see it (`clean_text`)."""
+    return clean_text(text)
 
 
 def system_message(style: PromptStyle) -> str:
@@ -110,20 +133,45 @@ def system_message(style: PromptStyle) -> str:
 
 
 def user_message_parts(item: CommentInput) -> list[tuple[str, bool]]:
-    """The user turn as (text, untrusted) pieces, in order."""
+    """The user turn as (text, untrusted) pieces, in order; untrusted text cleaned here, once for all."""
     parts: list[tuple[str, bool]] = []
-    if item.video_title:
-        parts += [("Video: ", False), (item.video_title.strip(), True), ("\n", False)]
-    if item.author:
-        parts += [("From: ", False), (item.author.strip(), True), ("\n", False)]
-    parts += [("Comment:\n", False), (item.comment, True)]
+    title = clean_text(item.video_title or "", MAX_TITLE_CHARS, one_line=True)
+    author = clean_text(item.author or "", MAX_AUTHOR_CHARS, one_line=True)
+    if title:
+        parts += [("Video: ", False), (title, True), ("\n", False)]
+    if author:
+        parts += [("From: ", False), (author, True), ("\n", False)]
+    parts += [("Comment:\n", False), (clean_text(item.comment), True)]
     if item.passages:
-        parts.append(("\n\nPassages from your own articles; use them if they help answer "
-                      "the comment, and do not invent facts beyond them:", False))
+        parts.append(("\n\nPassages from your own articles. Use them only if they answer the comment, "
+                      "in your own words, and do not invent facts beyond them:", False))
         for n, p in enumerate(item.passages, 1):
-            heading = " > ".join(x for x in (p.title, p.section) if x)
-            parts += [(f"\n[{n}] ", False), (heading, True), ("\n", False), (p.text.strip(), True)]
+            heading = clean_text(" > ".join(x for x in (p.title, p.section) if x), MAX_TITLE_CHARS, one_line=True)
+            parts += [(f"\n[{n}] ", False), (heading, True), ("\n", False), (clean_text(p.text), True)]
     return parts
+
+
+def fit_passages(tokenizer: Any, passages: Sequence[Passage], budget: int) -> tuple[Passage, ...]:
+    """The passages within `budget` model tokens in all, best first; the last one that fits only in
+    part is cut at a token boundary, and one with too little room left is dropped."""
+    out: list[Passage] = []
+    left = budget
+    for p in passages:
+        ids = _encode(tokenizer, clean_text(p.text), untrusted=True)
+        if len(ids) <= left:
+            out.append(p)
+            left -= len(ids)
+            continue
+        if left >= _MIN_PASSAGE_TOKENS:
+            out.append(replace(p, text=tokenizer.decode(ids[:left], skip_special_tokens=False).rstrip() + " …"))
+        break
+    return tuple(out)
+
+
+def _fitted(tokenizer: Any, style: PromptStyle, item: CommentInput) -> CommentInput:
+    if not item.passages:
+        return item
+    return replace(item, passages=fit_passages(tokenizer, item.passages, style.passage_tokens))
 
 
 def _messages(style: PromptStyle, item: CommentInput, placeholder: str) -> list[dict[str, str]]:
@@ -139,7 +187,7 @@ _SLOT = "\ue000USER_TURN\ue001"  # private-use characters: cannot occur in clean
 def render_prompt(tokenizer: Any, style: PromptStyle, item: CommentInput) -> str:
     """The serving prompt as text (what `encode_prompt` tokenizes), ending at the assistant header."""
     template = _render_template(tokenizer, style, item)
-    user = "".join(text for text, _ in user_message_parts(item))
+    user = "".join(text for text, _ in user_message_parts(_fitted(tokenizer, style, item)))
     return template.replace(_SLOT, user)
 
 
@@ -162,7 +210,7 @@ def encode_prompt(tokenizer: Any, style: PromptStyle, item: CommentInput) -> lis
     """Token ids of the serving prompt; untrusted text is never read as special tokens."""
     before, after = _render_template(tokenizer, style, item).split(_SLOT)
     ids = _encode(tokenizer, before, untrusted=False)
-    for text, untrusted in user_message_parts(item):
+    for text, untrusted in user_message_parts(_fitted(tokenizer, style, item)):
         ids += _encode(tokenizer, text, untrusted)
     return ids + _encode(tokenizer, after, untrusted=False)
 

@@ -8,7 +8,7 @@ any weights are loaded; `build_responder` then loads what the plan says.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +92,9 @@ def plan_serving(settings: Settings) -> ServingPlan:
             log.info("Adapter trained on NF4 weights, served merged into float weights")
     persona = settings.persona if settings.persona is not None else (info.persona if info else None)
     sign_off = settings.sign_off if settings.sign_off is not None else (info.sign_off if info else "")
-    style = PromptStyle(persona=persona, sign_off=sign_off) if persona else PromptStyle(sign_off=sign_off)
+    style = replace(info.style if info else PromptStyle(), sign_off=sign_off)
+    if persona:
+        style = replace(style, persona=persona)
     return ServingPlan(base_model, quantization, info, style, settings.backend)
 
 
