@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 import sys
 import warnings
 from typing import Any, Callable
@@ -48,6 +49,36 @@ def setup_logging(verbose: bool = False) -> None:
     # Libraries' own chatter (transformers' progress bars and advice) hides our output.
     for name in ("transformers", "httpx", "chromadb", "sentence_transformers", "urllib3"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    quiet_library_logs()
+
+
+# Library log lines a user can do nothing about, each checked harmless: (logger, message regex).
+_HARMLESS_LOGS = (
+    # bitsandbytes (on CPUs with AVX512-BF16) tries an optional 4-bit inference kernel that the
+    # `kernels` package downloads from the Hugging Face hub; without it bitsandbytes uses the CPU
+    # kernel it ships (backends/cpu/ops.py), same results. Logged at import, by every command.
+    ("bitsandbytes.backends.cpu.ops", r"^Failed to load CPU gemm_4bit_forward from kernels-community"),
+)
+
+
+class _DropMessages(logging.Filter):
+    def __init__(self, pattern: str) -> None:
+        super().__init__()
+        self.pattern = re.compile(pattern)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not self.pattern.search(record.getMessage())
+
+
+def quiet_library_logs() -> None:
+    """Drop the library log lines in `_HARMLESS_LOGS` (and only those); safe to call repeatedly.
+
+    Call it before the library is imported: these lines are logged at import time.
+    """
+    for name, pattern in _HARMLESS_LOGS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropMessages) and f.pattern.pattern == pattern for f in logger.filters):
+            logger.addFilter(_DropMessages(pattern))
 
 
 def store_options(func: Callable[..., Any]) -> Callable[..., Any]:

@@ -1,19 +1,31 @@
 """The typed configuration of `finetune run`: YAML preset + `key=value` overrides, validated at once.
 
-Nothing heavy is imported here, so a bad config is reported before torch loads. Every problem is
-collected and reported in one `UserError` (like `tune validate`), naming the field, the bad value
-and what is allowed.
+One pydantic model per section (`extra="forbid"`, so a misspelt key is an error); the rules live on
+the fields. `load_config` merges defaults < preset < overrides < flags into one mapping, validates
+it once, and turns every pydantic error into one sentence naming the field, the bad value and what
+is allowed; all of them go into one `UserError` (like `tune validate`). Nothing heavy is imported
+here, so a bad config is reported before torch loads.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Annotated, Any
 
 import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from base.errors import UserError
 from base.prompt import DEFAULT_PERSONA, PromptStyle
@@ -24,157 +36,165 @@ PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 NADIA_SIGN_OFF = "Keep exploring! - Nadia"
 
 
-@dataclass
-class ModelConfig:
-    base_model: str = DEFAULT_BASE_MODEL  # hub id, local directory or the embedded alias
-    quantization: str = "nf4"  # nf4 (QLoRA: NF4 + double quantization) | none (plain LoRA)
-    device: str = "auto"  # auto | cpu | cuda | mps
-    threads: int = 0  # torch CPU threads; 0 = one per physical core
+# --- field types: each rule once, with the words the user reads -------------------------------
 
 
-@dataclass
-class LoraConfig:
-    r: int = 8
-    alpha: int = 32
-    dropout: float = 0.05
+def _rule(test: Callable[[Any], bool], text: str) -> AfterValidator:
+    """A check whose failure reads `key=value <text>`."""
+
+    def check(value: Any) -> Any:
+        if not test(value):
+            raise ValueError(text)
+        return value
+
+    return AfterValidator(check)
+
+
+def _no_bool(kind: str) -> BeforeValidator:
+    # pydantic's lax mode reads true as 1; in a config that is a mistake, not a number.
+    def check(value: Any) -> Any:
+        if isinstance(value, bool):
+            raise PydanticCustomError(f"{kind}_type", "a bool where a number belongs")
+        return value
+
+    return BeforeValidator(check)
+
+
+def _choice(*choices: str) -> AfterValidator:
+    return _rule(lambda v: v in choices, f"is not allowed; use one of {', '.join(choices)}")
+
+
+def _whole(message: str) -> PydanticCustomError:
+    """A problem told in a sentence of its own (not `key=value ...`)."""
+    return PydanticCustomError("config_problem", message)
+
+
+Int = Annotated[int, _no_bool("int")]
+Float = Annotated[float, _no_bool("float")]
+Text = Annotated[str, BeforeValidator(lambda v: "" if v is None else v)]  # `key=` or `key: ~` is empty
+Positive = Annotated[Int, _rule(lambda v: v >= 1, "must be at least 1")]
+Count = Annotated[Int, _rule(lambda v: v >= 0, "must be 0 or more")]
+NonNegative = Annotated[Float, _rule(lambda v: v >= 0, "must be 0 or more")]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+
+
+class ModelConfig(Section):
+    base_model: Text = Field(DEFAULT_BASE_MODEL, validate_default=True)  # hub id, local dir or embedded alias
+    quantization: Annotated[Text, _choice("nf4", "none")] = "nf4"  # nf4 = QLoRA (NF4 + double quant); none = LoRA
+    device: Annotated[Text, _choice("auto", "cpu", "cuda", "mps")] = "auto"
+    threads: Count = 0  # torch CPU threads; 0 = one per physical core
+
+    @field_validator("base_model")
+    @classmethod
+    def _named(cls, v: str) -> str:
+        if not v:
+            raise _whole("model.base_model is empty; use a local model directory or a hub id")
+        return v
+
+
+class LoraConfig(Section):
+    r: Positive = 8
+    alpha: Positive = 32
+    dropout: Annotated[Float, _rule(lambda v: 0 <= v < 1, "must be in [0, 1)")] = 0.05
     # "all-linear" (QLoRA: every linear layer but the output head) or a list of module names.
-    target_modules: Any = "all-linear"
+    target_modules: Annotated[Any, _rule(
+        lambda v: v == "all-linear" or (isinstance(v, list) and v and all(isinstance(x, str) and x for x in v)),
+        "must be 'all-linear' or a list of module names such as [q_proj, v_proj]")] = "all-linear"
 
 
-@dataclass
-class DataConfig:
-    path: str = ""  # CSV, JSONL or a `datasets` dataset saved with save_to_disk
-    eval_path: str = ""  # held-out pairs; empty = a seeded split of `path`
-    eval_fraction: float = 0.1
-    comment_column: str = ""  # empty = found by name (comment, question, ...)
-    reply_column: str = ""  # empty = found by name (reply, response, answer, ...)
-    max_length: int = 512  # tokens per example; longer ones are cut (with a warning)
+class DataConfig(Section):
+    path: Text = Field("", validate_default=True)  # CSV, JSONL or a `datasets` dataset saved with save_to_disk
+    eval_path: Text = ""  # held-out pairs; empty = a seeded split of `path`
+    eval_fraction: Annotated[Float, _rule(lambda v: 0 < v < 1, "must be in (0, 1), for example 0.1")] = 0.1
+    comment_column: Text = ""  # empty = found by name (comment, question, ...)
+    reply_column: Text = ""  # empty = found by name (reply, response, answer, ...)
+    max_length: Positive = 512  # tokens per example; longer ones are cut (with a warning)
+
+    @field_validator("path")
+    @classmethod
+    def _given(cls, v: str) -> str:
+        if not v:
+            raise _whole("no training data: pass --data FILE (CSV or JSONL with comment/reply columns) "
+                         "or set data.path")
+        return v
 
 
-@dataclass
-class TrainConfig:
-    epochs: int = 3
-    learning_rate: float = 2e-4
-    warmup_ratio: float = 0.03
-    weight_decay: float = 0.01
-    batch_size: int = 16  # effective batch: examples per optimizer step
-    micro_batch_size: int = 4  # examples per forward pass (batch_size / micro = accumulation)
-    max_grad_norm: float = 0.3  # QLoRA paper's clipping
-    optimizer: str = "auto"  # auto | adamw_8bit | paged_adamw_8bit | adamw
-    lr_scheduler: str = "cosine"  # cosine | linear | constant
-    patience: int = 2  # epochs without eval improvement before stopping; 0 = never stop early
-    checkpoint_every: int = 5  # optimizer steps between resumable checkpoints (and every epoch end)
-    max_steps: int = 0  # stop after this many optimizer steps; 0 = no limit
+class TrainConfig(Section):
+    epochs: Positive = 3
+    learning_rate: Annotated[Float, _rule(lambda v: 0 < v < 1, "must be in (0, 1), for example 2e-4")] = 2e-4
+    warmup_ratio: Annotated[Float, _rule(lambda v: 0 <= v < 1, "must be in [0, 1)")] = 0.03
+    weight_decay: NonNegative = 0.01
+    batch_size: Positive = 16  # effective batch: examples per optimizer step
+    micro_batch_size: Positive = 4  # examples per forward pass (batch_size / micro = accumulation)
+    max_grad_norm: NonNegative = 0.3  # QLoRA paper's clipping
+    optimizer: Annotated[Text, _choice("auto", "adamw_8bit", "paged_adamw_8bit", "adamw")] = "auto"
+    lr_scheduler: Annotated[Text, _choice("cosine", "linear", "constant")] = "cosine"
+    patience: Count = 2  # epochs without eval improvement before stopping; 0 = never stop early
+    checkpoint_every: Positive = 5  # optimizer steps between resumable checkpoints (and every epoch end)
+    max_steps: Count = 0  # stop after this many optimizer steps; 0 = no limit
     share_prefix: bool = True  # run the prompt prefix all rows share once per micro-batch (exact)
-    seed: int = 42
+    seed: Int = 42
+
+    @field_validator("micro_batch_size")
+    @classmethod
+    def _divides_batch(cls, v: int, info: ValidationInfo) -> int:
+        batch = info.data.get("batch_size")  # absent when batch_size itself was invalid
+        if batch is not None and batch % v:
+            raise _whole(f"train.batch_size={batch} must be a multiple of train.micro_batch_size={v}")
+        return v
 
 
-@dataclass
-class PromptConfig:
-    persona: str = DEFAULT_PERSONA
-    sign_off: str = ""
+class PromptConfig(Section):
+    persona: Text = DEFAULT_PERSONA
+    sign_off: Text = ""
 
     @property
     def style(self) -> PromptStyle:
         return PromptStyle(persona=self.persona.strip(), sign_off=self.sign_off.strip())
 
 
-@dataclass
-class SamplesConfig:
-    count: int = 8  # held-out comments answered by base and tuned model in samples.md
-    max_new_tokens: int = 64
+class SamplesConfig(Section):
+    count: Count = 8  # held-out comments answered by base and tuned model in samples.md
+    max_new_tokens: Positive = 64
 
 
-@dataclass
-class RunConfig:
-    output: str = "runs/style-adapter"
-    model: ModelConfig = field(default_factory=ModelConfig)
-    lora: LoraConfig = field(default_factory=LoraConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    prompt: PromptConfig = field(default_factory=PromptConfig)
-    samples: SamplesConfig = field(default_factory=SamplesConfig)
+class RunConfig(Section):
+    output: Text = Field("runs/style-adapter", validate_default=True)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    # Built unchecked so RunConfig() works; load_config and validate check data.path is given.
+    data: DataConfig = Field(default_factory=DataConfig.model_construct)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    prompt: PromptConfig = Field(default_factory=PromptConfig)
+    samples: SamplesConfig = Field(default_factory=SamplesConfig)
+
+    @field_validator("output")
+    @classmethod
+    def _output_given(cls, v: str) -> str:
+        if not v:
+            raise _whole("output is empty; pass --output DIR")
+        return v
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return self.model_dump()
 
 
-_CHOICES = {
-    "model.quantization": ("nf4", "none"),
-    "model.device": ("auto", "cpu", "cuda", "mps"),
-    "train.optimizer": ("auto", "adamw_8bit", "paged_adamw_8bit", "adamw"),
-    "train.lr_scheduler": ("cosine", "linear", "constant"),
-}
-_POSITIVE = {"lora.r", "lora.alpha", "train.epochs", "train.batch_size", "train.micro_batch_size",
-             "data.max_length", "train.checkpoint_every", "samples.max_new_tokens"}
-_NON_NEGATIVE = {"train.patience", "train.max_steps", "model.threads", "samples.count",
-                 "train.weight_decay", "train.max_grad_norm"}
+# --- loading: defaults < preset < overrides < flags, validated once ------------------------------
 
 
-def _fields(cls: type) -> dict[str, Any]:
-    hints = get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
-
-
-def _section_classes() -> dict[str, type]:
-    return {name: typ for name, typ in _fields(RunConfig).items() if dataclasses.is_dataclass(typ)}
-
-
-def _coerce(value: Any, typ: Any, key: str, problems: list[str]) -> Any:
-    """`value` as `typ` (YAML already typed it; `key=value` overrides arrive as YAML too)."""
-    if typ is Any:
-        return value
-    if typ is bool:
-        if isinstance(value, bool):
-            return value
-    elif typ is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif typ is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif typ is str:
-        if value is None:
-            return ""
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-    problems.append(f"{key}={value!r} is not a{'n' if typ is int else ''} {typ.__name__}")
-    return None
-
-
-def _apply(cfg: RunConfig, data: dict[str, Any], problems: list[str], origin: str) -> None:
-    sections = _section_classes()
-    top = _fields(RunConfig)
-    for key, value in data.items():
-        if key in sections:
-            if not isinstance(value, dict):
-                problems.append(f"{origin}: '{key}' must be a mapping of {', '.join(_fields(sections[key]))}")
-                continue
-            section = getattr(cfg, key)
-            allowed = _fields(sections[key])
-            for sub, subvalue in value.items():
-                dotted = f"{key}.{sub}"
-                if sub not in allowed:
-                    problems.append(_unknown(dotted, [f"{key}.{a}" for a in allowed], origin))
-                    continue
-                coerced = _coerce(subvalue, allowed[sub], dotted, problems)
-                if coerced is not None:
-                    setattr(section, sub, coerced)
-        elif key in top:
-            coerced = _coerce(value, top[key], key, problems)
-            if coerced is not None:
-                setattr(cfg, key, coerced)
-        else:
-            problems.append(_unknown(key, allowed_keys(), origin))
+def _sections() -> dict[str, type[Section]]:
+    return {name: f.annotation for name, f in RunConfig.model_fields.items()
+            if isinstance(f.annotation, type) and issubclass(f.annotation, Section)}
 
 
 def allowed_keys() -> list[str]:
+    sections = _sections()
     keys = []
-    for name, typ in _fields(RunConfig).items():
-        if dataclasses.is_dataclass(typ):
-            keys += [f"{name}.{sub}" for sub in _fields(typ)]
-        else:
-            keys.append(name)
+    for name in RunConfig.model_fields:
+        keys += [f"{name}.{sub}" for sub in sections[name].model_fields] if name in sections else [name]
     return keys
 
 
@@ -182,6 +202,59 @@ def _unknown(key: str, allowed: list[str], origin: str) -> str:
     close = difflib.get_close_matches(key, allowed, n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else f"; allowed keys: {', '.join(allowed)}"
     return f"{origin}: unknown key '{key}'{hint}"
+
+
+_TYPE_WORDS = {"int": "an int", "float": "a float", "bool": "a bool", "string": "a str"}
+
+
+def _describe(error: dict[str, Any], sources: list[tuple[str, dict[str, Any]]]) -> str:
+    """One pydantic error as the sentence a user reads."""
+    loc = tuple(str(part) for part in error["loc"])
+    dotted, kind, value = ".".join(loc), error["type"], error.get("input")
+    origin = next((name for name, data in reversed(sources) if _has(data, loc)), "config")
+    if kind == "extra_forbidden":
+        allowed = allowed_keys()
+        if len(loc) == 2:
+            allowed = [k for k in allowed if k.startswith(loc[0] + ".")]
+        return _unknown(dotted, allowed, origin)
+    if kind in ("model_type", "model_attributes_type", "dict_type") and loc[0] in _sections():
+        return f"{origin}: '{loc[0]}' must be a mapping of {', '.join(_sections()[loc[0]].model_fields)}"
+    if kind == "config_problem":
+        return error["msg"]
+    if kind == "value_error":
+        return f"{dotted}={value!r} {error['ctx']['error']}"
+    words = _TYPE_WORDS.get(kind.split("_")[0])
+    if words:  # int_parsing, int_from_float, float_type, bool_parsing, string_type, ...
+        return f"{dotted}={value!r} is not {words}"
+    return f"{dotted}={value!r}: {error['msg']}"
+
+
+def _has(data: dict[str, Any], loc: tuple[str, ...]) -> bool:
+    node: Any = data
+    for part in loc:
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def _merge(into: dict[str, Any], layer: dict[str, Any]) -> None:
+    for key, value in layer.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
+
+
+def _check(sources: list[tuple[str, dict[str, Any]]]) -> tuple[RunConfig | None, list[str]]:
+    merged: dict[str, Any] = {name: {} for name in _sections()}  # so every section's checks run
+    for _, layer in sources:
+        _merge(merged, layer)
+    try:
+        return RunConfig.model_validate(merged), []
+    except ValidationError as exc:
+        errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")  # misspelt keys first
+        return None, [_describe(e, sources) for e in errors]
 
 
 def parse_overrides(pairs: tuple[str, ...] | list[str]) -> tuple[dict[str, Any], list[str]]:
@@ -221,29 +294,32 @@ def resolve_preset(name: str) -> Path:
     raise UserError(f"config '{name}' not found: pass a YAML file or one of the presets ({presets})")
 
 
+def _read_preset(config: str) -> tuple[str, dict[str, Any]]:
+    path = resolve_preset(config)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise UserError(f"config '{path}' is not valid YAML ({str(exc).splitlines()[0]}); fix the file") from exc
+    if not isinstance(data, dict):
+        raise UserError(f"config '{path}' must be a YAML mapping of sections such as lora:, train:")
+    return path.name, data
+
+
 def load_config(config: str | None, overrides: tuple[str, ...] | list[str] = (),
                 flags: dict[str, Any] | None = None) -> RunConfig:
     """The resolved config: defaults < preset file < key=value overrides < flags; all checked."""
-    cfg = RunConfig()
-    problems: list[str] = []
-    if config:
-        path = resolve_preset(config)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise UserError(f"config '{path}' is not valid YAML ({str(exc).splitlines()[0]}); fix the file") from exc
-        if not isinstance(data, dict):
-            raise UserError(f"config '{path}' must be a YAML mapping of sections such as lora:, train:")
-        _apply(cfg, data, problems, str(path.name))
-    nested, override_problems = parse_overrides(overrides)
-    problems += override_problems
-    _apply(cfg, nested, problems, "override")
+    sources = [_read_preset(config)] if config else []
+    nested, problems = parse_overrides(overrides)
+    sources.append(("override", nested))
+    given: dict[str, Any] = {}
     for dotted, value in (flags or {}).items():
         if value is not None:
             section, _, key = dotted.rpartition(".")
-            setattr(getattr(cfg, section) if section else cfg, key, value)
-    problems += validate(cfg)
-    if problems:
+            (given.setdefault(section, {}) if section else given)[key] = value
+    sources.append(("flag", given))
+    cfg, invalid = _check(sources)
+    problems += invalid
+    if problems or cfg is None:
         raise UserError(join_problems("invalid config", problems))
     return cfg
 
@@ -254,46 +330,10 @@ def join_problems(what: str, problems: list[str], limit: int = 8) -> str:
     return f"{what}: " + "; ".join(shown) + more
 
 
-def validate(cfg: RunConfig) -> list[str]:
-    problems = []
-    for dotted, choices in _CHOICES.items():
-        section, key = dotted.split(".")
-        value = getattr(getattr(cfg, section), key)
-        if value not in choices:
-            problems.append(f"{dotted}={value!r} is not allowed; use one of {', '.join(choices)}")
-    for dotted in sorted(_POSITIVE | _NON_NEGATIVE):
-        section, key = dotted.split(".")
-        value = getattr(getattr(cfg, section), key)
-        if not isinstance(value, (int, float)):
-            continue
-        if dotted in _POSITIVE and value <= 0:
-            problems.append(f"{dotted}={value} must be at least 1")
-        elif dotted in _NON_NEGATIVE and value < 0:
-            problems.append(f"{dotted}={value} must be 0 or more")
-    if not 0 <= cfg.lora.dropout < 1:
-        problems.append(f"lora.dropout={cfg.lora.dropout} must be in [0, 1)")
-    if not 0 < cfg.train.learning_rate < 1:
-        problems.append(f"train.learning_rate={cfg.train.learning_rate} must be in (0, 1), for example 2e-4")
-    if not 0 <= cfg.train.warmup_ratio < 1:
-        problems.append(f"train.warmup_ratio={cfg.train.warmup_ratio} must be in [0, 1)")
-    if not 0 < cfg.data.eval_fraction < 1:
-        problems.append(f"data.eval_fraction={cfg.data.eval_fraction} must be in (0, 1), for example 0.1")
-    tm = cfg.lora.target_modules
-    if not (tm == "all-linear" or (isinstance(tm, list) and tm and all(isinstance(x, str) and x for x in tm))):
-        problems.append(f"lora.target_modules={tm!r} must be 'all-linear' or a list of module names "
-                        "such as [q_proj, v_proj]")
-    if (isinstance(cfg.train.batch_size, int) and isinstance(cfg.train.micro_batch_size, int)
-            and cfg.train.micro_batch_size > 0 and cfg.train.batch_size % cfg.train.micro_batch_size):
-        problems.append(f"train.batch_size={cfg.train.batch_size} must be a multiple of "
-                        f"train.micro_batch_size={cfg.train.micro_batch_size}")
-    if not cfg.data.path:
-        problems.append("no training data: pass --data FILE (CSV or JSONL with comment/reply columns) "
-                        "or set data.path")
-    if not cfg.model.base_model:
-        problems.append("model.base_model is empty; use a local model directory or a hub id")
-    if not cfg.output:
-        problems.append("output is empty; pass --output DIR")
-    return problems
+def validate(cfg: RunConfig | dict[str, Any]) -> list[str]:
+    """Every problem of a config (a `RunConfig`, perhaps changed after loading, or a plain mapping)."""
+    data = cfg.to_dict() if isinstance(cfg, RunConfig) else cfg
+    return _check([("config", data)])[1]
 
 
 def dump_config(cfg: RunConfig) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,8 @@ def samples_markdown(rows: list[dict[str, str]], sign_off: str) -> str:
 
     ends = lambda key: sum(1 for r in rows if sign_off and r[key].rstrip().endswith(sign_off))  # noqa: E731
     lines = ["# Held-out comments: base model vs tuned adapter", "",
-             "Greedy decoding, raw model output (no sign-off added, nothing cut).", ""]
+             "Generated as the service generates (greedy, its decoding controls); raw model output, "
+             "before reply cleaning.", ""]
     if sign_off:
         lines += [f"Replies ending with the sign-off `{sign_off}`: base {ends('base')}/{len(rows)}, "
                   f"tuned {ends('tuned')}/{len(rows)}.", ""]
@@ -58,3 +60,23 @@ def samples_markdown(rows: list[dict[str, str]], sign_off: str) -> str:
     for r in rows:
         lines.append(f"| {cell(r['comment'])} | {cell(r['base'])} | {cell(r['tuned'])} | {cell(r['reference'])} |")
     return "\n".join(lines) + "\n"
+
+
+def generate_replies(model: Any, tokenizer: Any, style: Any, comments: Sequence[str], max_new_tokens: int,
+                     model_name: str, adapter_name: str | None = None, batch: int = 8) -> list[str]:
+    """Greedy replies to `comments`, generated as serving generates them (`LocalGenerator` around the
+    in-memory model: same prompt, padding, stop tokens and decoding controls); the raw text, trimmed."""
+    from base.generation import LocalGenerator
+    from base.prompt import CommentInput, clean_comment
+
+    generator = LocalGenerator(model, tokenizer, model_name, adapter_name, max_new_tokens)
+    was_training = model.training
+    model.eval()  # no dropout in the LoRA layers
+    try:
+        out: list[str] = []
+        for start in range(0, len(comments), batch):
+            items = [CommentInput(clean_comment(c)) for c in comments[start:start + batch]]
+            out += [reply.strip() for reply in generator.generate(items, style)]
+    finally:
+        model.train(was_training)
+    return out

@@ -1,8 +1,10 @@
-"""The lean QLoRA training loop behind `finetune run`.
+"""The lean QLoRA training loop behind `finetune run`, as a recipe of named steps.
 
-Why a custom loop instead of the HF Trainer, for this job on a CPU:
+`train()` reads as the algorithm: set up, resume, train epoch by epoch (evaluating and keeping the
+best adapter after each), finish. Why a custom loop instead of the HF Trainer, for this job on a CPU:
 - the loss is taken on reply tokens only, and the output head (a 49k-word vocabulary, a large share
-  of a small model's FLOPs) runs only on those positions: hidden states are sliced before lm_head;
+  of a small model's FLOPs) runs only on those positions: hidden states are sliced before lm_head
+  (finetune/loss.py);
 - no gradient checkpointing: a small model's activations fit easily, and recomputing the forward
   costs a third of the step;
 - examples of one optimizer step are sorted by length before being cut into micro-batches, so
@@ -17,11 +19,8 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import random
-import resource
 import shutil
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,10 +28,12 @@ from typing import Any
 
 from base.errors import UserError
 from base.fileio import replace_dir_atomic, write_text_atomic, write_with_atomic
-from finetune.outputs import plot_loss, samples_markdown, write_metrics
 
+from .build import build_model, choose_optimizer, lr_lambda, nf4_cpu_fast_path, peak_memory_mb, physical_cores
 from .config import RunConfig, dump_config
-from .data import Example, encode_pairs, load_pairs, split_pairs
+from .data import encode_pairs, load_pairs, split_pairs
+from .loss import collate, epoch_batches, evaluate, reply_loss_sum, reply_tokens
+from .outputs import generate_replies, plot_loss, samples_markdown, write_metrics
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,16 @@ def prepare(cfg: RunConfig, fresh: bool = False) -> Prepared:
     return Prepared(cfg, output, base_dir, train_pairs, eval_pairs, warnings, resume)
 
 
+def train(prep: Prepared, console: Any, fresh: bool = False, stop_after_steps: int | None = None) -> Path:
+    """Train, evaluate each epoch, keep the best adapter, write every output; returns the output dir."""
+    recipe = Recipe(prep, console)
+    recipe.setup(fresh)
+    recipe.resume()
+    if recipe.train(stop_after_steps):
+        recipe.finish()
+    return prep.output
+
+
 def quiet_libraries() -> None:
     """Our progress bar and log lines are the run's output; silence the libraries' own."""
     import warnings
@@ -90,213 +101,6 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=".*[Pp]aged.*")
 
 
-# --- device, model, optimizer -----------------------------------------------------------------
-
-
-def physical_cores() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return max(1, os.cpu_count() or 1)
-
-
-def build_model(cfg: RunConfig, base_dir: str, precision: Any) -> Any:
-    from peft import LoraConfig, get_peft_model
-
-    from base.models import load_base_model
-
-    model = load_base_model(base_dir, cfg.model.quantization, precision)
-    model.config.use_cache = False
-    for p in model.parameters():
-        p.requires_grad_(False)
-    lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                      target_modules=cfg.lora.target_modules, bias="none", task_type="CAUSAL_LM")
-    try:
-        model = get_peft_model(model, lora)
-    except ValueError as exc:
-        raise UserError(f"lora.target_modules={cfg.lora.target_modules!r}: {str(exc).splitlines()[0]}; "
-                        "use all-linear or names such as [q_proj, v_proj]") from exc
-    return model
-
-
-def choose_optimizer(name: str, params: list, cfg: RunConfig, device: str) -> tuple[Any, str, str]:
-    """(optimizer, name, why)."""
-    import torch
-
-    lr, wd = cfg.train.learning_rate, cfg.train.weight_decay
-    if name == "auto":
-        if device == "cuda":
-            name, why = "paged_adamw_8bit", "CUDA: paged 8-bit AdamW (QLoRA), state can spill to CPU memory"
-        elif device == "cpu":
-            name, why = "adamw_8bit", "CPU: bitsandbytes 8-bit AdamW (paging only exists on CUDA)"
-        else:
-            name, why = "adamw", f"{device}: torch AdamW (bitsandbytes optimizers need CUDA or CPU)"
-    else:
-        why = "set by train.optimizer"
-    if name == "paged_adamw_8bit" and device != "cuda":
-        name, why = "adamw_8bit", "paged optimizers page only on CUDA: 8-bit AdamW instead"
-    if name in ("adamw_8bit", "paged_adamw_8bit") and device not in ("cuda", "cpu"):
-        name, why = "adamw", f"bitsandbytes has no {device} optimizers: torch AdamW instead"
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=wd), name, why
-    import bitsandbytes as bnb
-
-    cls = bnb.optim.PagedAdamW8bit if name == "paged_adamw_8bit" else bnb.optim.AdamW8bit
-    return cls(params, lr=lr, weight_decay=wd), name, why
-
-
-def lr_lambda(kind: str, warmup: int, total: int):
-    def f(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        if kind == "constant" or total <= warmup:
-            return 1.0
-        progress = (step - warmup) / max(1, total - warmup)
-        return 0.5 * (1 + math.cos(math.pi * progress)) if kind == "cosine" else max(0.0, 1 - progress)
-
-    return f
-
-
-# --- batches and loss -------------------------------------------------------------------------
-
-
-def epoch_batches(examples: list[Example], batch_size: int, micro: int, seed: int, epoch: int) -> list[list[list[int]]]:
-    """Optimizer steps of one epoch, each a list of micro-batches (example indices), seeded."""
-    order = list(range(len(examples)))
-    random.Random(seed * 1000 + epoch).shuffle(order)
-    steps = []
-    for start in range(0, len(order), batch_size):
-        group = sorted(order[start:start + batch_size], key=lambda i: len(examples[i].input_ids))
-        steps.append([group[j:j + micro] for j in range(0, len(group), micro)])
-    return steps
-
-
-def collate(examples: list[Example], idx: list[int], pad_id: int, device: str) -> dict[str, Any]:
-    """Right-padded tensors; padding is masked in attention and in labels (-100)."""
-    import torch
-
-    width = max(len(examples[i].input_ids) for i in idx)
-    ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(idx), width), -100, dtype=torch.long)
-    mask = torch.zeros((len(idx), width), dtype=torch.long)
-    for row, i in enumerate(idx):
-        n = len(examples[i].input_ids)
-        ids[row, :n] = torch.tensor(examples[i].input_ids)
-        labels[row, :n] = torch.tensor(examples[i].labels)
-        mask[row, :n] = 1
-    return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
-
-
-def causal_lm_of(model: Any) -> Any:
-    """The transformers CausalLM inside a PEFT model (or the model itself)."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
-def shared_prefix_len(batch: dict[str, Any], minimum: int = 16) -> int:
-    """Length of the token prefix every row shares (the system prompt), ending before any label."""
-    ids, labels = batch["input_ids"], batch["labels"]  # (B, T)
-    if ids.shape[0] < 2:
-        return 0
-    lcp = int((ids == ids[:1]).all(dim=0).long().cumprod(0).sum())
-    first_label = int((labels != -100).long().argmax(dim=1).min())
-    n = min(lcp, first_label - 1)
-    return n if n >= minimum else 0
-
-
-def reply_loss_sum(model: Any, batch: dict[str, Any], share_prefix: bool = True) -> tuple[Any, int]:
-    """(sum of cross-entropy over reply tokens, number of reply tokens).
-
-    Two savings, both exact (same loss as the full forward with masking afterwards):
-    - the prefix all rows share (the persona's system prompt, often most of the prompt) runs once
-      per micro-batch, and its keys/values are broadcast to every row; gradients flow through it;
-    - the output head runs only on positions whose next token carries a label.
-    """
-    import torch.nn.functional as F
-
-    lm = causal_lm_of(model)
-    decoder = lm.get_decoder()
-    ids, mask = batch["input_ids"], batch["attention_mask"]
-    n = shared_prefix_len(batch) if share_prefix else 0
-    if n:
-        from transformers import DynamicCache
-
-        rows = ids.shape[0]
-        prefix = decoder(input_ids=ids[:1, :n], use_cache=True).past_key_values
-        cache = DynamicCache(ddp_cache_data=[(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1))
-                                             for k, v, *_ in prefix])
-        hidden = decoder(input_ids=ids[:, n:], attention_mask=mask, past_key_values=cache,
-                         use_cache=True).last_hidden_state  # (B, T-n, C)
-    else:
-        hidden = decoder(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state  # (B, T, C)
-    targets = batch["labels"][:, n + 1:]  # position t predicts token t+1
-    keep = targets != -100
-    picked = hidden[:, :-1][keep]  # (N, C)
-    logits = lm.get_output_embeddings()(picked).float()  # (N, V)
-    return F.cross_entropy(logits, targets[keep], reduction="sum"), int(keep.sum())
-
-
-def evaluate(model: Any, examples: list[Example], micro: int, pad_id: int, device: str,
-             share_prefix: bool = True) -> float:
-    import torch
-
-    if not examples:
-        return float("nan")
-    model.eval()
-    order = sorted(range(len(examples)), key=lambda i: len(examples[i].input_ids))
-    total, count = 0.0, 0
-    with torch.no_grad():
-        for start in range(0, len(order), micro * 2):
-            batch = collate(examples, order[start:start + micro * 2], pad_id, device)
-            loss, n = reply_loss_sum(model, batch, share_prefix)
-            total += float(loss)
-            count += n
-    model.train()
-    return total / max(1, count)
-
-
-def peak_memory_mb(device: str) -> dict[str, float]:
-    """Peak resident memory of this process (and peak GPU memory on CUDA), in MB."""
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    out = {"peak_rss_mb": round(rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024, 1)}
-    if device == "cuda":
-        import torch
-
-        out["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    return out
-
-
-# --- generation for samples.md ----------------------------------------------------------------
-
-
-def generate_replies(model: Any, tokenizer: Any, style: Any, comments: list[str], max_new_tokens: int,
-                     device: str, batch: int = 8) -> list[str]:
-    """Greedy replies, left-padded in batches; the raw text the model wrote (special tokens dropped)."""
-    import torch
-
-    from base.generation import left_pad
-    from base.prompt import CommentInput, clean_comment, encode_prompt
-
-    model.eval()
-    out = []
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    for start in range(0, len(comments), batch):
-        prompts = [encode_prompt(tokenizer, style, CommentInput(clean_comment(c))) for c in comments[start:start + batch]]
-        padded, padding_mask = left_pad(prompts, pad)
-        width = len(padded[0])
-        ids = torch.tensor(padded, device=device)  # (B, T), padded on the left
-        mask = torch.tensor(padding_mask, device=device)
-        with torch.no_grad():
-            gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                 do_sample=False, pad_token_id=pad, eos_token_id=tokenizer.eos_token_id)
-        for row in gen[:, width:]:
-            out.append(tokenizer.decode(row, skip_special_tokens=True).strip())
-    model.train()
-    return out
-
-
-# --- the run ----------------------------------------------------------------------------------
-
-
 def _get(cfg_dict: dict, dotted: str) -> Any:
     node: Any = cfg_dict
     for part in dotted.split("."):
@@ -304,230 +108,332 @@ def _get(cfg_dict: dict, dotted: str) -> Any:
     return node
 
 
-def train(prep: Prepared, console: Any, fresh: bool = False, stop_after_steps: int | None = None) -> Path:
-    """Train, evaluate each epoch, keep the best adapter, write every output; returns the output dir."""
-    import torch
-    from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+class Recipe:
+    """One `finetune run`. Public methods are the steps, called in order by `train()`; the position
+    (step, epoch, step in epoch), the best eval loss and the records are what a checkpoint holds."""
 
-    from base.models import choose_precision, load_tokenizer, quantized_bits_per_weight
+    def __init__(self, prep: Prepared, console: Any) -> None:
+        self.prep, self.cfg, self.out = prep, prep.cfg, prep.output
+        self.console, self.say = console, console.print
+        self.step, self.epoch, self.step_in_epoch = 0, 0, 0
+        self.best, self.since_best = float("inf"), 0
+        self.records: list[dict[str, Any]] = []
+        self.checkpoint: dict[str, Any] | None = None  # the state being resumed
+        self.epoch_start, self.epoch_tokens = time.time(), 0
 
-    cfg, out = prep.cfg, prep.output
-    say = console.print
-    quiet_libraries()
-    for w in prep.warnings:
-        say(f"[yellow]Warning:[/yellow] {w}")
+    # --- setup ------------------------------------------------------------------------------------
 
-    precision = choose_precision(cfg.model.device)
-    device = precision.device
-    threads = cfg.model.threads or physical_cores()
-    if device == "cpu":
-        torch.set_num_threads(threads)
-    say(f"Device: {device}, compute {precision.compute_dtype} ({precision.reason})"
-        + (f", {threads} threads" if device == "cpu" else ""))
+    def setup(self, fresh: bool = False) -> None:
+        """Device, tokenizer and encoded data; a checkpoint to resume is read and checked before the
+        model loads (a mismatch fails fast); then model, optimizer and learning-rate schedule."""
+        quiet_libraries()
+        for w in self.prep.warnings:
+            self.say(f"[yellow]Warning:[/yellow] {w}")
+        self._setup_device()
+        self._setup_data()
+        if fresh and self.out.exists():
+            shutil.rmtree(self.out / "checkpoints", ignore_errors=True)
+        if self.prep.resume:
+            self.checkpoint = self._read_checkpoint()
+        self._setup_model()
+        self._setup_optimizer()
 
-    tokenizer = load_tokenizer(prep.base_dir)
-    style = cfg.prompt.style
-    train_ex, w1 = encode_pairs(tokenizer, style, prep.train_pairs, cfg.data.max_length)
-    eval_ex, w2 = encode_pairs(tokenizer, style, prep.eval_pairs, cfg.data.max_length)
-    for w in w1 + w2:
-        say(f"[yellow]Warning:[/yellow] {w}")
+    def _setup_device(self) -> None:
+        import torch
 
-    if fresh and out.exists():
-        shutil.rmtree(out / "checkpoints", ignore_errors=True)
-    state = None
-    if prep.resume:
-        state = torch.load(out / CHECKPOINT, map_location="cpu", weights_only=False)
-        diffs = [f"{k}: {_get(state['config'], k)!r} then, {_get(cfg.to_dict(), k)!r} now"
-                 for k in _RESUME_KEYS if _get(state["config"], k) != _get(cfg.to_dict(), k)]
+        from base.models import choose_precision
+
+        self.precision = choose_precision(self.cfg.model.device)
+        self.device = self.precision.device
+        threads = self.cfg.model.threads or physical_cores()
+        if self.device == "cpu":
+            torch.set_num_threads(threads)
+        self.say(f"Device: {self.device}, compute {self.precision.compute_dtype} ({self.precision.reason})"
+                 + (f", {threads} threads" if self.device == "cpu" else ""))
+
+    def _setup_data(self) -> None:
+        from base.models import load_tokenizer
+
+        self.tokenizer = tok = load_tokenizer(self.prep.base_dir)
+        style, max_length = self.cfg.prompt.style, self.cfg.data.max_length
+        self.train_ex, w1 = encode_pairs(tok, style, self.prep.train_pairs, max_length)
+        self.eval_ex, w2 = encode_pairs(tok, style, self.prep.eval_pairs, max_length)
+        for w in w1 + w2:
+            self.say(f"[yellow]Warning:[/yellow] {w}")
+        self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+
+    def _read_checkpoint(self) -> dict[str, Any]:
+        import torch
+
+        state = torch.load(self.out / CHECKPOINT, map_location="cpu", weights_only=False)
+        now = self.cfg.to_dict()
+        diffs = [f"{k}: {_get(state['config'], k)!r} then, {_get(now, k)!r} now"
+                 for k in _RESUME_KEYS if _get(state["config"], k) != _get(now, k)]
         if diffs:
-            raise UserError(f"the checkpoint in '{out}' was made with another config ({'; '.join(diffs)}); "
+            raise UserError(f"the checkpoint in '{self.out}' was made with another config ({'; '.join(diffs)}); "
                             "pass --fresh to start over or use another --output")
+        return state
 
-    torch.manual_seed(cfg.train.seed)
-    random.seed(cfg.train.seed)
-    t0 = time.time()
-    model = build_model(cfg, prep.base_dir, precision)
-    model.train()
-    quant_note = ""
-    if cfg.model.quantization == "nf4":
-        bits = quantized_bits_per_weight(model)
-        quant_note = f"NF4 + double quantization, {bits:.3f} bits per weight of the quantized linear layers"
-    else:
-        bits = None
+    def _setup_model(self) -> None:
+        import torch
+
+        from base.models import quantized_bits_per_weight
+
+        cfg = self.cfg
+        torch.manual_seed(cfg.train.seed)
+        random.seed(cfg.train.seed)
+        t0 = time.time()
+        self.model = build_model(cfg, self.prep.base_dir, self.precision)
+        self.model.train()
+        self.bits = None
         quant_note = "none: float weights, plain LoRA"
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    n_train = sum(p.numel() for p in trainable)
-    n_all = sum(p.numel() for p in model.parameters())
-    say(f"Model: {cfg.model.base_model} loaded in {time.time() - t0:.1f}s; quantization {quant_note}; "
-        f"LoRA r={cfg.lora.r} alpha={cfg.lora.alpha} on {cfg.lora.target_modules}: "
-        f"{n_train:,} trainable of {n_all:,} parameters")
-    optimizer, opt_name, why = choose_optimizer(cfg.train.optimizer, trainable, cfg, device)
-    say(f"Optimizer: {opt_name} ({why})")
+        if cfg.model.quantization == "nf4":
+            self.bits = quantized_bits_per_weight(self.model)
+            quant_note = f"NF4 + double quantization, {self.bits:.3f} bits per weight of the quantized linear layers"
+        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
+        n_train = sum(p.numel() for p in self.trainable)
+        n_all = sum(p.numel() for p in self.model.parameters())
+        self.say(f"Model: {cfg.model.base_model} loaded in {time.time() - t0:.1f}s; quantization {quant_note}; "
+                 f"LoRA r={cfg.lora.r} alpha={cfg.lora.alpha} on {cfg.lora.target_modules}: "
+                 f"{n_train:,} trainable of {n_all:,} parameters")
 
-    micro = cfg.train.micro_batch_size
-    steps_per_epoch = math.ceil(len(train_ex) / cfg.train.batch_size)
-    total_steps = steps_per_epoch * cfg.train.epochs
-    if cfg.train.max_steps:
-        total_steps = min(total_steps, cfg.train.max_steps)
-    warmup = int(round(total_steps * cfg.train.warmup_ratio))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.train.lr_scheduler, warmup, total_steps))
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    say(f"Data: {len(train_ex)} training / {len(eval_ex)} eval examples; {cfg.train.epochs} epoch(s) of "
-        f"{steps_per_epoch} step(s), batch {cfg.train.batch_size} = {micro} x {cfg.train.batch_size // micro}")
+    def _setup_optimizer(self) -> None:
+        import torch
 
-    step, epoch, step_in_epoch = 0, 0, 0
-    best, since_best = float("inf"), 0
-    records: list[dict[str, Any]] = []
-    if state is not None:
-        set_peft_model_state_dict(model, state["adapter"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        t = self.cfg.train
+        self.optimizer, name, why = choose_optimizer(t.optimizer, self.trainable, self.cfg, self.device)
+        self.say(f"Optimizer: {name} ({why})")
+        self.micro = t.micro_batch_size
+        self.steps_per_epoch = math.ceil(len(self.train_ex) / t.batch_size)
+        self.total_steps = self.steps_per_epoch * t.epochs
+        if t.max_steps:
+            self.total_steps = min(self.total_steps, t.max_steps)
+        warmup = round(self.total_steps * t.warmup_ratio)
+        schedule = lr_lambda(t.lr_scheduler, warmup, self.total_steps)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
+        self.say(f"Data: {len(self.train_ex)} training / {len(self.eval_ex)} eval examples; {t.epochs} epoch(s) of "
+                 f"{self.steps_per_epoch} step(s), batch {t.batch_size} = {self.micro} x {t.batch_size // self.micro}")
+
+    # --- resume -----------------------------------------------------------------------------------
+
+    def resume(self) -> None:
+        """Restore the checkpoint's adapter, optimizer, schedule, RNG and position; on a new run,
+        measure the untouched model's eval loss instead (the curve's starting point)."""
+        if self.checkpoint is None:
+            base_eval = self._eval_loss()
+            self.records.append({"kind": "eval", "epoch": 0, "step": 0, "eval_loss": round(base_eval, 5)})
+            self.say(f"Eval loss before training: {base_eval:.4f}")
+            return
+        import torch
+        from peft.utils import set_peft_model_state_dict
+
+        state = self.checkpoint
+        set_peft_model_state_dict(self.model, state["adapter"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"]["torch"])
         random.setstate(state["rng"]["python"])
-        step, epoch, step_in_epoch = state["step"], state["epoch"], state["step_in_epoch"]
-        best, since_best, records = state["best"], state["since_best"], state["records"]
-        say(f"[bold]Resumed[/bold] from {out / CHECKPOINT}: epoch {epoch + 1}, step {step} of {total_steps}")
+        self.step, self.epoch, self.step_in_epoch = state["step"], state["epoch"], state["step_in_epoch"]
+        self.best, self.since_best, self.records = state["best"], state["since_best"], state["records"]
+        self.say(f"[bold]Resumed[/bold] from {self.out / CHECKPOINT}: epoch {self.epoch + 1}, "
+                 f"step {self.step} of {self.total_steps}")
 
-    def save_checkpoint() -> None:
-        payload = {"adapter": {k: v.detach().cpu() for k, v in get_peft_model_state_dict(model).items()},
-                   "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+    def save_checkpoint(self) -> None:
+        """Everything a resumed run needs, in one file written atomically; metrics.jsonl with it."""
+        import torch
+
+        payload = {"adapter": self._adapter_state(), "optimizer": self.optimizer.state_dict(),
+                   "scheduler": self.scheduler.state_dict(),
                    "rng": {"torch": torch.get_rng_state(), "python": random.getstate()},
-                   "step": step, "epoch": epoch, "step_in_epoch": step_in_epoch, "best": best,
-                   "since_best": since_best, "records": records, "config": cfg.to_dict()}
-        write_with_atomic(out / CHECKPOINT, lambda tmp: torch.save(payload, tmp))
-        write_metrics(out / "metrics.jsonl", records)
+                   "step": self.step, "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
+                   "best": self.best, "since_best": self.since_best, "records": self.records,
+                   "config": self.cfg.to_dict()}
+        write_with_atomic(self.out / CHECKPOINT, lambda tmp: torch.save(payload, tmp))
+        write_metrics(self.out / "metrics.jsonl", self.records)
 
-    if state is None:
-        # Eval loss of the untouched model: the curve's starting point.
-        base_eval = evaluate(model, eval_ex, micro, pad_id, device, cfg.train.share_prefix)
-        records.append({"kind": "eval", "epoch": 0, "step": 0, "eval_loss": round(base_eval, 5)})
-        say(f"Eval loss before training: {base_eval:.4f}")
+    # --- training ---------------------------------------------------------------------------------
 
-    stopped_early = False
-    progress = Progress(TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(),
-                        TextColumn("{task.completed}/{task.total} steps"), TextColumn("loss {task.fields[loss]}"),
-                        TextColumn("{task.fields[tps]} tok/s"), TimeRemainingColumn(), console=console,
-                        transient=False)
-    with progress:
-        task = progress.add_task("train", total=total_steps, completed=step, epoch=epoch + 1, loss="-", tps="-")
-        while epoch < cfg.train.epochs and step < total_steps:
-            batches = epoch_batches(train_ex, cfg.train.batch_size, micro, cfg.train.seed, epoch)
-            epoch_start = time.time()
-            epoch_tokens = 0
-            for micro_batches in batches[step_in_epoch:]:
-                if step >= total_steps:
+    def train(self, stop_after_steps: int | None = None) -> bool:
+        """Epochs until the last one, max_steps or an early stop, each followed by an evaluation.
+        False when stopped after `stop_after_steps` (checkpoint saved, nothing else written)."""
+        self.epoch_start, self.epoch_tokens = time.time(), 0
+        with self._progress():
+            while self.epoch < self.cfg.train.epochs and self.step < self.total_steps:
+                if not self.train_epoch(stop_after_steps):
+                    return False
+                if self.evaluate_and_keep_best():
                     break
-                t_step = time.time()
-                n_reply = sum(sum(1 for x in train_ex[i].labels[1:] if x != -100) for mb in micro_batches for i in mb)
-                n_tokens = 0
-                loss_total = 0.0
-                for mb in micro_batches:
-                    batch = collate(train_ex, mb, pad_id, device)
-                    loss_sum, _ = reply_loss_sum(model, batch, cfg.train.share_prefix)
-                    (loss_sum / max(1, n_reply)).backward()
-                    loss_total += float(loss_sum.detach())
-                    n_tokens += int(batch["attention_mask"].sum())
-                if cfg.train.max_grad_norm:
-                    torch.nn.utils.clip_grad_norm_(trainable, cfg.train.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-                step_in_epoch += 1
-                epoch_tokens += n_tokens
-                dt = time.time() - t_step
-                loss = loss_total / max(1, n_reply)
-                records.append({"kind": "step", "epoch": epoch + 1, "step": step, "loss": round(loss, 5),
-                                "lr": scheduler.get_last_lr()[0], "tokens": n_tokens,
-                                "tokens_per_s": round(n_tokens / dt, 1), "seconds": round(dt, 3),
-                                **peak_memory_mb(device)})
-                progress.update(task, completed=step, loss=f"{loss:.3f}", tps=f"{n_tokens / dt:.0f}")
-                if step % cfg.train.checkpoint_every == 0:
-                    save_checkpoint()
-                if stop_after_steps is not None and step >= stop_after_steps:
-                    save_checkpoint()
-                    say(f"Stopped after step {step} (checkpoint saved); run again to resume")
-                    return out
-            else:
-                seconds = time.time() - epoch_start
-                eval_loss = evaluate(model, eval_ex, micro, pad_id, device, cfg.train.share_prefix)
-                improved = eval_loss < best - 1e-4
-                if improved:
-                    best, since_best = eval_loss, 0
-                    adapter = {k: v.detach().cpu() for k, v in get_peft_model_state_dict(model).items()}
-                    write_with_atomic(out / BEST, lambda tmp: torch.save(adapter, tmp))
-                else:
-                    since_best += 1
-                records.append({"kind": "eval", "epoch": epoch + 1, "step": step, "eval_loss": round(eval_loss, 5),
-                                "epoch_seconds": round(seconds, 2), "epoch_tokens_per_s": round(epoch_tokens / seconds, 1),
-                                "best": improved, **peak_memory_mb(device)})
-                progress.console.print(f"epoch {epoch + 1}: eval loss {eval_loss:.4f}"
-                                       f"{' (best)' if improved else ''}, {seconds:.1f}s, "
-                                       f"{epoch_tokens / seconds:.0f} tok/s")
-                epoch += 1
-                step_in_epoch = 0
-                progress.update(task, epoch=min(epoch + 1, cfg.train.epochs))
-                save_checkpoint()
-                if cfg.train.patience and since_best >= cfg.train.patience:
-                    stopped_early = True
-                    progress.console.print(f"Early stop: no eval improvement for {since_best} epoch(s)")
-                    break
-                continue
-            break  # max_steps reached inside an epoch
+            if self.step >= self.total_steps and self.records[-1]["kind"] != "eval":
+                self.evaluate_and_keep_best()  # resumed from a checkpoint at max_steps taken before its eval
+        return True
 
-    if step >= total_steps and not records[-1].get("kind") == "eval" and not stopped_early:
-        # max_steps ended mid-epoch: evaluate what we have so the best adapter exists.
-        eval_loss = evaluate(model, eval_ex, micro, pad_id, device, cfg.train.share_prefix)
-        records.append({"kind": "eval", "epoch": epoch + 1, "step": step, "eval_loss": round(eval_loss, 5),
-                        "best": eval_loss < best, **peak_memory_mb(device)})
-        if eval_loss < best:
-            best = eval_loss
-            adapter = {k: v.detach().cpu() for k, v in get_peft_model_state_dict(model).items()}
-            write_with_atomic(out / BEST, lambda tmp: torch.save(adapter, tmp))
-        save_checkpoint()
+    def _progress(self) -> Any:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    # The best adapter (lowest eval loss) is the one written and sampled.
-    if (out / BEST).exists():
-        set_peft_model_state_dict(model, torch.load(out / BEST, map_location="cpu"))
-    finish(model, tokenizer, prep, records, device, bits, console)
-    return out
+        self.progress = Progress(TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(),
+                                 TextColumn("{task.completed}/{task.total} steps"),
+                                 TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[tps]} tok/s"),
+                                 TimeRemainingColumn(), console=self.console, transient=False)
+        self.task = self.progress.add_task("train", total=self.total_steps, completed=self.step,
+                                           epoch=self.epoch + 1, loss="-", tps="-")
+        return self.progress
 
+    def train_epoch(self, stop_after_steps: int | None = None) -> bool:
+        """Optimizer steps from where this epoch stands to its end (or to max_steps), checkpointing
+        every `train.checkpoint_every` steps. False when stopped after `stop_after_steps`."""
+        t = self.cfg.train
+        batches = epoch_batches(self.train_ex, t.batch_size, self.micro, t.seed, self.epoch)
+        self.epoch_start, self.epoch_tokens = time.time(), 0
+        for micro_batches in batches[self.step_in_epoch:]:
+            if self.step >= self.total_steps:
+                break
+            self._step(micro_batches)
+            if self.step % t.checkpoint_every == 0:
+                self.save_checkpoint()
+            if stop_after_steps is not None and self.step >= stop_after_steps:
+                self.save_checkpoint()
+                self.say(f"Stopped after step {self.step} (checkpoint saved); run again to resume")
+                return False
+        return True
 
-def finish(model: Any, tokenizer: Any, prep: Prepared, records: list[dict[str, Any]], device: str,
-           bits: float | None, console: Any) -> None:
-    from base.adapter_info import write_adapter_info
+    def _step(self, micro_batches: list[list[int]]) -> None:
+        """One optimizer step; its loss is the mean over every reply token of its examples."""
+        import torch
 
-    from .estimate import estimate_for_run
+        t0 = time.time()
+        n_reply = reply_tokens(self.train_ex, micro_batches)
+        loss_total, n_tokens = 0.0, 0
+        for mb in micro_batches:
+            batch = collate(self.train_ex, mb, self.pad_id, self.device)
+            loss_sum, _ = reply_loss_sum(self.model, batch, self.cfg.train.share_prefix)
+            (loss_sum / max(1, n_reply)).backward()
+            loss_total += float(loss_sum.detach())
+            n_tokens += int(batch["attention_mask"].sum())
+        if self.cfg.train.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(self.trainable, self.cfg.train.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        self.step_in_epoch += 1
+        self.epoch_tokens += n_tokens
+        dt = time.time() - t0
+        loss = loss_total / max(1, n_reply)
+        self.records.append({"kind": "step", "epoch": self.epoch + 1, "step": self.step, "loss": round(loss, 5),
+                             "lr": self.scheduler.get_last_lr()[0], "tokens": n_tokens,
+                             "tokens_per_s": round(n_tokens / dt, 1), "seconds": round(dt, 3),
+                             **peak_memory_mb(self.device)})
+        self.progress.update(self.task, completed=self.step, loss=f"{loss:.3f}", tps=f"{n_tokens / dt:.0f}")
 
-    cfg, out = prep.cfg, prep.output
-    style = cfg.prompt.style
-    n = min(cfg.samples.count, len(prep.eval_pairs))
-    if n:
-        console.print(f"Writing samples.md: {n} held-out comments, base model vs tuned ...")
-        comments = [p.comment for p in prep.eval_pairs[:n]]
-        tuned = generate_replies(model, tokenizer, style, comments, cfg.samples.max_new_tokens, device)
-        with model.disable_adapter():
-            base = generate_replies(model, tokenizer, style, comments, cfg.samples.max_new_tokens, device)
+    def evaluate_and_keep_best(self) -> bool:
+        """Eval loss at the end of an epoch (or where max_steps cut one short): an improvement saves
+        the adapter as the best so far, a finished epoch is closed, a checkpoint is written.
+        True when `train.patience` epochs have passed without improvement (early stop)."""
+        seconds = max(time.time() - self.epoch_start, 1e-9)
+        eval_loss = self._eval_loss()
+        improved = self._keep_if_best(eval_loss)
+        self.records.append({"kind": "eval", "epoch": self.epoch + 1, "step": self.step,
+                             "eval_loss": round(eval_loss, 5), "epoch_seconds": round(seconds, 2),
+                             "epoch_tokens_per_s": round(self.epoch_tokens / seconds, 1), "best": improved,
+                             **peak_memory_mb(self.device)})
+        speed = f", {seconds:.1f}s, {self.epoch_tokens / seconds:.0f} tok/s" if self.epoch_tokens else ""
+        self.progress.console.print(f"epoch {self.epoch + 1}: eval loss {eval_loss:.4f}{' (best)' if improved else ''}"
+                                    + speed)
+        finished_epoch = self.step_in_epoch >= self.steps_per_epoch
+        if finished_epoch:
+            self.epoch, self.step_in_epoch = self.epoch + 1, 0
+            self.progress.update(self.task, epoch=min(self.epoch + 1, self.cfg.train.epochs))
+        self.save_checkpoint()
+        patience = self.cfg.train.patience
+        if finished_epoch and patience and self.since_best >= patience:
+            self.progress.console.print(f"Early stop: no eval improvement for {self.since_best} epoch(s)")
+            return True
+        return False
+
+    def _keep_if_best(self, eval_loss: float) -> bool:
+        """Save the adapter as checkpoints/best.pt if `eval_loss` beats the best so far."""
+        import torch
+
+        if eval_loss < self.best - 1e-4:
+            self.best, self.since_best = eval_loss, 0
+            adapter = self._adapter_state()
+            write_with_atomic(self.out / BEST, lambda tmp: torch.save(adapter, tmp))
+            return True
+        self.since_best += 1
+        return False
+
+    def _eval_loss(self) -> float:
+        return evaluate(self.model, self.eval_ex, self.micro, self.pad_id, self.device, self.cfg.train.share_prefix)
+
+    def _adapter_state(self) -> dict[str, Any]:
+        from peft.utils import get_peft_model_state_dict
+
+        return {k: v.detach().cpu() for k, v in get_peft_model_state_dict(self.model).items()}
+
+    # --- finish -----------------------------------------------------------------------------------
+
+    def finish(self) -> None:
+        """The best adapter (lowest eval loss) restored; samples.md, adapter/, config.yaml,
+        metrics.jsonl with its summary and loss.png written; the checkpoint removed."""
+        import torch
+        from peft.utils import set_peft_model_state_dict
+
+        out = self.out
+        if (out / BEST).exists():
+            set_peft_model_state_dict(self.model, torch.load(out / BEST, map_location="cpu"))
+        self._write_samples()
+        self._write_adapter()
+        summary = self._write_report()
+        (out / CHECKPOINT).unlink(missing_ok=True)  # finished: a rerun must not "resume" it
+        self.say(f"[bold green]Done[/bold green]: adapter in {out / 'adapter'}; eval loss "
+                 f"{summary['first_eval_loss']} -> {summary['best_eval_loss']}; peak RSS "
+                 f"{summary['peak_rss_mb']:.0f} MB; see {out / 'samples.md'} and {out / 'loss.png'}")
+
+    def _write_samples(self) -> None:
+        """samples.md: held-out comments answered by the base model and the tuned one, as served."""
+        cfg, pairs = self.cfg, self.prep.eval_pairs
+        n = min(cfg.samples.count, len(pairs))
+        if not n:
+            return
+        self.say(f"Writing samples.md: {n} held-out comments, base model vs tuned ...")
+        nf4_cpu_fast_path(self.model, True)  # training is over: generate with serving's kernels
+        comments = [p.comment for p in pairs[:n]]
+
+        def replies(adapter_name: str | None) -> list[str]:
+            return generate_replies(self.model, self.tokenizer, cfg.prompt.style, comments,
+                                    cfg.samples.max_new_tokens, cfg.model.base_model, adapter_name)
+
+        tuned = replies(self.out.name)
+        with self.model.disable_adapter():
+            base = replies(None)
         rows = [{"comment": c, "base": b, "tuned": t, "reference": p.reply}
-                for c, b, t, p in zip(comments, base, tuned, prep.eval_pairs[:n])]
-        write_text_atomic(out / "samples.md", samples_markdown(rows, style.sign_off))
+                for c, b, t, p in zip(comments, base, tuned, pairs[:n])]
+        write_text_atomic(self.out / "samples.md", samples_markdown(rows, cfg.prompt.style.sign_off))
 
-    def build(tmp: Path) -> None:
-        model.save_pretrained(tmp)
-        write_adapter_info(tmp, cfg.model.base_model, cfg.model.quantization, style)
+    def _write_adapter(self) -> None:
+        """adapter/ (PEFT files + responder.json) and config.yaml, the resolved config of this run."""
+        from base.adapter_info import write_adapter_info
 
-    replace_dir_atomic(out / "adapter", build)
-    write_text_atomic(out / "config.yaml", f"# Resolved config of this run; rerun with:\n"
-                      f"#   finetune run --config {out / 'config.yaml'} --fresh\n" + dump_config(cfg))
-    evals = [r for r in records if r["kind"] == "eval"]
-    summary = {"kind": "summary", "best_eval_loss": min(r["eval_loss"] for r in evals) if evals else None,
-               "first_eval_loss": evals[0]["eval_loss"] if evals else None, "bits_per_weight": bits,
-               **peak_memory_mb(device), "estimate": estimate_for_run(model, cfg)}
-    records = [r for r in records if r["kind"] != "summary"] + [summary]
-    write_metrics(out / "metrics.jsonl", records)
-    plot_loss(out / "loss.png", records)
-    (out / CHECKPOINT).unlink(missing_ok=True)  # finished: a rerun must not "resume" it
-    console.print(f"[bold green]Done[/bold green]: adapter in {out / 'adapter'}; eval loss "
-                  f"{summary['first_eval_loss']} -> {summary['best_eval_loss']}; peak RSS "
-                  f"{summary['peak_rss_mb']:.0f} MB; see {out / 'samples.md'} and {out / 'loss.png'}")
+        cfg, out = self.cfg, self.out
+
+        def build(tmp: Path) -> None:
+            self.model.save_pretrained(tmp)
+            write_adapter_info(tmp, cfg.model.base_model, cfg.model.quantization, cfg.prompt.style)
+
+        replace_dir_atomic(out / "adapter", build)
+        write_text_atomic(out / "config.yaml", f"# Resolved config of this run; rerun with:\n"
+                          f"#   finetune run --config {out / 'config.yaml'} --fresh\n" + dump_config(cfg))
+
+    def _write_report(self) -> dict[str, Any]:
+        """metrics.jsonl ending in a summary (eval losses, bits, peak memory, the estimate); loss.png."""
+        from .estimate import estimate_for_run
+
+        evals = [r for r in self.records if r["kind"] == "eval"]
+        summary = {"kind": "summary", "best_eval_loss": min(r["eval_loss"] for r in evals) if evals else None,
+                   "first_eval_loss": evals[0]["eval_loss"] if evals else None, "bits_per_weight": self.bits,
+                   **peak_memory_mb(self.device), "estimate": estimate_for_run(self.model, self.cfg)}
+        records = [r for r in self.records if r["kind"] != "summary"] + [summary]
+        write_metrics(self.out / "metrics.jsonl", records)
+        plot_loss(self.out / "loss.png", records)
+        return summary
+
