@@ -78,8 +78,6 @@ def test_cli_batch_shows_the_failures_and_no_review_advice(tmp_path, sample, bro
     assert "responder post" not in result.output  # no "review the replies, then post" for zero replies
 
 
-@pytest.mark.xfail(strict=True, reason="`responder batch` exits 0 when every comment failed (responder/cli/batch.py); "
-                                       "drop this mark when it exits non-zero")
 def test_cli_batch_exits_non_zero_when_every_comment_failed(tmp_path, sample, broken_factory):
     from responder.cli import cli
 

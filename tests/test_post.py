@@ -15,11 +15,21 @@ from click.testing import CliRunner
 
 from base.errors import UserError
 from responder.cli import cli
-from responder.jobs.posting import Ledger, post_replies
+from responder.jobs.posting import Ledger, channel_ledger, post_replies
 from tests.fake_youtube import FakeYouTube
 
 SIGN = "Keep exploring! - Nadia"
 RESPONDER = str(Path(sys.executable).parent / "responder")  # the installed console script
+
+
+@pytest.fixture(autouse=True)
+def user_dirs(tmp_path, monkeypatch):
+    """The user's config and data folders (the login, the per-channel ledgers) in the test's tmp_path."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    for name in ("YOUTUBE_ACCESS_TOKEN", "YOUTUBE_API_KEY", "YOUTUBE_CHANNEL_ID", "YOUTUBE_API_BASE",
+                 "RESPONDER_SIGN_OFF", "RESPONDER_ADAPTER"):
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture
@@ -27,6 +37,15 @@ def yt():
     fake = FakeYouTube().start()
     yield fake
     fake.stop()
+
+
+def ledger_of(yt: FakeYouTube) -> Path:
+    return channel_ledger(yt.channel_id)
+
+
+def cli_env(yt: FakeYouTube, **extra: str) -> dict[str, str]:
+    return {"YOUTUBE_API_BASE": yt.url, "YOUTUBE_ACCESS_TOKEN": yt.token, "YOUTUBE_CHANNEL_ID": yt.channel_id,
+            **extra}
 
 
 def write_replies(path: Path, n: int = 4, approved=lambda i: i % 2 == 0, extra: list[dict] | None = None) -> Path:
@@ -44,6 +63,7 @@ def write_replies(path: Path, n: int = 4, approved=lambda i: i % 2 == 0, extra: 
 
 def post(path: Path, yt: FakeYouTube, **kw):
     kw.setdefault("backoff_s", 0.01)
+    kw.setdefault("channel_id", yt.channel_id)
     return post_replies(path, yes=True, api_base=yt.url, token=yt.token, **kw)
 
 
@@ -54,12 +74,12 @@ def test_dry_run_calls_nothing_and_writes_no_ledger(tmp_path, yt):
     assert result.exit_code == 0, result.output
     assert "Dry run: nothing posted. 2 replies would be posted (100 units" in result.output
     assert yt.calls == []
-    assert not (tmp_path / "r.jsonl.ledger").exists()
+    assert not ledger_of(yt).parent.exists()
 
 
 def test_posts_only_approved_once_with_the_right_request_shape(tmp_path, yt):
     replies = write_replies(tmp_path / "r.jsonl")
-    env = {"YOUTUBE_API_BASE": yt.url, "YOUTUBE_ACCESS_TOKEN": yt.token}
+    env = cli_env(yt)
     result = CliRunner().invoke(cli, ["post", str(replies), "--yes"], env=env)
     assert result.exit_code == 0, result.output
     assert yt.shape_errors == []
@@ -82,14 +102,14 @@ def test_missing_token_is_one_clear_line(tmp_path, yt, repo_root):
                             text=True, timeout=60)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "Error: posting needs an OAuth access token with the youtube.force-ssl scope: set "
-        "YOUTUBE_ACCESS_TOKEN (or run without --yes for a dry run)"]
-    assert yt.calls == [] and not (tmp_path / "r.jsonl.ledger").exists()
+        "Error: posting needs a YouTube login: run `responder login` (or set YOUTUBE_ACCESS_TOKEN to an OAuth "
+        "token with the youtube.force-ssl scope), or run without --yes for a dry run"]
+    assert yt.calls == [] and not ledger_of(yt).exists()
 
 
 def test_wrong_token_stops_and_posts_nothing(tmp_path, yt):
     replies = write_replies(tmp_path / "r.jsonl")
-    summary = post_replies(replies, yes=True, api_base=yt.url, token="expired")
+    summary = post_replies(replies, yes=True, api_base=yt.url, token="expired", channel_id=yt.channel_id)
     assert summary.posted == 0 and "access token" in summary.stopped
     assert yt.total_replies() == 0
     assert post(replies, yt).posted == 2  # a later run with a good token posts them
@@ -111,7 +131,7 @@ def test_dropped_connection_after_store_is_found_not_reposted(tmp_path, yt):
     summary = post(replies, yt)
     assert summary.recovered == 1 and summary.posted == 0
     assert len(yt.texts_under("Ugx000")) == 1
-    assert Ledger.read(tmp_path / "r.jsonl.ledger").state("Ugx000") == "posted"
+    assert Ledger.read(ledger_of(yt)).state("Ugx000") == "posted"
 
 
 def test_quota_exceeded_stops_and_the_next_run_posts_the_rest(tmp_path, yt):
@@ -139,10 +159,10 @@ def test_too_long_and_unsupported_are_marked_failed_and_not_retried(tmp_path, yt
 
 def test_daily_budget_stops_cleanly_before_going_over(tmp_path, yt):
     replies = write_replies(tmp_path / "r.jsonl", n=5, approved=lambda i: True)
-    env = {"YOUTUBE_API_BASE": yt.url, "YOUTUBE_ACCESS_TOKEN": yt.token}
+    env = cli_env(yt)
     result = CliRunner().invoke(cli, ["post", str(replies), "--yes", "--quota-budget", "120"], env=env)
     assert result.exit_code == 1
-    assert "daily quota budget reached: 100 of 120 units used today" in result.output
+    assert "daily quota budget reached: 100 of 120 units used this quota day" in result.output
     assert "Traceback" not in result.output
     assert yt.total_replies() == 2
     # Same day, same budget: nothing more is spent.
@@ -155,7 +175,7 @@ def test_daily_budget_stops_cleanly_before_going_over(tmp_path, yt):
 def test_ledger_with_an_interrupted_last_line_still_works(tmp_path, yt):
     replies = write_replies(tmp_path / "r.jsonl", n=2, approved=lambda i: True)
     post(replies, yt)
-    ledger = tmp_path / "r.jsonl.ledger"
+    ledger = ledger_of(yt)
     with ledger.open("ab") as f:
         f.write(b'{"event": "intent", "comment_id": "Ugx0')  # a write cut by kill -9
     summary = post(replies, yt)
@@ -186,7 +206,7 @@ def test_kill_between_call_and_write_never_double_posts(tmp_path, yt, repo_root)
     not answered yet: the ledger holds an intent with no result. The next run checks YouTube first."""
     replies = write_replies(tmp_path / "r.jsonl", n=3, approved=lambda i: True)
     yt.script.extend(["ok", "hang"])
-    env = {**os.environ, "YOUTUBE_API_BASE": yt.url, "YOUTUBE_ACCESS_TOKEN": yt.token}
+    env = {**os.environ, **cli_env(yt)}
     proc = subprocess.Popen([RESPONDER, "post", str(replies), "--yes"],
                             cwd=repo_root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
@@ -197,7 +217,7 @@ def test_kill_between_call_and_write_never_double_posts(tmp_path, yt, repo_root)
     finally:
         if proc.poll() is None:
             proc.kill()
-    ledger = Ledger.read(tmp_path / "r.jsonl.ledger")
+    ledger = Ledger.read(ledger_of(yt))
     assert ledger.state("Ugx000") == "posted"
     assert ledger.state("Ugx001") == "pending"  # intent on disk, result never written
     yt.release()
@@ -207,7 +227,7 @@ def test_kill_between_call_and_write_never_double_posts(tmp_path, yt, repo_root)
     assert result.returncode == 0, result.stdout + result.stderr
     assert [len(yt.replies[f"Ugx00{i}"]) for i in range(3)] == [1, 1, 1]
     assert yt.count("list") == 1  # only the unsure one was checked
-    assert Ledger.read(tmp_path / "r.jsonl.ledger").state("Ugx001") == "posted"
+    assert Ledger.read(ledger_of(yt)).state("Ugx001") == "posted"
 
 
 def test_a_hand_edit_that_breaks_a_line_names_the_line(tmp_path, yt):
@@ -218,3 +238,96 @@ def test_a_hand_edit_that_breaks_a_line_names_the_line(tmp_path, yt):
     with pytest.raises(UserError, match=r"replies file '.*r.jsonl' line 2 is not valid JSON"):
         post(replies, yt)
     assert yt.calls == []
+
+
+# ------------------------------------------------------------------ issue 12: screening, ledgers
+
+
+def flagged_record(cid: str, **extra) -> dict:
+    """An approved draft with an invented link: flagged by base.replychecks."""
+    return {"comment_id": cid, "video_id": "vid1", "author": "@v", "comment": "where is the notebook?",
+            "reply": "Grab it at bit.ly/free-notebook!", "sources": [], "used_context": False,
+            "status": "answered", "approved": True, **extra}
+
+
+def test_a_flagged_reply_is_refused_until_its_flags_were_seen(tmp_path, yt):
+    seen = ["link or @mention not in the comment or sources: bit.ly/free-notebook"]
+    replies = write_replies(tmp_path / "r.jsonl", n=1, approved=lambda i: True,
+                            extra=[flagged_record("UgxFlag"), flagged_record("UgxSeen", flags_seen=seen,
+                                                                             reviewed_at="2026-11-28T10:00:00+00:00")])
+    summary = post(replies, yt)
+    assert summary.posted == 2
+    assert dict(summary.not_postable) == {"flagged, not reviewed (approve it in `responder review`)": 1}
+    assert sorted(yt.replies) == ["Ugx000", "UgxSeen"]
+    # --all does not get around the screening either
+    assert post(replies, yt, take_all=True).posted == 0 and "UgxFlag" not in yt.replies
+
+
+def test_a_link_from_the_sources_is_not_a_flag(tmp_path, yt):
+    record = flagged_record("UgxSrc", reply="It is in the article: blog.test/sql-window",
+                            sources=[{"title": "SQL Window Functions", "url": "https://blog.test/sql-window"}])
+    replies = write_replies(tmp_path / "r.jsonl", n=0, extra=[record])
+    assert post(replies, yt).posted == 1
+
+
+def test_regenerated_drafts_in_a_new_file_are_not_posted_twice(tmp_path, yt):
+    first = write_replies(tmp_path / "monday.jsonl", n=3, approved=lambda i: True)
+    assert post(first, yt).posted == 3
+    # The same comments answered again into another file (a re-run, new wording), approved again:
+    second = write_replies(tmp_path / "tuesday.jsonl", n=4, approved=lambda i: True)
+    text = second.read_text().replace("Answer number", "Another answer")
+    second.write_text(text)
+    summary = post(second, yt)
+    assert summary.posted == 1 and summary.already_posted == 3  # only Ugx003 is new
+    assert all(len(v) == 1 for v in yt.replies.values()) and yt.count("insert") == 4
+
+
+def test_the_channel_comes_from_the_login_and_names_the_ledger(tmp_path, yt):
+    replies = write_replies(tmp_path / "r.jsonl", n=1, approved=lambda i: True)
+    summary = post_replies(replies, yes=True, api_base=yt.url, token=yt.token, backoff_s=0.01)
+    assert summary.posted == 1 and yt.count("channels") == 1
+    ledger = Ledger.read(ledger_of(yt))
+    assert summary.ledger == str(ledger_of(yt)) and ledger.state("Ugx000") == "posted"
+    assert ledger.units_on(ledger.events[-1]["day"]) == 51  # channels.list 1 + insert 50
+
+
+def test_a_ledger_next_to_the_replies_file_is_taken_over(tmp_path, yt):
+    """Before ledgers were per channel they lay next to the replies file: its posts still count."""
+    replies = write_replies(tmp_path / "r.jsonl", n=2, approved=lambda i: True)
+    legacy = tmp_path / "r.jsonl.ledger"
+    legacy.write_text(json.dumps({"event": "posted", "comment_id": "Ugx000", "at": "2026-11-01T10:00:00+00:00",
+                                  "day": "2026-11-01"}) + "\n")
+    assert post_replies(replies, api_base=yt.url).would_post == 1  # the dry run reads it too
+    summary = post(replies, yt)
+    assert summary.posted == 1 and summary.already_posted == 1 and list(yt.replies) == ["Ugx001"]
+    assert post(replies, yt).posted == 0  # imported once, not again
+
+
+def test_quota_day_ends_at_midnight_pacific():
+    from datetime import datetime, timezone
+
+    from responder.jobs.posting import quota_day
+
+    # 07:59 UTC on 2 Dec is 23:59 on 1 Dec in Los Angeles (PST, UTC-8); 08:00 UTC starts 2 Dec.
+    assert quota_day(datetime(2026, 12, 2, 7, 59, tzinfo=timezone.utc)) == "2026-12-01"
+    assert quota_day(datetime(2026, 12, 2, 8, 0, tzinfo=timezone.utc)) == "2026-12-02"
+    # summer time (PDT, UTC-7)
+    assert quota_day(datetime(2026, 7, 2, 6, 59, tzinfo=timezone.utc)) == "2026-07-01"
+    assert quota_day(datetime(2026, 7, 2, 7, 0, tzinfo=timezone.utc)) == "2026-07-02"
+
+
+def test_post_all_asks_first_and_posts_only_when_confirmed(tmp_path, yt):
+    replies = write_replies(tmp_path / "r.jsonl", n=2, approved=lambda i: False)
+    env = cli_env(yt)
+    no = CliRunner().invoke(cli, ["post", str(replies), "--all"], env=env, input="n\n")
+    assert no.exit_code == 0, no.output
+    assert "Post all 2 answered replies, approved or not?" in no.output and "Nothing posted." in no.output
+    assert yt.calls == []
+    yes = CliRunner().invoke(cli, ["post", str(replies), "--all"], env=env, input="y\n")
+    assert yes.exit_code == 0, yes.output
+    assert sorted(yt.replies) == ["Ugx000", "Ugx001"]
+    # --yes skips the question
+    more = write_replies(tmp_path / "r2.jsonl", n=3, approved=lambda i: False)
+    result = CliRunner().invoke(cli, ["post", str(more), "--all", "--yes"], env=env)
+    assert result.exit_code == 0 and "approved or not?" not in result.output
+    assert yt.total_replies() == 3

@@ -9,12 +9,17 @@ the comments not answered yet stay unanswered, so the same command resumes later
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
 import click
 
 from base.clikit import store_options
+
+DEFAULT_API_BASE = "https://www.googleapis.com"
+# Failures that say something about one comment or one reply, not about the setup.
+PER_COMMENT_FAILURES = {"empty-reply", "invalid-comment", "rejected"}
 
 
 def _default_output(input_path: Path, fmt: str | None) -> Path:
@@ -23,7 +28,10 @@ def _default_output(input_path: Path, fmt: str | None) -> Path:
 
 
 @click.command("batch")
-@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
+@click.argument("input_path", metavar="[INPUT]", type=click.Path(path_type=Path), required=False)
+@click.option("--video", default=None, metavar="VIDEO",
+              help="Fetch this video's comments first (id or URL; as `responder fetch VIDEO`) into "
+                   "VIDEO_ID.threads.json, then answer them.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
               help="Replies file (JSONL, or CSV with --format csv); re-running with it resumes. "
                    "[default: INPUT_NAME.replies.jsonl]")
@@ -35,7 +43,8 @@ def _default_output(input_path: Path, fmt: str | None) -> Path:
 @click.option("--adapter", type=click.Path(path_type=Path), default=None,
               help="LoRA adapter directory (finetune output) [env RESPONDER_ADAPTER].")
 @click.option("--quantization", type=click.Choice(["nf4", "none"]), default=None,
-              help="nf4: 4-bit base; none: float weights, adapter merged (faster on a CPU) [env RESPONDER_QUANTIZATION].")
+              help="nf4: 4-bit base; none: float weights, adapter merged (faster on a CPU) "
+                   "[env RESPONDER_QUANTIZATION].")
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="Answer at most N comments this run; the rest wait for the next run.")
 @click.option("--min-length", type=click.IntRange(min=0), default=0, help="Skip comments shorter than N characters.")
@@ -51,15 +60,17 @@ def _default_output(input_path: Path, fmt: str | None) -> Path:
 @click.option("--retry-failed", is_flag=True, help="Answer again the comments that failed in earlier runs.")
 @click.option("--backoff", type=click.FloatRange(min=0), default=1.0, hidden=True)
 @store_options
-def batch(input_path: Path, output: Path | None, fmt: str | None, server: str | None, adapter: Path | None,
-          quantization: str | None, limit: int | None, min_length: int, max_age: float | None, keep_empty: bool,
-          channel_id: str | None, video_title: str | None, batch_size: int | None, retry_failed: bool,
-          backoff: float, store: str | None, chroma_url: str | None) -> None:
+def batch(input_path: Path | None, video: str | None, output: Path | None, fmt: str | None, server: str | None,
+          adapter: Path | None, quantization: str | None, limit: int | None, min_length: int,
+          max_age: float | None, keep_empty: bool, channel_id: str | None, video_title: str | None,
+          batch_size: int | None, retry_failed: bool, backoff: float, store: str | None,
+          chroma_url: str | None) -> None:
     """Answer the comments of a video (a commentThreads.list export, CSV or JSONL) into a replies file.
 
+    INPUT is a file from `responder fetch` (or any export); `--video VIDEO` fetches it first.
     Skips threads the channel already answered, the channel's own comments, blank and emoji-only
     comments, held or likely-spam comments and duplicates. Resumable: re-run with the same -o.
-    Review the replies, set "approved": true on the good ones, then `responder post`.
+    Then `responder review REPLIES` to approve, edit or reject the drafts, and post them.
     """
     from rich.console import Console
 
@@ -68,6 +79,7 @@ def batch(input_path: Path, output: Path | None, fmt: str | None, server: str | 
     from responder.youtube.export import load_comments
     from responder.youtube.selection import Filters, infer_channel_id, select
 
+    input_path, output = _input_of(input_path, video, output, fmt)
     comments = load_comments(input_path)  # every input problem surfaces here, before any write
     channel = channel_id or infer_channel_id(comments)
     selected = select(comments, Filters(channel_id=channel, keep_empty=keep_empty, min_length=min_length,
@@ -80,6 +92,27 @@ def batch(input_path: Path, output: Path | None, fmt: str | None, server: str | 
     except UpstreamError as exc:  # not the user's input: exit 1, and the next run resumes
         raise click.ClickException(f"{exc} (stopped; the replies written so far stay in {output})") from exc
     _print_batch_summary(Console(), summary, output, channel)
+    errors = sum(n for reason, n in summary.failed.items() if reason not in PER_COMMENT_FAILURES)
+    if errors and not summary.answered:  # a broken setup (a crashing model) must not pass for a finished run
+        Console(stderr=True).print(f"[bold red]Every comment failed ({errors} with an error);[/bold red] nothing "
+                                   "to review. Fix the cause, then re-run with --retry-failed.")
+        raise SystemExit(1)
+
+
+def _input_of(input_path: Path | None, video: str | None, output: Path | None,
+              fmt: str | None) -> tuple[Path, Path | None]:
+    """(INPUT, output): with --video, the threads file `responder fetch` writes, and a matching output."""
+    from base.errors import UserError
+
+    if bool(input_path) == bool(video):
+        raise UserError("pass an INPUT file (from `responder fetch`) or --video VIDEO, not both and not neither; "
+                        "see `responder batch --help`")
+    if input_path is not None:
+        return input_path, output
+    from responder.cli.fetch import fetch_video
+
+    fetched = fetch_video(video or "", None, None, None, os.environ.get("YOUTUBE_API_BASE") or DEFAULT_API_BASE)
+    return fetched, output or Path(fetched.name.replace(".threads.json", f".replies.{fmt or 'jsonl'}"))
 
 
 class _Run:
@@ -171,8 +204,7 @@ def _print_batch_summary(console, summary, output: Path, channel: str | None) ->
         console.print("[yellow]No channel id (pass --channel-id): threads you already answered and your own "
                       "comments could not be recognised.[/yellow]")
     if summary.answered:
-        console.print(f'Review the replies in {output}, set "approved": true on the ones to post, then run '
-                      f"`responder post {output}`.")
+        console.print(f"Review the drafts: `responder review {output}` (approve, edit, reject, then post).")
 
 
 COMMANDS: list[click.Command] = [batch]

@@ -1,14 +1,16 @@
 """`responder post`: post approved replies with YouTube's `comments.insert`, never twice.
 
 `comments.insert` is not idempotent: a retried or repeated call can reply twice. So every post
-goes through a ledger next to the replies file (`REPLIES.jsonl.ledger`, append-only JSONL,
-fsync'd line by line):
+goes through one ledger per channel in the user's data directory
+(`$XDG_DATA_HOME/comment-responder/ledgers/CHANNEL_ID.jsonl`, append-only JSONL, fsync'd line by
+line), whatever replies file the reply came from: drafts regenerated into a new file and posted
+again find their comments already answered.
 
     intent  -> written BEFORE the API call
     posted  -> written after YouTube answered with the new reply's id
     failed  -> YouTube refused this reply for good (commentTextTooLong, operationNotSupported, ...)
     not-posted -> YouTube refused the call before doing anything (quotaExceeded, 401): retry later
-    check / retry -> quota spent on a comments.list check or on a repeated insert
+    check / retry / channel -> quota spent on a comments.list check, a repeated insert, channels.list
 
 An `intent` without a result means the process died between the call and the write: the reply
 may or may not exist. It is never re-posted blindly: the next run first lists the replies under
@@ -16,27 +18,33 @@ that parent (`comments.list?parentId=...`) and re-posts only when none from the 
 with the same text) is there. The same check runs before retrying after a 5xx or a dropped
 connection, where YouTube may have stored the reply and failed afterwards.
 
-Quota: every insert costs 50 units, every check 1, counted per UTC day from the ledger against a
-daily budget (default 10,000); the run stops cleanly before a call would go over it. (YouTube
-itself resets quota at midnight Pacific Time; `quotaExceeded` from the API also stops the run.)
+Quota: every insert costs 50 units, every check 1, counted per quota day (YouTube's: it resets at
+midnight America/Los_Angeles) from the ledger against a daily budget (default 10,000); the run
+stops cleanly before a call would go over it. `quotaExceeded` from the API also stops the run.
 
-Which lines are approved: `status` is `answered`, `reply` is not empty, and `approved` is true
-(JSON true, or true/yes/1 in a CSV); `--all` takes every answered line.
+Which lines are posted: `status` is `answered`, `reply` is not empty, `approved` is true (JSON
+true, or true/yes/1 in a CSV; `--all` takes every answered line), and the reply has no flag
+(base.replychecks) that a person did not see when approving or editing it on the review page.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
+from zoneinfo import ZoneInfo
 
 from base.errors import UserError
 from base.fileio import AppendOnlyLog, read_jsonl, scan_jsonl_log
-from responder.youtube.client import DEFAULT_API_BASE, Ambiguous, YouTubeClient, YouTubeError, reply_exists
+from responder.jobs.drafts import Drafts
+from responder.jobs.screening import draft_flags, flags_cleared
+from responder.youtube.auth import data_dir
+from responder.youtube.client import DEFAULT_API_BASE, Ambiguous, Token, YouTubeClient, YouTubeError, reply_exists
 from responder.youtube.export import LOCAL_ID_PREFIX
 
 log = logging.getLogger(__name__)
@@ -44,9 +52,11 @@ log = logging.getLogger(__name__)
 UNITS_PER_REPLY = 50
 UNITS_PER_CHECK = 1
 DEFAULT_DAILY_BUDGET = 10_000
+QUOTA_TIMEZONE = ZoneInfo("America/Los_Angeles")  # YouTube's quota day ends at midnight Pacific time
 FINAL_FAILURES = {"commentTextTooLong", "operationNotSupported", "processingFailure", "parentCommentNotFound",
                   "commentNotFound", "forbidden", "invalidCommentMetadata", "parentIdMissing", "textOriginalMissing"}
 TRUTHY = {"true", "yes", "y", "1", "x"}
+FLAGGED = "flagged, not reviewed (approve it in `responder review`)"
 
 
 # ---------------------------------------------------------------------------------- replies file
@@ -71,12 +81,12 @@ def is_approved(value: Any) -> bool:
     return str(value).strip().lower() in TRUTHY
 
 
-def read_replies(path: Path, take_all: bool = False) -> Selection:
+def read_replies(path: Path, take_all: bool = False, sign_off: str = "") -> Selection:
     """The replies to post, in file order (JSONL, or CSV when the name ends in .csv)."""
     if not path.is_file():
         raise UserError(f"replies file '{path}' does not exist; pass the output of `responder batch`")
     try:
-        records = _read_csv_replies(path) if path.suffix.lower() == ".csv" else _read_jsonl_replies(path)
+        records = Drafts(path).load() if path.suffix.lower() == ".csv" else _read_jsonl_replies(path)
     except OSError as exc:
         raise UserError(f"cannot read replies file '{path}': {exc.strerror}") from exc
     sel = Selection()
@@ -93,6 +103,8 @@ def read_replies(path: Path, take_all: bool = False) -> Selection:
             sel.not_postable["no-youtube-id"] += 1
         elif cid in seen:
             sel.not_postable["duplicate"] += 1
+        elif not flags_cleared(r, draft_flags(r, sign_off)):
+            sel.not_postable[FLAGGED] += 1
         else:
             seen.add(cid)
             sel.approved.append(ToPost(cid, text, n))
@@ -105,16 +117,19 @@ def _read_jsonl_replies(path: Path) -> list[dict[str, Any]]:
                                                "and run again", objects=True, torn_tail=True)]
 
 
-def _read_csv_replies(path: Path) -> list[dict[str, Any]]:
-    from responder.jobs.reply_log import scan_csv
-
-    return scan_csv(path.read_bytes(), f"replies file '{path}'").records
-
-
 # ---------------------------------------------------------------------------------------- ledger
 
-def utc_day(now: datetime | None = None) -> str:
-    return (now or datetime.now(timezone.utc)).strftime("%Y-%m-%d")
+def quota_day(now: datetime | None = None) -> str:
+    """The quota day of a moment: YouTube's day, which ends at midnight Pacific time."""
+    return (now or datetime.now(timezone.utc)).astimezone(QUOTA_TIMEZONE).strftime("%Y-%m-%d")
+
+
+def ledger_dir(env=os.environ) -> Path:
+    return data_dir(env) / "ledgers"
+
+
+def channel_ledger(channel_id: str, env=os.environ) -> Path:
+    return ledger_dir(env) / f"{channel_id}.jsonl"
 
 
 class Ledger:
@@ -133,10 +148,11 @@ class Ledger:
         return self._log.records
 
     @classmethod
-    def read(cls, path: Path) -> "Ledger":
-        """Read without writing anything (dry runs)."""
-        ledger = cls(path)
-        ledger._log.read()
+    def read(cls, *paths: Path) -> "Ledger":
+        """Read without writing anything (dry runs); several ledgers read as one."""
+        ledger = cls(paths[0])
+        for path in paths:
+            ledger._log.records = ledger.events + AppendOnlyLog(path, f"ledger '{path}'").read()
         return ledger
 
     def open(self) -> "Ledger":
@@ -149,26 +165,36 @@ class Ledger:
     def append(self, event: str, comment_id: str, **data: Any) -> None:
         now = datetime.now(timezone.utc)
         entry = {"event": event, "comment_id": comment_id, "at": now.isoformat(timespec="seconds"),
-                 "day": utc_day(now), **data}
+                 "day": quota_day(now), **data}
         self._log.append([entry])  # fsync'd: on disk before the API call it announces
+
+    def import_legacy(self, legacy: Path) -> None:
+        """Take over a ledger kept next to a replies file (before ledgers were per channel), once."""
+        key = str(legacy.resolve())
+        if not legacy.exists() or any(e.get("event") == "imported" and e.get("from") == key for e in self.events):
+            return
+        events = [e for e in AppendOnlyLog(legacy, f"ledger '{legacy}'").read() if e.get("event") != "imported"]
+        self._log.append([*events, {"event": "imported", "comment_id": "", "from": key}])
 
     def state(self, comment_id: str) -> str | None:
         """posted | failed | pending (an intent with no result) | None (never tried, or retryable)."""
-        state = None
+        return self.states().get(comment_id)
+
+    def states(self) -> dict[str, str | None]:
+        """Every comment's state, from its last decisive event."""
+        out: dict[str, str | None] = {}
         for e in self.events:
-            if e.get("comment_id") != comment_id:
-                continue
-            kind = e.get("event")
+            kind, cid = e.get("event"), str(e.get("comment_id") or "")
             if kind == "intent":
-                state = "pending"
+                out[cid] = "pending"
             elif kind in ("posted", "failed"):
-                state = kind
+                out[cid] = kind
             elif kind == "not-posted":
-                state = None
-        return state
+                out[cid] = None
+        return out
 
     def units_on(self, day: str) -> int:
-        return sum(int(e.get("units") or 0) for e in self.events if e.get("day") == day)
+        return sum(int(e.get("units") or 0) for e in self.events if _event_day(e) == day)
 
     def known_channel_id(self) -> str | None:
         for e in reversed(self.events):
@@ -177,7 +203,11 @@ class Ledger:
         return None
 
 
-# ------------------------------------------------------------------------------------ the API
+def _event_day(event: dict[str, Any]) -> str | None:
+    try:
+        return quota_day(datetime.fromisoformat(str(event["at"])))
+    except (KeyError, ValueError):
+        return event.get("day")
 
 
 # ------------------------------------------------------------------------------------ posting run
@@ -200,39 +230,87 @@ class PostSummary:
     budget: int = DEFAULT_DAILY_BUDGET
     stopped: str | None = None
     pending_left: int = 0  # intents still without a result at the end (checked next run)
+    ledger: str = ""
+
+
+def dry_run(replies_path: Path | str, *, take_all: bool = False, budget: int = DEFAULT_DAILY_BUDGET,
+            channel_id: str | None = None, ledger_path: Path | str | None = None, sign_off: str = "") -> PostSummary:
+    """What `post_replies` would do: reads the replies and the ledger, writes nothing, calls nothing."""
+    replies_path = Path(replies_path).expanduser()
+    selection = read_replies(replies_path, take_all, sign_off)
+    summary = PostSummary(not_approved=selection.not_approved, not_postable=selection.not_postable, budget=budget)
+    ledger, summary.ledger = read_ledgers(replies_path, channel_id, ledger_path)
+    for item in selection.approved:
+        state = ledger.state(item.comment_id)
+        if state == "posted":
+            summary.already_posted += 1
+        elif state == "failed":
+            summary.failed_before += 1
+        else:
+            summary.would_post += 1
+            summary.pending_left += state == "pending"  # checked on YouTube before posting
+    summary.units_today = ledger.units_on(quota_day())
+    return summary
+
+
+def read_ledgers(replies_path: Path, channel_id: str | None = None,
+                 ledger_path: Path | str | None = None) -> tuple[Ledger, str]:
+    """(the ledger as it stands, read without writing; where it is): the channel's, else every channel's."""
+    if ledger_path:
+        paths = [Path(ledger_path)]
+    elif channel_id:
+        paths = [channel_ledger(channel_id)]
+    else:  # channel not known yet: every channel's ledger counts
+        paths = sorted(ledger_dir().glob("*.jsonl")) or [channel_ledger("unknown")]
+    legacy = _legacy_ledger(replies_path)
+    ledger = Ledger.read(*paths, *([legacy] if legacy.exists() else []))
+    return ledger, str(paths[0]) if len(paths) == 1 else str(ledger_dir())
+
+
+def _legacy_ledger(replies_path: Path) -> Path:
+    return replies_path.with_name(replies_path.name + ".ledger")
+
+
+def _resolve_channel(client: YouTubeClient, channel_id: str | None) -> tuple[str, bool]:
+    """(channel id, whether channels.list was called for it)."""
+    if channel_id:
+        return channel_id, False
+    try:
+        mine = client.my_channel()
+    except YouTubeError as exc:
+        raise UserError(f"could not read the channel of this login ({exc.status} {exc.reason}); pass --channel-id "
+                        "or run `responder login` again") from exc
+    if not mine or not mine.get("id"):
+        raise UserError("this login has no YouTube channel; log in with the channel's account (`responder login`)")
+    return str(mine["id"]), True
 
 
 def post_replies(replies_path: Path | str, *, yes: bool = False, take_all: bool = False,
                  budget: int = DEFAULT_DAILY_BUDGET, api_base: str = DEFAULT_API_BASE,
-                 token: str | None = None, channel_id: str | None = None, retries: int = 5,
-                 backoff_s: float = 1.0, ledger_path: Path | str | None = None,
+                 token: Token | None = None, channel_id: str | None = None, retries: int = 5,
+                 backoff_s: float = 1.0, ledger_path: Path | str | None = None, sign_off: str = "",
                  on_progress: Callable[[str], None] | None = None,
                  on_planned: Callable[[int], None] | None = None) -> PostSummary:
+    if not yes:
+        return dry_run(replies_path, take_all=take_all, budget=budget, channel_id=channel_id,
+                       ledger_path=ledger_path, sign_off=sign_off)
     replies_path = Path(replies_path).expanduser()
-    ledger_path = Path(ledger_path) if ledger_path else replies_path.with_name(replies_path.name + ".ledger")
-    selection = read_replies(replies_path, take_all)
+    selection = read_replies(replies_path, take_all, sign_off)
     summary = PostSummary(not_approved=selection.not_approved, not_postable=selection.not_postable, budget=budget)
-
-    if not yes:  # dry run: read the ledger, write nothing, call nothing
-        ledger = Ledger.read(ledger_path)
-        for item in selection.approved:
-            state = ledger.state(item.comment_id)
-            if state == "posted":
-                summary.already_posted += 1
-            elif state == "failed":
-                summary.failed_before += 1
-            else:
-                summary.would_post += 1
-                summary.pending_left += state == "pending"  # checked on YouTube before posting
-        summary.units_today = ledger.units_on(utc_day())
-        return summary
-
     if not token:
-        raise UserError("posting needs an OAuth access token with the youtube.force-ssl scope: set "
-                        "YOUTUBE_ACCESS_TOKEN (or run without --yes for a dry run)")
-    ledger = Ledger(ledger_path).open()
+        raise UserError("posting needs a YouTube login: run `responder login` (or set YOUTUBE_ACCESS_TOKEN), or "
+                        "run without --yes for a dry run")
     client = YouTubeClient(token, api_base)
-    channel_id = channel_id or ledger.known_channel_id()
+    try:
+        channel_id, looked_up = _resolve_channel(client, channel_id)
+        ledger = Ledger(Path(ledger_path) if ledger_path else channel_ledger(channel_id)).open()
+    except BaseException:
+        client.close()
+        raise
+    summary.ledger = str(ledger.path)
+    if looked_up:
+        ledger.append("channel", "", units=UNITS_PER_CHECK, channel_id=channel_id)
+    ledger.import_legacy(_legacy_ledger(replies_path))
     todo = [i for i in selection.approved if ledger.state(i.comment_id) not in ("posted", "failed")]
     summary.already_posted = sum(ledger.state(i.comment_id) == "posted" for i in selection.approved)
     summary.failed_before = sum(ledger.state(i.comment_id) == "failed" for i in selection.approved)
@@ -248,7 +326,7 @@ def post_replies(replies_path: Path | str, *, yes: bool = False, take_all: bool 
         summary.stopped = str(stop)
     finally:
         client.close()
-        summary.units_today = ledger.units_on(utc_day())
+        summary.units_today = ledger.units_on(quota_day())
         summary.pending_left = sum(ledger.state(i.comment_id) == "pending" for i in selection.approved)
         ledger.close()
     return summary
@@ -262,10 +340,11 @@ class _Poster:
 
     def spend(self, units: int) -> None:
         """Stop before a call that would take today's spending over the budget."""
-        used = self.ledger.units_on(utc_day())
+        used = self.ledger.units_on(quota_day())
         if used + units > self.budget:
-            raise Stop(f"daily quota budget reached: {used} of {self.budget} units used today (UTC) and the "
-                       f"next call needs {units}; run again tomorrow or raise --quota-budget")
+            raise Stop(f"daily quota budget reached: {used} of {self.budget} units used this quota day (it ends at "
+                       f"midnight Pacific time) and the next call needs {units}; run again after it or raise "
+                       "--quota-budget")
 
     def post(self, item: ToPost) -> None:
         cid = item.comment_id
@@ -317,8 +396,8 @@ class _Poster:
                        "posted, run again after the quota resets (midnight Pacific Time)")
         if exc.status == 401 or exc.reason in ("authError", "unauthorized", "insufficientPermissions"):
             self.ledger.append("not-posted", cid, reason=exc.reason)
-            raise Stop(f"YouTube refused the access token ({exc.status} {exc.reason}); set YOUTUBE_ACCESS_TOKEN "
-                       "to a fresh OAuth token with the youtube.force-ssl scope")
+            raise Stop(f"YouTube refused the access token ({exc.status} {exc.reason}); run `responder login` "
+                       "again (or set a fresh YOUTUBE_ACCESS_TOKEN with the youtube.force-ssl scope)")
         log.warning("%s: %s", cid, exc)
         self.ledger.append("failed", cid, reason=exc.reason, status=exc.status, message=exc.message[:200])
         self.summary.failed[exc.reason] += 1

@@ -1,0 +1,116 @@
+"""What the review page shows of each record: status, flags, sources, posted or not; and the changes.
+
+Pure functions on records (dicts from the replies file), so the page and the tests agree on what
+"pending" or "approved" means; the changes (`approve`, `edit`, `reject`, `regenerated`) are the
+edits `responder.jobs.drafts.Drafts.change` applies.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import quote
+
+from responder.jobs.posting import is_approved
+from responder.jobs.screening import draft_flags, flags_cleared
+
+FILTERS = ("drafts", "pending", "approved", "rejected", "skipped", "failed", "all")
+DRAFT_STATES = ("pending", "approved", "rejected")
+
+
+def draft_state(record: dict[str, Any]) -> str:
+    status = str(record.get("status") or "")
+    if status == "answered":
+        return "approved" if is_approved(record.get("approved", False)) else "pending"
+    if status == "rejected":
+        return "rejected"
+    return "failed" if status.startswith("failed") else "skipped"
+
+
+@dataclass
+class DraftView:
+    record: dict[str, Any]
+    state: str
+    flags: list[str]
+    flags_cleared: bool
+    posted: str | None  # the ledger's state: "posted", "failed", "pending" or None
+    sources: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def comment_id(self) -> str:
+        return str(self.record.get("comment_id") or "")
+
+    @property
+    def video_url(self) -> str:
+        video = str(self.record.get("video_id") or "")
+        if not video:
+            return ""
+        link = f"https://www.youtube.com/watch?v={quote(video)}"
+        return link + (f"&lc={quote(self.comment_id)}" if not self.comment_id.startswith("local-") else "")
+
+    @property
+    def reason(self) -> str:
+        status = str(self.record.get("status") or "")
+        return status.split(":", 1)[1] if ":" in status else ""
+
+
+def view(record: dict[str, Any], sign_off: str, ledger_state: str | None = None) -> DraftView:
+    flags = draft_flags(record, sign_off) if record.get("status") in ("answered", "rejected") else []
+    sources = []
+    for s in record.get("sources") or []:
+        if isinstance(s, dict):
+            url = str(s.get("url") or "")
+            sources.append({"title": str(s.get("title") or s.get("source") or url or "untitled"),
+                            "section": str(s.get("section") or ""),
+                            "url": url if url.startswith(("http://", "https://")) else ""})
+    return DraftView(record, draft_state(record), flags, flags_cleared(record, flags), ledger_state, sources)
+
+
+def counts(records: list[dict[str, Any]]) -> dict[str, int]:
+    c = Counter(draft_state(r) for r in records)
+    out = {state: c.get(state, 0) for state in FILTERS if state not in ("drafts", "all")}
+    out["drafts"] = sum(c.get(s, 0) for s in DRAFT_STATES)
+    out["all"] = len(records)
+    return out
+
+
+def keep(state: str, status_filter: str) -> bool:
+    if status_filter == "all":
+        return True
+    if status_filter == "drafts":
+        return state in DRAFT_STATES
+    return state == status_filter
+
+
+# ------------------------------------------------------------------------------------ changes
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def approve(record: dict[str, Any], shown: list[str]) -> None:
+    """Approved as it stands; the flags the page showed are recorded as seen."""
+    record.update(status="answered", approved=True, flags_seen=list(shown), reviewed_at=_now())
+
+
+def edit(record: dict[str, Any], reply: str, flags_now: list[str]) -> None:
+    """The person's own text, approved: its flags count as seen (the page shows them right after)."""
+    if reply != record.get("reply"):
+        record.setdefault("original_reply", record.get("reply") or "")
+        record["edited"] = True
+    record.update(reply=reply, status="answered", approved=True, flags_seen=list(flags_now), reviewed_at=_now())
+
+
+def reject(record: dict[str, Any]) -> None:
+    record.update(status="rejected", approved=False, reviewed_at=_now())
+
+
+def regenerated(record: dict[str, Any], reply: Any) -> None:
+    """A new draft from the responder: back to pending, earlier approvals and seen flags dropped."""
+    record.update(reply=reply.reply, sources=[p.to_dict() for p in reply.sources],
+                  used_context=bool(reply.used_context), status="answered", approved=False,
+                  regenerated_at=_now())
+    for key in ("flags_seen", "reviewed_at", "edited", "original_reply"):
+        record.pop(key, None)

@@ -1,0 +1,47 @@
+"""Drafts for the review page tests and the README screenshot: a replies file as `responder batch` writes it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+SIGN = "Keep exploring! - Nadia"
+SQL = {"title": "SQL Window Functions", "section": "Running totals", "source": "sql-window.md",
+       "url": "https://blog.test/sql-window", "similarity": 0.71}
+DOCKER = {"title": "Docker for Data Scientists", "section": "GPUs", "source": "docker.md", "url": "",
+          "similarity": 0.64}
+
+
+def draft(cid: str, author: str, comment: str, reply: str, sources=(), **extra) -> dict:
+    return {"comment_id": cid, "video_id": "vidSQL00001", "author": author, "comment": comment, "reply": reply,
+            "sources": list(sources), "used_context": bool(sources), "status": "answered", "approved": False,
+            **extra}
+
+
+DRAFTS = [
+    draft("UgxRunning", "@maria_analyst", "How do I get a running total per day in Postgres?",
+          f"Use SUM(amount) OVER (ORDER BY day): the window adds each day to the ones before it.\n{SIGN}", [SQL]),
+    draft("UgxThanks", "@sam", "This finally made window functions click, thank you!",
+          f"Thanks for the kind words!\n{SIGN}"),
+    draft("UgxGpu", "@devon", "My container can't see the GPU, what am I missing?",
+          f"Install the NVIDIA container toolkit and run with --gpus all.\n{SIGN}", [DOCKER]),
+    draft("UgxLink", "@curious_cat", "Is there a notebook for this?",
+          f"Yes! Grab it at bit.ly/free-notebook and follow @nadia_extra for more.\n{SIGN}"),
+    draft("UgxLoop", "@lee", "Can you do a video on bootstrap intervals?",
+          f"Great idea. Great idea. Great idea.\n{SIGN}"),
+    draft("UgxXss", "<script>alert(1)</script>", "<img src=x onerror=alert(2)> nice",
+          f"Thanks <b>friend</b>!\n{SIGN}"),
+    {"comment_id": "UgxEmoji", "video_id": "vidSQL00001", "author": "@fan", "comment": "🔥🔥", "reply": "",
+     "sources": [], "used_context": False, "status": "skipped:emoji-only"},
+    {"comment_id": "UgxFail", "video_id": "vidSQL00001", "author": "@x", "comment": "?", "reply": "",
+     "sources": [], "used_context": False, "status": "failed:empty-reply"},
+]
+
+
+def write_drafts(path: Path, drafts: list[dict] | None = None) -> Path:
+    path.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in (drafts or DRAFTS)), encoding="utf-8")
+    return path
+
+
+def read_drafts(path: Path) -> dict[str, dict]:
+    return {r["comment_id"]: r for r in map(json.loads, path.read_text(encoding="utf-8").splitlines())}

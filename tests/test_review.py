@@ -1,0 +1,173 @@
+"""`responder review`: the app's routes (no browser; tests/test_review_browser.py drives a real one)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+from fastapi.testclient import TestClient
+
+from base.errors import UserError
+from base.prompt import Passage
+from responder.cli import cli
+from responder.jobs.reply_log import ReplyLog
+from responder.responder import Reply
+from responder.review.app import ReviewConfig, create_app
+from tests.review_support import read_drafts, write_drafts
+
+H = {"X-Review": "1"}
+LINK_FLAG = "link or @mention not in the comment or sources: @nadia_extra, bit.ly/free-notebook"
+
+
+@pytest.fixture(autouse=True)
+def user_dirs(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.delenv("YOUTUBE_ACCESS_TOKEN", raising=False)
+
+
+class Stub:
+    """An answerer whose reply a test can predict."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def respond_many(self, requests):
+        self.asked += [r.comment for r in requests]
+        passage = Passage(text="...", title="Bootstrap Confidence Intervals", url="https://blog.test/bootstrap")
+        return [Reply("Resample with replacement, then take percentiles.", [passage], True, "stub", None)
+                for _ in requests]
+
+
+def client(path, **kw) -> TestClient:
+    return TestClient(create_app(ReviewConfig(replies=path, **kw)))
+
+
+def test_page_shows_drafts_with_flags_sources_and_counts_escaped(tmp_path):
+    path = write_drafts(tmp_path / "r.jsonl")
+    page = client(path).get("/").text
+    assert "@maria_analyst" in page and "How do I get a running total per day in Postgres?" in page
+    assert 'href="https://blog.test/sql-window"' in page and "SQL Window Functions" in page
+    assert "⚠ " + LINK_FLAG in page and "⚠ loop: a sentence or phrase repeats" in page
+    assert 'data-count="pending">6<' in page and 'data-count="skipped">1<' in page
+    assert "<script>alert(1)</script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<img src=x" not in page and "Thanks &lt;b&gt;friend&lt;/b&gt;!" in page
+    assert "watch?v=vidSQL00001&amp;lc=UgxRunning" in page
+    skipped = client(path).get("/?status=skipped").text
+    assert "UgxEmoji" in skipped and "UgxRunning" not in skipped
+
+
+def test_actions_write_the_file_at_once(tmp_path):
+    path = write_drafts(tmp_path / "r.jsonl")
+    c = client(path)
+    r = c.post("/api/drafts/UgxRunning/approve", json={"shown": []}, headers=H)
+    assert r.status_code == 200 and r.json()["state"] == "approved" and r.json()["counts"]["approved"] == 1
+    assert read_drafts(path)["UgxRunning"]["approved"] is True
+    c.post("/api/drafts/UgxThanks/edit", json={"reply": "Thank you, Sam!", "shown": []}, headers=H)
+    c.post("/api/drafts/UgxGpu/reject", json={}, headers=H)
+    c.post("/api/drafts/UgxLink/approve", json={"shown": [LINK_FLAG]}, headers=H)
+    saved = read_drafts(path)
+    assert saved["UgxThanks"]["reply"] == "Thank you, Sam!" and saved["UgxThanks"]["edited"] is True
+    assert saved["UgxThanks"]["original_reply"].startswith("Thanks for the kind words!")
+    assert saved["UgxGpu"]["status"] == "rejected" and saved["UgxGpu"]["approved"] is False
+    assert saved["UgxLink"]["flags_seen"] == [LINK_FLAG] and saved["UgxLink"]["reviewed_at"]
+    assert list(saved) == [json.loads(x)["comment_id"] for x in path.read_text().splitlines()]  # order kept
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_regenerate_builds_the_responder_on_first_use(tmp_path):
+    path = write_drafts(tmp_path / "r.jsonl")
+    stub = Stub()
+    c = client(path, answerer=stub)
+    c.post("/api/drafts/UgxLoop/approve", json={"shown": ["loop: a sentence or phrase repeats"]}, headers=H)
+    r = c.post("/api/drafts/UgxLoop/regenerate", json={}, headers=H)
+    assert r.status_code == 200, r.text
+    saved = read_drafts(path)["UgxLoop"]
+    assert saved["reply"] == "Resample with replacement, then take percentiles."
+    assert saved["sources"][0]["url"] == "https://blog.test/bootstrap" and saved["approved"] is False
+    assert "flags_seen" not in saved and stub.asked == ["Can you do a video on bootstrap intervals?"]
+    assert "Bootstrap Confidence Intervals" in r.json()["card"]
+
+
+def test_a_running_batch_is_waited_for_then_refused(tmp_path):
+    path = write_drafts(tmp_path / "r.jsonl")
+    c = client(path, wait_s=0.3)
+    with ReplyLog(path):  # what `responder batch` holds while it appends
+        r = c.post("/api/drafts/UgxRunning/approve", json={"shown": []}, headers=H)
+    assert r.status_code == 409
+    assert "is being written by a running `responder batch`; wait for it to finish" in r.json()["detail"]
+    assert read_drafts(path)["UgxRunning"]["approved"] is False
+    assert c.post("/api/drafts/UgxRunning/approve", json={"shown": []}, headers=H).status_code == 200
+
+
+def test_a_batch_can_append_after_a_review_change(tmp_path):
+    from responder.jobs.reply_log import record
+    from responder.youtube.export import Comment
+
+    path = write_drafts(tmp_path / "r.jsonl")
+    client(path).post("/api/drafts/UgxRunning/approve", json={"shown": []}, headers=H)
+    with ReplyLog(path) as log:
+        log.append([record(Comment("UgxNew", "new one?"), "skipped:too-short")])
+    assert list(read_drafts(path))[-1] == "UgxNew" and read_drafts(path)["UgxRunning"]["approved"] is True
+
+
+def test_csv_replies_keep_their_columns_and_review_notes_beside_them(tmp_path):
+    path = tmp_path / "r.csv"
+    path.write_text("comment_id,video_id,author,comment,reply,sources,used_context,status,approved\n"
+                    'UgxA,v,@a,is there a notebook?,"See bit.ly/x",[],false,answered,false\n')
+    c = client(path)
+    flag = "link or @mention not in the comment or sources: bit.ly/x"
+    assert flag in c.get("/").text
+    c.post("/api/drafts/UgxA/approve", json={"shown": [flag]}, headers=H)
+    assert path.read_text().splitlines()[0] == "comment_id,video_id,author,comment,reply,sources,used_context," \
+                                               "status,approved"
+    assert path.read_text().splitlines()[1].endswith(",answered,true")
+    notes = json.loads((tmp_path / "r.csv.review.json").read_text())
+    assert notes["UgxA"]["flags_seen"] == [flag]
+    from responder.jobs.posting import read_replies
+
+    assert [p.comment_id for p in read_replies(path).approved] == ["UgxA"]  # post sees the review
+
+
+def test_changes_need_the_page_header_and_other_hosts_need_the_key(tmp_path):
+    path = write_drafts(tmp_path / "r.jsonl")
+    assert client(path).post("/api/drafts/UgxRunning/approve", json={"shown": []}).status_code == 403
+    locked = client(path, api_key="s3cret-key")
+    assert locked.get("/").status_code == 401
+    assert locked.get("/", headers={"Authorization": "Bearer s3cret-key"}).status_code == 200
+    assert locked.get("/?key=wrong", follow_redirects=False).status_code == 401
+    first = locked.get("/?key=s3cret-key", follow_redirects=False)
+    assert first.status_code == 303 and "httponly" in first.headers["set-cookie"].lower()
+    assert locked.get("/").status_code == 200  # the cookie now
+    local = client(path, allowed_hosts=["127.0.0.1", "localhost"])
+    assert local.get("/", headers={"Host": "evil.example"}).status_code == 400
+
+
+def test_review_cli_refuses_another_host_without_a_key(tmp_path, monkeypatch):
+    path = write_drafts(tmp_path / "r.jsonl")
+    monkeypatch.delenv("RESPONDER_API_KEY", raising=False)
+    with pytest.raises(UserError, match="--host 0.0.0.0 opens the review page to other machines: set "
+                                        "RESPONDER_API_KEY"):
+        CliRunner().invoke(cli, ["review", str(path), "--host", "0.0.0.0"], standalone_mode=False,
+                           catch_exceptions=False)
+    monkeypatch.setenv("RESPONDER_API_KEY", "  ")
+    with pytest.raises(UserError, match="RESPONDER_API_KEY is blank"):
+        CliRunner().invoke(cli, ["review", str(path), "--host", "0.0.0.0"], standalone_mode=False,
+                           catch_exceptions=False)
+    with pytest.raises(UserError, match="replies file '.*nope.jsonl' does not exist"):
+        CliRunner().invoke(cli, ["review", str(tmp_path / "nope.jsonl")], standalone_mode=False,
+                           catch_exceptions=False)
+
+
+def test_the_app_starts_without_loading_a_model(tmp_path):
+    path = write_drafts(tmp_path / "r.jsonl")
+    code = ("import sys; from fastapi.testclient import TestClient; from responder.review.app import ReviewConfig, "
+            f"create_app; c = TestClient(create_app(ReviewConfig(replies={str(path)!r}))); "
+            "assert c.get('/').status_code == 200; assert c.get('/static/review.js').status_code == 200; "
+            "print(','.join(m for m in ('torch', 'transformers', 'chromadb') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == ""
