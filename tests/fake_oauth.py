@@ -75,74 +75,76 @@ def _challenge(verifier: str) -> str:
     return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
 
 
-def _handler(fake: FakeOAuth):
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:
-            pass
+class _Handler(BaseHTTPRequestHandler):
+    fake: FakeOAuth  # set by _handler
+    def log_message(self, *args: Any) -> None:
+        pass
 
-        def _json(self, status: int, body: dict[str, Any]) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    def _json(self, status: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
-        def do_GET(self) -> None:  # the consent page, answered "allow" at once
-            url = urlparse(self.path)
-            q = {k: v[0] for k, v in parse_qs(url.query).items()}
-            if url.path != "/auth" or q.get("client_id") != fake.client_id or SCOPE not in q.get("scope", "").split():
-                fake.problems.append(f"bad consent request {self.path}")
-                self._json(400, {"error": "invalid_request"})
-                return
-            if q.get("code_challenge_method") != "S256" or not q.get("code_challenge"):
-                fake.problems.append("no PKCE challenge")
-            fake.challenge = q.get("code_challenge", "")
-            target = q["redirect_uri"] + "?" + urlencode({"code": fake.code, "state": q.get("state", ""),
-                                                          "scope": SCOPE})
-            self.send_response(302)
-            self.send_header("Location", target)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+    def do_GET(self) -> None:  # the consent page, answered "allow" at once
+        url = urlparse(self.path)
+        q = {k: v[0] for k, v in parse_qs(url.query).items()}
+        if url.path != "/auth" or q.get("client_id") != self.fake.client_id or SCOPE not in q.get("scope", "").split():
+            self.fake.problems.append(f"bad consent request {self.path}")
+            self._json(400, {"error": "invalid_request"})
+            return
+        if q.get("code_challenge_method") != "S256" or not q.get("code_challenge"):
+            self.fake.problems.append("no PKCE challenge")
+        self.fake.challenge = q.get("code_challenge", "")
+        target = q["redirect_uri"] + "?" + urlencode({"code": self.fake.code, "state": q.get("state", ""),
+                                                      "scope": SCOPE})
+        self.send_response(302)
+        self.send_header("Location", target)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
 
-        def do_POST(self) -> None:
-            form = {k: v[0] for k, v in parse_qs(self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                                                  .decode()).items()}
-            path = urlparse(self.path).path
-            if path == "/revoke":
-                fake.revoked.add(form.get("token", ""))
-                self._json(200, {})
-                return
-            if path != "/token":
-                self._json(404, {"error": "not_found"})
-                return
-            client_id, secret = form.get("client_id"), form.get("client_secret")
-            basic = self.headers.get("Authorization") or ""
-            if basic.startswith("Basic "):
-                client_id, _, secret = base64.b64decode(basic[6:]).decode().partition(":")
-            if client_id != fake.client_id or secret != fake.client_secret:
-                self._json(401, {"error": "invalid_client", "error_description": "The OAuth client was not found."})
-                return
-            grant = form.get("grant_type", "")
-            fake.grants.append(grant)
-            self._grant(grant, form)
+    def do_POST(self) -> None:
+        form = {k: v[0] for k, v in parse_qs(self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                                              .decode()).items()}
+        path = urlparse(self.path).path
+        if path == "/revoke":
+            self.fake.revoked.add(form.get("token", ""))
+            self._json(200, {})
+            return
+        if path != "/token":
+            self._json(404, {"error": "not_found"})
+            return
+        client_id, secret = form.get("client_id"), form.get("client_secret")
+        basic = self.headers.get("Authorization") or ""
+        if basic.startswith("Basic "):
+            client_id, _, secret = base64.b64decode(basic[6:]).decode().partition(":")
+        if client_id != self.fake.client_id or secret != self.fake.client_secret:
+            self._json(401, {"error": "invalid_client", "error_description": "The OAuth client was not found."})
+            return
+        grant = form.get("grant_type", "")
+        self.fake.grants.append(grant)
+        self._grant(grant, form)
 
-        def _grant(self, grant: str, form: dict[str, str]) -> None:
-            if grant == "authorization_code":
-                if form.get("code") != fake.code or not form.get("redirect_uri"):
-                    self._json(400, {"error": "invalid_grant", "error_description": "Malformed auth code."})
-                elif fake.challenge and _challenge(form.get("code_verifier", "")) != fake.challenge:
-                    self._json(400, {"error": "invalid_grant", "error_description": "code_verifier mismatch."})
-                else:
-                    self._json(200, fake.issue(refresh=True))
-            elif grant == "refresh_token":
-                token = form.get("refresh_token", "")
-                if token not in fake.refresh_tokens or token in fake.revoked:
-                    self._json(400, {"error": "invalid_grant",
-                                     "error_description": "Token has been expired or revoked."})
-                else:
-                    self._json(200, fake.issue(refresh=False))
+    def _grant(self, grant: str, form: dict[str, str]) -> None:
+        if grant == "authorization_code":
+            if form.get("code") != self.fake.code or not form.get("redirect_uri"):
+                self._json(400, {"error": "invalid_grant", "error_description": "Malformed auth code."})
+            elif self.fake.challenge and _challenge(form.get("code_verifier", "")) != self.fake.challenge:
+                self._json(400, {"error": "invalid_grant", "error_description": "code_verifier mismatch."})
             else:
-                self._json(400, {"error": "unsupported_grant_type"})
+                self._json(200, self.fake.issue(refresh=True))
+        elif grant == "refresh_token":
+            token = form.get("refresh_token", "")
+            if token not in self.fake.refresh_tokens or token in self.fake.revoked:
+                self._json(400, {"error": "invalid_grant",
+                                 "error_description": "Token has been expired or revoked."})
+            else:
+                self._json(200, self.fake.issue(refresh=False))
+        else:
+            self._json(400, {"error": "unsupported_grant_type"})
 
-    return Handler
+
+def _handler(fake: FakeOAuth) -> type:
+    return type("Handler", (_Handler,), {"fake": fake})

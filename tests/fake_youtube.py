@@ -181,118 +181,120 @@ def _error_body(status: int, reason: str, message: str, domain: str = "youtube.c
                       "errors": [{"domain": domain, "reason": reason, "message": message}]}}
 
 
-def _make_handler(fake: FakeYouTube):
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:  # keep test output clean
-            pass
+class _Handler(BaseHTTPRequestHandler):
+    fake: FakeYouTube  # set by _make_handler
+    def log_message(self, *args: Any) -> None:  # keep test output clean
+        pass
 
-        def _send(self, status: int, body: dict[str, Any]) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    def _send(self, status: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
-        def _error(self, status: int, reason: str, message: str, domain: str = "global") -> None:
-            self._send(status, _error_body(status, reason, message, domain))
+    def _error(self, status: int, reason: str, message: str, domain: str = "global") -> None:
+        self._send(status, _error_body(status, reason, message, domain))
 
-        def _authorized(self, query: dict[str, list[str]] | None = None) -> bool:
-            if query and "key" in query:
-                if query["key"][0] in fake.api_keys:
-                    return True
-                self._error(400, "keyInvalid", "API key not valid. Please pass a valid API key.", "usageLimits")
-                return False
-            auth = self.headers.get("Authorization") or ""
-            if not auth.startswith("Bearer ") or auth[7:] not in fake.tokens:
-                self._error(401, "authError", "Invalid Credentials")
-                return False
-            if fake.quota_exhausted:
-                self._error(403, "quotaExceeded", ERRORS["quotaExceeded"][2], "youtube.quota")
-                return False
-            return True
+    def _authorized(self, query: dict[str, list[str]] | None = None) -> bool:
+        if query and "key" in query:
+            if query["key"][0] in self.fake.api_keys:
+                return True
+            self._error(400, "keyInvalid", "API key not valid. Please pass a valid API key.", "usageLimits")
+            return False
+        auth = self.headers.get("Authorization") or ""
+        if not auth.startswith("Bearer ") or auth[7:] not in self.fake.tokens:
+            self._error(401, "authError", "Invalid Credentials")
+            return False
+        if self.fake.quota_exhausted:
+            self._error(403, "quotaExceeded", ERRORS["quotaExceeded"][2], "youtube.quota")
+            return False
+        return True
 
-        def _shape(self, ok: bool, what: str) -> bool:
-            if not ok:
-                fake.shape_errors.append(f"bad {what} request {self.path}")
-                self._error(400, "badRequest", f"bad {what} request {self.path}")
-            return ok
+    def _shape(self, ok: bool, what: str) -> bool:
+        if not ok:
+            self.fake.shape_errors.append(f"bad {what} request {self.path}")
+            self._error(400, "badRequest", f"bad {what} request {self.path}")
+        return ok
 
-        def do_GET(self) -> None:
-            url = urlparse(self.path)
-            query = parse_qs(url.query)
-            route = {"/youtube/v3/comments": self._comments_list, "/youtube/v3/commentThreads": self._threads,
-                     "/youtube/v3/channels": self._channels}.get(url.path)
-            if route is None:
-                fake.shape_errors.append(f"unknown path {url.path}")
-                self._error(404, "notFound", f"unknown path {url.path}")
-                return
-            route(query)
+    def do_GET(self) -> None:
+        url = urlparse(self.path)
+        query = parse_qs(url.query)
+        route = {"/youtube/v3/comments": self._comments_list, "/youtube/v3/commentThreads": self._threads,
+                 "/youtube/v3/channels": self._channels}.get(url.path)
+        if route is None:
+            self.fake.shape_errors.append(f"unknown path {url.path}")
+            self._error(404, "notFound", f"unknown path {url.path}")
+            return
+        route(query)
 
-        def _comments_list(self, query: dict[str, list[str]]) -> None:
-            fake.calls.append(("GET", "list"))
-            if not self._shape(query.get("part") == ["snippet"] and "parentId" in query, "list"):
-                return
-            if self._authorized(query):
-                self._send(200, {"kind": "youtube#commentListResponse",
-                                 "items": fake.all_replies(query["parentId"][0])})
+    def _comments_list(self, query: dict[str, list[str]]) -> None:
+        self.fake.calls.append(("GET", "list"))
+        if not self._shape(query.get("part") == ["snippet"] and "parentId" in query, "list"):
+            return
+        if self._authorized(query):
+            self._send(200, {"kind": "youtube#commentListResponse",
+                             "items": self.fake.all_replies(query["parentId"][0])})
 
-        def _threads(self, query: dict[str, list[str]]) -> None:
-            fake.calls.append(("GET", "threads"))
-            scopes = [k for k in ("videoId", "allThreadsRelatedToChannelId") if k in query]
-            ok = (query.get("part") == ["snippet,replies"] and query.get("textFormat") == ["plainText"]
-                  and query.get("maxResults") == ["100"] and len(scopes) == 1)
-            if not self._shape(ok, "commentThreads") or not self._authorized(query):
-                return
-            if fake.quota_exhausted:
-                self._error(403, "quotaExceeded", ERRORS["quotaExceeded"][2], "youtube.quota")
-                return
-            self._send(*fake.list_threads(query))
+    def _threads(self, query: dict[str, list[str]]) -> None:
+        self.fake.calls.append(("GET", "threads"))
+        scopes = [k for k in ("videoId", "allThreadsRelatedToChannelId") if k in query]
+        ok = (query.get("part") == ["snippet,replies"] and query.get("textFormat") == ["plainText"]
+              and query.get("maxResults") == ["100"] and len(scopes) == 1)
+        if not self._shape(ok, "commentThreads") or not self._authorized(query):
+            return
+        if self.fake.quota_exhausted:
+            self._error(403, "quotaExceeded", ERRORS["quotaExceeded"][2], "youtube.quota")
+            return
+        self._send(*self.fake.list_threads(query))
 
-        def _channels(self, query: dict[str, list[str]]) -> None:
-            fake.calls.append(("GET", "channels"))
-            if not self._shape("part" in query and ("mine" in query or "forHandle" in query), "channels"):
-                return
-            if not self._authorized(query):
-                return
-            mine = query.get("mine") == ["true"]
-            found = mine or query.get("forHandle", [""])[0].lower() == fake.handle.lower()
-            items = [{"kind": "youtube#channel", "id": fake.channel_id,
-                      "snippet": {"title": "Nadia Does Data", "customUrl": fake.handle}}] if found else []
-            self._send(200, {"kind": "youtube#channelListResponse", "items": items})
+    def _channels(self, query: dict[str, list[str]]) -> None:
+        self.fake.calls.append(("GET", "channels"))
+        if not self._shape("part" in query and ("mine" in query or "forHandle" in query), "channels"):
+            return
+        if not self._authorized(query):
+            return
+        mine = query.get("mine") == ["true"]
+        found = mine or query.get("forHandle", [""])[0].lower() == self.fake.handle.lower()
+        items = [{"kind": "youtube#channel", "id": self.fake.channel_id,
+                  "snippet": {"title": "Nadia Does Data", "customUrl": self.fake.handle}}] if found else []
+        self._send(200, {"kind": "youtube#channelListResponse", "items": items})
 
-        def do_POST(self) -> None:  # comments.insert?part=snippet
-            url = urlparse(self.path)
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length)
-            fake.calls.append(("POST", "insert"))
-            problem, snippet = _insert_problem(url, self.headers, raw)
-            if problem:
-                fake.shape_errors.append(problem)
-                self._error(400, "invalidCommentMetadata", problem)
-                return
-            if not self._authorized():
-                return
-            behaviour = fake.script.popleft() if fake.script else "ok"
-            parent, text = snippet["parentId"], snippet["textOriginal"]
-            if isinstance(behaviour, int):
-                self._error(behaviour, "backendError" if behaviour >= 500 else "rateLimitExceeded",
-                            f"simulated {behaviour}")
-            elif behaviour in ERRORS:
-                status, domain, message = ERRORS[behaviour]
-                self._error(status, behaviour, message, domain)
-            elif behaviour == "drop":
-                fake._store(parent, text)
-                self.close_connection = True
-                self.connection.shutdown(2)
-            elif behaviour == "hang":
-                resource = fake._store(parent, text)
-                fake._release.wait(60)
-                self._send(200, resource)
-            else:
-                self._send(200, fake._store(parent, text))
+    def do_POST(self) -> None:  # comments.insert?part=snippet
+        url = urlparse(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length)
+        self.fake.calls.append(("POST", "insert"))
+        problem, snippet = _insert_problem(url, self.headers, raw)
+        if problem:
+            self.fake.shape_errors.append(problem)
+            self._error(400, "invalidCommentMetadata", problem)
+            return
+        if not self._authorized():
+            return
+        behaviour = self.fake.script.popleft() if self.fake.script else "ok"
+        parent, text = snippet["parentId"], snippet["textOriginal"]
+        if isinstance(behaviour, int):
+            self._error(behaviour, "backendError" if behaviour >= 500 else "rateLimitExceeded",
+                        f"simulated {behaviour}")
+        elif behaviour in ERRORS:
+            status, domain, message = ERRORS[behaviour]
+            self._error(status, behaviour, message, domain)
+        elif behaviour == "drop":
+            self.fake._store(parent, text)
+            self.close_connection = True
+            self.connection.shutdown(2)
+        elif behaviour == "hang":
+            resource = self.fake._store(parent, text)
+            self.fake._release.wait(60)
+            self._send(200, resource)
+        else:
+            self._send(200, self.fake._store(parent, text))
 
-    return Handler
+
+def _make_handler(fake: FakeYouTube) -> type:
+    return type("Handler", (_Handler,), {"fake": fake})
 
 
 def _insert_problem(url, headers, raw: bytes) -> tuple[str | None, dict[str, Any] | None]:

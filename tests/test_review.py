@@ -171,3 +171,16 @@ def test_the_app_starts_without_loading_a_model(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == ""
+
+
+def test_skipped_and_failed_comments_have_no_draft_to_approve(tmp_path):
+    path = write_drafts(tmp_path / "r.jsonl")
+    c = client(path, answerer=Stub())
+    r = c.post("/api/drafts/UgxEmoji/approve", json={"shown": []}, headers=H)
+    assert r.status_code == 409 and "was skipped:emoji-only, it has no draft to approve" in r.json()["detail"]
+    assert c.post("/api/drafts/UgxEmoji/regenerate", json={}, headers=H).status_code == 409
+    assert c.post("/api/drafts/UgxFail/edit", json={"reply": "hi"}, headers=H).status_code == 409
+    r = c.post("/api/drafts/UgxFail/regenerate", json={}, headers=H)  # a failed one gets a new draft
+    assert r.status_code == 200 and r.json()["state"] == "pending"
+    saved = read_drafts(path)
+    assert saved["UgxEmoji"]["status"] == "skipped:emoji-only" and "approved" not in saved["UgxEmoji"]

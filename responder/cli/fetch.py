@@ -49,8 +49,8 @@ def fetch_video(video: str, output: Path | None, since: str | None, max_threads:
     output = output or Path(f"{vid}.threads.json")
     _write_json(output, fetched.as_export(), write_text_atomic)
     older = f", {fetched.older_skipped} older than --since left out" if fetched.older_skipped else ""
-    click.echo(f"Fetched {fetched.pages} page(s): {len(fetched.items)} comments (+{fetched.replies} replies "
-               f"shown under them){older}; {fetched.units} quota unit(s) -> {output}")
+    click.echo(f"Fetched {fetched.pages} page(s): {len(fetched.items)} comments ({fetched.replies} replies under "
+               f"them){older}; {fetched.units} quota unit(s) -> {output}")
     return output
 
 

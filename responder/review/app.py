@@ -149,6 +149,8 @@ class Review:
         record = next((r for r in reversed(self.drafts.load()) if str(r.get("comment_id")) == comment_id), None)
         if record is None:
             raise UserError(f"no reply to comment '{comment_id}' in {self.drafts.name}; reload the page")
+        if dv.draft_state(record) == "skipped":  # already answered, the channel's own, spam...: never a draft
+            raise UserError(f"comment '{comment_id}' was {record.get('status')}; it gets no reply")
         request = CommentInput(str(record.get("comment") or ""), None, str(record.get("author") or "") or None)
         try:
             reply = self.answerer.get().respond_many([request])[0]

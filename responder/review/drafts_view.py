@@ -90,13 +90,24 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def _must_be_draft(record: dict[str, Any], action: str) -> None:
+    state = draft_state(record)
+    if state not in DRAFT_STATES:
+        from base.errors import UserError
+
+        raise UserError(f"comment '{record.get('comment_id')}' was {record.get('status')}, it has no draft to "
+                        f"{action}" + ("; Regenerate writes one" if state == "failed" else ""))
+
+
 def approve(record: dict[str, Any], shown: list[str]) -> None:
     """Approved as it stands; the flags the page showed are recorded as seen."""
+    _must_be_draft(record, "approve")
     record.update(status="answered", approved=True, flags_seen=list(shown), reviewed_at=_now())
 
 
 def edit(record: dict[str, Any], reply: str, flags_now: list[str]) -> None:
     """The person's own text, approved: its flags count as seen (the page shows them right after)."""
+    _must_be_draft(record, "edit")
     if reply != record.get("reply"):
         record.setdefault("original_reply", record.get("reply") or "")
         record["edited"] = True
@@ -104,6 +115,7 @@ def edit(record: dict[str, Any], reply: str, flags_now: list[str]) -> None:
 
 
 def reject(record: dict[str, Any]) -> None:
+    _must_be_draft(record, "reject")
     record.update(status="rejected", approved=False, reviewed_at=_now())
 
 
