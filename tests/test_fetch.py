@@ -199,3 +199,36 @@ def test_pairs_need_a_channel_and_an_unknown_handle_is_clear(tmp_path, yt):
     result = fetch(yt, "--channel", "@nobody", "--pairs", str(tmp_path / "p.csv"))
     assert "no YouTube channel has the handle '@nobody'" in str(result.exception)
     assert not (tmp_path / "p.csv").exists()
+
+
+def test_channel_threads_without_pairs(tmp_path, yt):
+    channel_history(yt)
+    out = tmp_path / "all.json"
+    result = fetch(yt, "--channel", CHANNEL, "-o", str(out))
+    assert result.exit_code == 0, result.output
+    assert {c.video_id for c in load_comments(out)} == {"vidA", "vidB"} and len(load_comments(out)) == 9
+
+
+def test_batch_video_fetches_then_answers(tmp_path, yt, live_server, monkeypatch):
+    """`responder batch --video` = fetch + batch, here with a stub `responder serve` on loopback."""
+    import json
+
+    from fastapi import FastAPI
+
+    app = FastAPI()
+
+    @app.post("/respond/batch")
+    def respond(body: list[dict]) -> list[dict]:
+        return [{"reply": f"Thanks for asking about {b['comment'][:20]}", "sources": [], "used_context": False,
+                 "model": "stub"} for b in body]
+
+    service = live_server(app)
+    monkeypatch.chdir(tmp_path)
+    env = {"YOUTUBE_API_BASE": yt.url, "YOUTUBE_API_KEY": "test-key"}
+    result = CliRunner().invoke(cli, ["batch", "--video", f"https://youtu.be/{VIDEO}", "--server", service.url],
+                                env=env, standalone_mode=False)
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert (tmp_path / f"{VIDEO}.threads.json").exists()
+    records = [json.loads(x) for x in (tmp_path / f"{VIDEO}.replies.jsonl").read_text().splitlines()]
+    assert [r["status"] for r in records] == ["answered"] * 5 and records[0]["comment_id"] == "Ugw4"
+    assert "responder review" in result.stdout

@@ -84,28 +84,40 @@ def _channel_id(client, channel: str, credential: str) -> tuple[str, int]:
 
 def fetch_channel(channel: str, output: Path | None, pairs_path: Path | None, since: str | None,
                   max_n: int | None, api_base: str) -> None:
-    from responder.youtube.fetch import fetch_pairs, fetch_threads, parse_since
+    """Every thread on the channel's videos (threads file), or its reply pairs (--pairs CSV)."""
+    from responder.youtube.fetch import parse_since
 
     since_at = parse_since(since) if since else None
     client, credential = reading_client(api_base)
     try:
         cid, units = _channel_id(client, channel, credential)
         if pairs_path is None:
-            fetched = fetch_threads(client, {"allThreadsRelatedToChannelId": cid}, since=since_at,
-                                    max_threads=max_n, what=f"channel '{cid}'", credential=credential)
+            _channel_threads(client, cid, units, output, since_at, max_n, credential)
         else:
-            pairs = fetch_pairs(client, cid, since=since_at, max_pairs=max_n, credential=credential,
-                                on_page=lambda p: click.echo(f"  page {p.pages}: {len(p.pairs)} pairs", err=True))
+            _channel_pairs(client, cid, units, pairs_path, since_at, max_n, credential)
     finally:
         client.close()
-    if pairs_path is None:
-        from base.fileio import write_text_atomic
 
-        output = output or Path(f"{cid}.threads.json")
-        _write_json(output, fetched.as_export(), write_text_atomic)
-        click.echo(f"Fetched {fetched.pages} page(s): {len(fetched.items)} comments on the channel's videos; "
-                   f"{fetched.units + units} quota unit(s) -> {output}")
-        return
+
+def _channel_threads(client, cid: str, units: int, output: Path | None, since_at, max_n: int | None,
+                     credential: str) -> None:
+    from base.fileio import write_text_atomic
+    from responder.youtube.fetch import fetch_threads
+
+    fetched = fetch_threads(client, {"allThreadsRelatedToChannelId": cid}, since=since_at, max_threads=max_n,
+                            what=f"channel '{cid}'", credential=credential)
+    output = output or Path(f"{cid}.threads.json")
+    _write_json(output, fetched.as_export(), write_text_atomic)
+    click.echo(f"Fetched {fetched.pages} page(s): {len(fetched.items)} comments on the channel's videos; "
+               f"{fetched.units + units} quota unit(s) -> {output}")
+
+
+def _channel_pairs(client, cid: str, units: int, pairs_path: Path, since_at, max_n: int | None,
+                   credential: str) -> None:
+    from responder.youtube.fetch import fetch_pairs
+
+    pairs = fetch_pairs(client, cid, since=since_at, max_pairs=max_n, credential=credential,
+                        on_page=lambda p: click.echo(f"  page {p.pages}: {len(p.pairs)} pairs", err=True))
     _write_pairs(pairs_path, pairs.pairs)
     skipped = ", ".join(f"{n} {reason}" for reason, n in sorted(pairs.skipped.items())) or "none"
     click.echo(f"Read {pairs.threads} threads on {pairs.pages} page(s) ({pairs.units + units} quota units): "
