@@ -15,16 +15,20 @@ from typing import Any, Callable
 
 import click
 
-from base.errors import UserError
+from base.errors import UpstreamError, UserError
 
 
 def run(group: click.Group) -> None:
-    """Run a click group; a `UserError` becomes one line on stderr and exit code 2."""
+    """Run a click group; a `UserError` becomes one line on stderr and exit code 2, an
+    `UpstreamError` (a server we depend on failed) one line and exit code 1."""
     try:
         group.main(standalone_mode=False)
     except UserError as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(exc.exit_code)
+    except UpstreamError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(1)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(130)

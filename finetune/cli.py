@@ -13,6 +13,7 @@ import click
 
 from base.clikit import run, setup_logging
 from base.errors import UserError
+from finetune.eval_command import eval_cmd
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -43,32 +44,38 @@ def _config_options(func):
     return click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")(func)
 
 
-def _flags(data, eval_data, base_model, output=None, epochs=None) -> dict:
+def _flags(data, eval_data, base_model, output=None, epochs=None, store=None, chroma_url=None) -> dict:
     return {"data.path": data, "data.eval_path": eval_data, "model.base_model": base_model,
-            "output": output, "train.epochs": epochs}
+            "output": output, "train.epochs": epochs, "context.store": store, "context.chroma_url": chroma_url}
 
 
 @cli.command("run")
 @_config_options
 @click.option("--output", "-o", default=None, metavar="DIR", help="Output directory [output].")
 @click.option("--epochs", type=int, default=None, help="Number of epochs [train.epochs].")
+@click.option("--store", default=None, metavar="DIR",
+              help="Knowledge base (as `ingest --store`): train with the passages serving would inject "
+                   "(context-aware training) [context.store].")
+@click.option("--chroma-url", default=None, metavar="URL", help="A Chroma server instead of --store [context.chroma_url].")
 @click.option("--fresh", is_flag=True, help="Ignore a checkpoint in the output directory and start over.")
 @click.option("--stop-after-steps", type=int, default=None, hidden=True,
               help="Save a checkpoint and stop after N optimizer steps (to test resuming).")
 @click.option("-v", "--verbose", is_flag=True, help="Log details.")
-def run_cmd(config, data, eval_data, base_model, overrides, output, epochs, fresh, stop_after_steps, verbose):
+def run_cmd(config, data, eval_data, base_model, overrides, output, epochs, store, chroma_url, fresh,
+            stop_after_steps, verbose):
     """Train the style adapter; resumes automatically from OUTPUT/checkpoints.
 
     \b
     Examples:
       finetune run --config demo
+      finetune run --data pairs.csv --output runs/mine --store ~/blog/chroma
       finetune run --data pairs.csv --output runs/mine lora.r=16 train.learning_rate=1e-4
     """
     from .config import load_config
     from .trainer import prepare, train
 
     setup_logging(verbose)
-    cfg = load_config(config, overrides, _flags(data, eval_data, base_model, output, epochs))
+    cfg = load_config(config, overrides, _flags(data, eval_data, base_model, output, epochs, store, chroma_url))
     prep = prepare(cfg, fresh=fresh)  # data, base model and output dir checked before torch loads
     train(prep, _console(), fresh=fresh, stop_after_steps=stop_after_steps)
 
@@ -197,6 +204,9 @@ def merge_cmd(adapter, output, dtype, base_model, force):
         raise UserError(f"output '{out}' is not empty; pass --force to replace it or choose another --output")
     merge(info, base_dir, out, dtype)
     click.echo(f"Merged {info.path} into a {dtype} copy of {base_model or info.base_model}: {out}")
+
+
+cli.add_command(eval_cmd)
 
 
 def main() -> None:

@@ -28,7 +28,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from base.errors import UserError
-from base.prompt import DEFAULT_PERSONA, PromptStyle
+from base.prompt import DEFAULT_PASSAGE_TOKENS, DEFAULT_PERSONA, PromptStyle
 from base.settings import DEFAULT_BASE_MODEL
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
@@ -122,12 +122,26 @@ class DataConfig(Section):
         return v
 
 
+def _auto_or_positive(v: Any) -> Any:
+    if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+        return v
+    if isinstance(v, str) and v.strip().isdigit() and int(v) >= 1:
+        return int(v)
+    raise ValueError("must be 'auto' or a whole number of at least 1")
+
+
+AutoPositive = Annotated[Any, AfterValidator(_auto_or_positive)]
+
+
 class TrainConfig(Section):
-    epochs: Positive = 3
+    epochs: AutoPositive = "auto"  # auto: enough epochs for about `target_steps` optimizer steps
     learning_rate: Annotated[Float, _rule(lambda v: 0 < v < 1, "must be in (0, 1), for example 2e-4")] = 2e-4
     warmup_ratio: Annotated[Float, _rule(lambda v: 0 <= v < 1, "must be in [0, 1)")] = 0.03
     weight_decay: NonNegative = 0.01
-    batch_size: Positive = 16  # effective batch: examples per optimizer step
+    batch_size: AutoPositive = "auto"  # effective batch (examples per optimizer step); auto: by data size
+    target_steps: Positive = 80  # what epochs=auto aims at (early stopping may end sooner)
+    max_epochs: Positive = 10  # epochs=auto never goes beyond this...
+    example_budget: Positive = 400  # ...nor beyond this many examples seen in all (bounds the run's time)
     micro_batch_size: Positive = 4  # examples per forward pass (batch_size / micro = accumulation)
     max_grad_norm: NonNegative = 0.3  # QLoRA paper's clipping
     optimizer: Annotated[Text, _choice("auto", "adamw_8bit", "paged_adamw_8bit", "adamw")] = "auto"
@@ -142,7 +156,7 @@ class TrainConfig(Section):
     @classmethod
     def _divides_batch(cls, v: int, info: ValidationInfo) -> int:
         batch = info.data.get("batch_size")  # absent when batch_size itself was invalid
-        if batch is not None and batch % v:
+        if isinstance(batch, int) and batch % v:
             raise _whole(f"train.batch_size={batch} must be a multiple of train.micro_batch_size={v}")
         return v
 
@@ -150,15 +164,43 @@ class TrainConfig(Section):
 class PromptConfig(Section):
     persona: Text = DEFAULT_PERSONA
     sign_off: Text = ""
+    passage_tokens: Positive = DEFAULT_PASSAGE_TOKENS  # model tokens all passages of one prompt may take
 
     @property
     def style(self) -> PromptStyle:
-        return PromptStyle(persona=self.persona.strip(), sign_off=self.sign_off.strip())
+        return PromptStyle(persona=self.persona.strip(), sign_off=self.sign_off.strip(),
+                           passage_tokens=self.passage_tokens)
+
+
+Share = Annotated[Float, _rule(lambda v: 0 <= v <= 1, "must be in [0, 1]")]
+
+
+class ContextConfig(Section):
+    """Context-aware training (RAFT): passages from a knowledge base in the training prompts."""
+
+    store: Text = ""  # embedded Chroma store (as `ingest --store`); empty = no passages in training
+    chroma_url: Text = ""  # or a Chroma server
+    top_k: Positive = 3  # as serving retrieves (RESPONDER_TOP_K)
+    min_similarity: Float | None = None  # None: the store's calibrated threshold, as serving
+    distractor_share: Share = 0.2  # of examples that retrieve passages: distractors instead
+    none_share: Share = 0.1  # of examples that retrieve passages: no passages
+
+    @field_validator("none_share")
+    @classmethod
+    def _shares_add_up(cls, v: float, info: ValidationInfo) -> float:
+        other = info.data.get("distractor_share")
+        if other is not None and other + v > 1:
+            raise _whole(f"context.distractor_share={other} and context.none_share={v} add up to more than 1")
+        return v
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.store or self.chroma_url)
 
 
 class SamplesConfig(Section):
-    count: Count = 8  # held-out comments answered by base and tuned model in samples.md
-    max_new_tokens: Positive = 64
+    count: Count = 10  # held-out comments evaluated at the end (eval.json, samples.md); 0 = none
+    max_new_tokens: Positive = 96  # reply budget in that evaluation (serving's default is 96)
 
 
 class RunConfig(Section):
@@ -169,6 +211,7 @@ class RunConfig(Section):
     data: DataConfig = Field(default_factory=DataConfig.model_construct)
     train: TrainConfig = Field(default_factory=TrainConfig)
     prompt: PromptConfig = Field(default_factory=PromptConfig)
+    context: ContextConfig = Field(default_factory=ContextConfig)
     samples: SamplesConfig = Field(default_factory=SamplesConfig)
 
     @field_validator("output")
@@ -307,8 +350,9 @@ def _read_preset(config: str) -> tuple[str, dict[str, Any]]:
 
 def load_config(config: str | None, overrides: tuple[str, ...] | list[str] = (),
                 flags: dict[str, Any] | None = None) -> RunConfig:
-    """The resolved config: defaults < preset file < key=value overrides < flags; all checked."""
-    sources = [_read_preset(config)] if config else []
+    """The resolved config: preset file (the default preset when none is named) < key=value
+    overrides < flags; all checked. The preset is the one source of defaults."""
+    sources = [_read_preset(config or "default")]
     nested, problems = parse_overrides(overrides)
     sources.append(("override", nested))
     given: dict[str, Any] = {}
@@ -338,3 +382,29 @@ def validate(cfg: RunConfig | dict[str, Any]) -> list[str]:
 
 def dump_config(cfg: RunConfig) -> str:
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True, width=100)
+
+
+def resolve_schedule(train: TrainConfig, n_train: int) -> tuple[int, int, str]:
+    """(effective batch, epochs, why) for `n_train` training examples.
+
+    A few dozen pairs need small optimizer steps to get enough of them: batch 4 up to 128 pairs,
+    8 up to 512, then 16. Epochs so that the run makes about `target_steps` steps, but at most
+    `max_epochs` and at most `example_budget` examples seen in all, which bounds the run's time
+    (early stopping on the eval loss keeps the best adapter either way).
+    """
+    batch = train.batch_size
+    if batch == "auto":
+        batch = 4 if n_train <= 128 else 8 if n_train <= 512 else 16
+        batch = max(train.micro_batch_size, batch - batch % train.micro_batch_size)
+    steps_per_epoch = max(1, -(-n_train // batch))
+    epochs = train.epochs
+    if epochs == "auto":
+        wanted = -(-train.target_steps // steps_per_epoch)
+        epochs = max(1, min(wanted, train.max_epochs, train.example_budget // max(1, n_train)))
+    why = []
+    if train.batch_size == "auto":
+        why.append(f"batch {batch} for {n_train} examples")
+    if train.epochs == "auto":
+        why.append(f"{epochs} epoch(s): about {train.target_steps} steps wanted, at most {train.max_epochs} "
+                   f"epochs and {train.example_budget} examples seen")
+    return batch, epochs, "; ".join(why)

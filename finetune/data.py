@@ -221,13 +221,18 @@ class Example:
     reply: str
 
 
-def encode_pairs(tokenizer: Any, style: Any, pairs: list[Pair], max_length: int) -> tuple[list[Example], list[str]]:
-    """Training examples from the one prompt module; over-long ones are cut, with a warning."""
+def encode_pairs(tokenizer: Any, style: Any, pairs: list[Pair], max_length: int,
+                 passages: list[tuple] | None = None) -> tuple[list[Example], list[str]]:
+    """Training examples from the one prompt module; over-long ones are cut, with a warning.
+
+    `passages`, one tuple per pair, go into each prompt exactly as serving injects them.
+    """
     from base.prompt import CommentInput, clean_comment, encode_training_example
 
     examples, cut = [], []
-    for p in pairs:
-        ids, labels = encode_training_example(tokenizer, style, CommentInput(clean_comment(p.comment)), p.reply)
+    for n, p in enumerate(pairs):
+        item = CommentInput(clean_comment(p.comment), passages=tuple(passages[n]) if passages else ())
+        ids, labels = encode_training_example(tokenizer, style, item, p.reply)
         if len(ids) > max_length:
             cut.append(f"{p.where} ({len(ids) - max_length} tokens cut)")
             ids, labels = ids[:max_length], labels[:max_length]

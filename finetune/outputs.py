@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,43 +39,25 @@ def plot_loss(path: Path, records: list[dict[str, Any]]) -> None:
     plt.close(fig)
 
 
-def samples_markdown(rows: list[dict[str, str]], sign_off: str) -> str:
-    """samples.md: for each held-out comment, the reference, the base reply and the tuned reply."""
+def samples_markdown(result: dict[str, Any]) -> str:
+    """samples.md: the reply-quality table, then each held-out comment with every mode's reply."""
+    from .evaluation import markdown_table
 
     def cell(text: str) -> str:
         return text.strip().replace("|", "\\|").replace("\n", "<br>") or "*(empty)*"
 
-    ends = lambda key: sum(1 for r in rows if sign_off and r[key].rstrip().endswith(sign_off))  # noqa: E731
+    modes = list(result["modes"])
+    by_comment: dict[str, dict[str, Any]] = {}
+    for row in result["replies"]:
+        entry = by_comment.setdefault(row["comment"], {"reference": row["reference"]})
+        flags = [name for name in ("loop", "echo", "empty", "invented_link") if row.get(name)]
+        entry[row["mode"]] = row["reply"] + (f" **[{', '.join(flags)}]**" if flags else "")
     lines = ["# Held-out comments: base model vs tuned adapter", "",
-             "Generated as the service generates (greedy, its decoding controls); raw model output, "
-             "before reply cleaning.", ""]
-    if sign_off:
-        lines += [f"Replies ending with the sign-off `{sign_off}`: base {ends('base')}/{len(rows)}, "
-                  f"tuned {ends('tuned')}/{len(rows)}.", ""]
-    mean = lambda key: sum(len(r[key].split()) for r in rows) / max(1, len(rows))  # noqa: E731
-    lines += [f"Mean words per reply: base {mean('base'):.1f}, tuned {mean('tuned'):.1f}, "
-              f"reference {mean('reference'):.1f}.", "",
-              "| comment | base model | tuned | reference |", "|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {cell(r['comment'])} | {cell(r['base'])} | {cell(r['tuned'])} | {cell(r['reference'])} |")
+             "Replies generated as the service generates them (same prompt, decoding and cleaning), scored by "
+             "`finetune eval` (definitions in the README). Flags in brackets: what a reviewer would catch.", "",
+             markdown_table(result), "| comment | " + " | ".join(modes) + " | reference |",
+             "|---|" + "---|" * (len(modes) + 1)]
+    for comment, entry in by_comment.items():
+        lines.append(f"| {cell(comment)} | " + " | ".join(cell(entry.get(m, "")) for m in modes)
+                     + f" | {cell(entry['reference'])} |")
     return "\n".join(lines) + "\n"
-
-
-def generate_replies(model: Any, tokenizer: Any, style: Any, comments: Sequence[str], max_new_tokens: int,
-                     model_name: str, adapter_name: str | None = None, batch: int = 8) -> list[str]:
-    """Greedy replies to `comments`, generated as serving generates them (`LocalGenerator` around the
-    in-memory model: same prompt, padding, stop tokens and decoding controls); the raw text, trimmed."""
-    from base.generation import LocalGenerator
-    from base.prompt import CommentInput, clean_comment
-
-    generator = LocalGenerator(model, tokenizer, model_name, adapter_name, max_new_tokens)
-    was_training = model.training
-    model.eval()  # no dropout in the LoRA layers
-    try:
-        out: list[str] = []
-        for start in range(0, len(comments), batch):
-            items = [CommentInput(clean_comment(c)) for c in comments[start:start + batch]]
-            out += [reply.strip() for reply in generator.generate(items, style)]
-    finally:
-        model.train(was_training)
-    return out

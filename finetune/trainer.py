@@ -17,12 +17,13 @@ best adapter after each), finish. Why a custom loop instead of the HF Trainer, f
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import random
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +31,10 @@ from base.errors import UserError
 from base.fileio import replace_dir_atomic, write_text_atomic, write_with_atomic
 
 from .build import build_model, choose_optimizer, lr_lambda, nf4_cpu_fast_path, peak_memory_mb, physical_cores
-from .config import RunConfig, dump_config
+from .config import RunConfig, dump_config, resolve_schedule
 from .data import encode_pairs, load_pairs, split_pairs
 from .loss import collate, epoch_batches, evaluate, reply_loss_sum, reply_tokens
-from .outputs import generate_replies, plot_loss, samples_markdown, write_metrics
+from .outputs import plot_loss, samples_markdown, write_metrics
 
 log = logging.getLogger(__name__)
 
@@ -156,11 +157,40 @@ class Recipe:
 
         self.tokenizer = tok = load_tokenizer(self.prep.base_dir)
         style, max_length = self.cfg.prompt.style, self.cfg.data.max_length
-        self.train_ex, w1 = encode_pairs(tok, style, self.prep.train_pairs, max_length)
-        self.eval_ex, w2 = encode_pairs(tok, style, self.prep.eval_pairs, max_length)
+        train_passages, eval_passages = self._setup_context()
+        self.train_ex, w1 = encode_pairs(tok, style, self.prep.train_pairs, max_length, train_passages)
+        self.eval_ex, w2 = encode_pairs(tok, style, self.prep.eval_pairs, max_length, eval_passages)
         for w in w1 + w2:
             self.say(f"[yellow]Warning:[/yellow] {w}")
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+
+    def _setup_context(self) -> tuple[list | None, list | None]:
+        """With a knowledge base (context-aware training): the passages of each training prompt
+        (retrieved, distractors or none) and of each eval prompt (what serving would retrieve)."""
+        self.kb, self.retrieval = None, None
+        ctx = self.cfg.context
+        if not ctx.enabled:
+            return None, None
+        from base.settings import load_settings
+        from knowledge.store import open_knowledge_base
+
+        from .context import ContextRecipe, describe, serving_passages, training_passages
+
+        kb = open_knowledge_base(load_settings(store=ctx.store or None, chroma_url=ctx.chroma_url or None))
+        if kb.count() == 0:
+            raise UserError(f"knowledge base '{kb.location}' is empty; run `ingest ARTICLES --store DIR` first")
+        threshold = kb.threshold(ctx.min_similarity)
+        recipe = ContextRecipe(ctx.top_k, ctx.min_similarity, ctx.distractor_share, ctx.none_share, self.cfg.train.seed)
+        train_passages, kinds = training_passages(kb, [p.comment for p in self.prep.train_pairs], recipe, threshold)
+        eval_passages = serving_passages(kb, [p.comment for p in self.prep.eval_pairs], ctx.top_k, threshold)
+        self.say(f"Context: {kb.location}, top {ctx.top_k} above similarity {threshold:.2f}; training prompts: "
+                 f"{describe(kinds)}")
+        self.kb = kb
+        self.retrieval = {"store": str(Path(ctx.store).expanduser().resolve()) if ctx.store else "",
+                          "chroma_url": ctx.chroma_url, "collection": kb.collection_name,
+                          "embedder": kb.embedder_name, "top_k": ctx.top_k, "min_similarity": threshold,
+                          "distractor_share": ctx.distractor_share, "none_share": ctx.none_share}
+        return train_passages, eval_passages
 
     def _read_checkpoint(self) -> dict[str, Any]:
         import torch
@@ -204,15 +234,19 @@ class Recipe:
         self.optimizer, name, why = choose_optimizer(t.optimizer, self.trainable, self.cfg, self.device)
         self.say(f"Optimizer: {name} ({why})")
         self.micro = t.micro_batch_size
-        self.steps_per_epoch = math.ceil(len(self.train_ex) / t.batch_size)
-        self.total_steps = self.steps_per_epoch * t.epochs
+        self.batch_size, self.epochs, why = resolve_schedule(t, len(self.train_ex))
+        if why:
+            self.say(f"Schedule: {why}")
+        self.steps_per_epoch = math.ceil(len(self.train_ex) / self.batch_size)
+        self.total_steps = self.steps_per_epoch * self.epochs
         if t.max_steps:
             self.total_steps = min(self.total_steps, t.max_steps)
         warmup = round(self.total_steps * t.warmup_ratio)
         schedule = lr_lambda(t.lr_scheduler, warmup, self.total_steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
-        self.say(f"Data: {len(self.train_ex)} training / {len(self.eval_ex)} eval examples; {t.epochs} epoch(s) of "
-                 f"{self.steps_per_epoch} step(s), batch {t.batch_size} = {self.micro} x {t.batch_size // self.micro}")
+        self.say(f"Data: {len(self.train_ex)} training / {len(self.eval_ex)} eval examples; {self.epochs} epoch(s) of "
+                 f"{self.steps_per_epoch} step(s), batch {self.batch_size} = {self.micro} x "
+                 f"{max(1, self.batch_size // self.micro)}")
 
     # --- resume -----------------------------------------------------------------------------------
 
@@ -258,7 +292,7 @@ class Recipe:
         False when stopped after `stop_after_steps` (checkpoint saved, nothing else written)."""
         self.epoch_start, self.epoch_tokens = time.time(), 0
         with self._progress():
-            while self.epoch < self.cfg.train.epochs and self.step < self.total_steps:
+            while self.epoch < self.epochs and self.step < self.total_steps:
                 if not self.train_epoch(stop_after_steps):
                     return False
                 if self.evaluate_and_keep_best():
@@ -282,7 +316,7 @@ class Recipe:
         """Optimizer steps from where this epoch stands to its end (or to max_steps), checkpointing
         every `train.checkpoint_every` steps. False when stopped after `stop_after_steps`."""
         t = self.cfg.train
-        batches = epoch_batches(self.train_ex, t.batch_size, self.micro, t.seed, self.epoch)
+        batches = epoch_batches(self.train_ex, self.batch_size, self.micro, t.seed, self.epoch)
         self.epoch_start, self.epoch_tokens = time.time(), 0
         for micro_batches in batches[self.step_in_epoch:]:
             if self.step >= self.total_steps:
@@ -342,7 +376,7 @@ class Recipe:
         finished_epoch = self.step_in_epoch >= self.steps_per_epoch
         if finished_epoch:
             self.epoch, self.step_in_epoch = self.epoch + 1, 0
-            self.progress.update(self.task, epoch=min(self.epoch + 1, self.cfg.train.epochs))
+            self.progress.update(self.task, epoch=min(self.epoch + 1, self.epochs))
         self.save_checkpoint()
         patience = self.cfg.train.patience
         if finished_epoch and patience and self.since_best >= patience:
@@ -390,25 +424,31 @@ class Recipe:
                  f"{summary['peak_rss_mb']:.0f} MB; see {out / 'samples.md'} and {out / 'loss.png'}")
 
     def _write_samples(self) -> None:
-        """samples.md: held-out comments answered by the base model and the tuned one, as served."""
-        cfg, pairs = self.cfg, self.prep.eval_pairs
-        n = min(cfg.samples.count, len(pairs))
-        if not n:
+        """eval.json and samples.md: the reply-quality evaluation (`finetune eval`) on the eval split,
+        its table on top of samples.md and every reply below, generated as serving generates."""
+        from base.settings import decoding_of, load_settings
+
+        from .evaluation import EvalSetup, evaluate_replies
+
+        pairs = self.prep.eval_pairs
+        if not pairs or not self.cfg.samples.count:
             return
-        self.say(f"Writing samples.md: {n} held-out comments, base model vs tuned ...")
+        pairs = pairs[:self.cfg.samples.count]
+        self.say(f"Evaluating replies to {len(pairs)} held-out comments (base, tuned"
+                 f"{', tuned+passages' if self.kb else ''}) -> eval.json, samples.md ...")
         nf4_cpu_fast_path(self.model, True)  # training is over: generate with serving's kernels
-        comments = [p.comment for p in pairs[:n]]
-
-        def replies(adapter_name: str | None) -> list[str]:
-            return generate_replies(self.model, self.tokenizer, cfg.prompt.style, comments,
-                                    cfg.samples.max_new_tokens, cfg.model.base_model, adapter_name)
-
-        tuned = replies(self.out.name)
-        with self.model.disable_adapter():
-            base = replies(None)
-        rows = [{"comment": c, "base": b, "tuned": t, "reference": p.reply}
-                for c, b, t, p in zip(comments, base, tuned, pairs[:n])]
-        write_text_atomic(self.out / "samples.md", samples_markdown(rows, cfg.prompt.style.sign_off))
+        budget = self.cfg.samples.max_new_tokens
+        serving = decoding_of(load_settings())
+        decoding = replace(serving, max_new_tokens=budget, short_reply_tokens=min(budget, serving.short_reply_tokens))
+        setup = EvalSetup(model=self.model, tokenizer=self.tokenizer, style=self.cfg.prompt.style, decoding=decoding, device=self.device, model_name=self.cfg.model.base_model,
+                          retriever=self.kb, top_k=self.cfg.context.top_k,
+                          min_similarity=self.retrieval["min_similarity"] if self.retrieval else None,
+                          max_length=self.cfg.data.max_length)
+        self.model.eval()
+        result = evaluate_replies(setup, pairs)
+        self.model.train()
+        write_text_atomic(self.out / "eval.json", json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+        write_text_atomic(self.out / "samples.md", samples_markdown(result))
 
     def _write_adapter(self) -> None:
         """adapter/ (PEFT files + responder.json) and config.yaml, the resolved config of this run."""
@@ -418,7 +458,8 @@ class Recipe:
 
         def build(tmp: Path) -> None:
             self.model.save_pretrained(tmp)
-            write_adapter_info(tmp, cfg.model.base_model, cfg.model.quantization, cfg.prompt.style)
+            extra = {"retrieval": self.retrieval} if self.retrieval else {}
+            write_adapter_info(tmp, cfg.model.base_model, cfg.model.quantization, cfg.prompt.style, **extra)
 
         replace_dir_atomic(out / "adapter", build)
         write_text_atomic(out / "config.yaml", f"# Resolved config of this run; rerun with:\n"

@@ -42,3 +42,19 @@ def test_boundary_weights_are_loaded_in_one_module_each():
                 if rel not in allowed and re.search(pattern, text):
                     offenders.append(f"{rel}: {pattern}")
     assert not offenders, "model or adapter loading outside its module:\n" + "\n".join(offenders)
+
+
+def test_boundary_no_function_is_longer_than_80_lines():
+    """The standing rule for every package: a function fits on a screen (decorators included)."""
+    import ast
+
+    long = []
+    for stage in STAGES:
+        for path in (ROOT / stage).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    start = min([d.lineno for d in node.decorator_list] + [node.lineno])
+                    if node.end_lineno - start + 1 > 80:
+                        long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} "
+                                    f"({node.end_lineno - start + 1} lines)")
+    assert not long, "functions longer than 80 lines:\n" + "\n".join(long)

@@ -82,7 +82,7 @@ def test_config_reports_every_problem_at_once():
     msg = str(exc.value)
     assert "\n" not in msg
     for part in ("lora.r=0 must be at least 1", "unknown key 'lora.rank'", "train.optimizer='sgd'",
-                 "train.epochs='two' is not an int"):
+                 "train.epochs='two' must be 'auto' or a whole number"):
         assert part in msg, msg
 
 
@@ -218,7 +218,11 @@ def test_two_step_run_learns_and_writes_every_output(nf4_run, tiny_model_dir):
     assert info["quantization"] == "nf4" and info["sign_off"] == SIGN_OFF
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), out / "adapter")
     assert any("lora_A" in n for n, _ in model.named_parameters())
-    assert "| comment | base model | tuned |" in (out / "samples.md").read_text()
+    samples = (out / "samples.md").read_text()
+    assert "| comment | base | tuned | reference |" in samples and "| reply-token loss" in samples
+    evaluation = json.loads((out / "eval.json").read_text())
+    assert set(evaluation["modes"]) == {"base", "tuned"}
+    assert len(evaluation["replies"]) == sum(m["count"] for m in evaluation["modes"].values()) >= 2
 
 
 def test_finished_run_is_not_silently_retrained(nf4_run, tiny_model_dir, pairs_csv):
