@@ -32,15 +32,25 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(VENV)/bin/pytest -m ""
 
+# `make demo` works every time: ingest is incremental, and the fine-tune runs again only when the
+# preset, the sample pairs or the code changed (a killed run resumes from its checkpoint).
+DEMO_ADAPTER := $(DEMO)/run/adapter/adapter_config.json
+
 demo: $(STAMP)
 	@echo "== 1/3 ingest the sample articles into $(DEMO)/chroma"
 	$(VENV)/bin/ingest samples/articles --store $(DEMO)/chroma
-	@echo "== 2/3 fine-tune the style adapter (demo preset) into $(DEMO)/run"
-	$(VENV)/bin/finetune run --config finetune/presets/demo.yaml --output $(DEMO)/run
+	@echo "== 2/3 fine-tune the style adapter with the articles' passages in its prompts (demo preset)"
+	@$(MAKE) --no-print-directory $(DEMO_ADAPTER)
 	@echo "== 3/3 answer sample comments with the adapter and the articles"
 	$(VENV)/bin/responder respond --adapter $(DEMO)/run --store $(DEMO)/chroma --file samples/demo_comments.txt
 
+$(DEMO_ADAPTER): finetune/presets/demo.yaml samples/pairs/train.csv samples/pairs/heldout.csv \
+		$(wildcard base/*.py finetune/*.py knowledge/*.py) | $(STAMP)
+	@if [ -f $(DEMO)/run/checkpoints/last.pt ]; then fresh=; else fresh=--fresh; fi; \
+	$(VENV)/bin/finetune run --config demo --output $(DEMO)/run --store $(DEMO)/chroma $$fresh
+
 bench: $(STAMP)
+	$(PY) benchmarks/reply_quality_bench.py
 	$(PY) benchmarks/ingest_bench.py
 	$(PY) benchmarks/finetune_bench.py
 	$(PY) benchmarks/serve_bench.py

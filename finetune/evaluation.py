@@ -114,7 +114,7 @@ def _row(mode: str, item: CommentInput, reference: str, raw: str, sign_off: str)
 def _reply_loss(setup: EvalSetup, mode: str, items: list[CommentInput], references: list[str]) -> float:
     from base.prompt import encode_training_example
     from finetune.data import Example
-    from finetune.trainer import evaluate
+    from finetune.loss import evaluate
 
     examples = []
     for item, reference in zip(items, references):

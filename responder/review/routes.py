@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from base.errors import UpstreamError, UserError
 from responder.review import drafts_view as dv
-from responder.review.app import Review
+from responder.review.review import Review
 
 router = APIRouter()
 
