@@ -1,7 +1,7 @@
 """Reading comment/reply pairs (CSV, JSONL, a saved `datasets` dataset) and checking them.
 
 Reading is pure Python (no torch), so every problem in a file is reported, with line numbers,
-before a model loads. Tokenization goes through `responder.prompt.encode_training_example`, the
+before a model loads. Tokenization goes through `base.prompt.encode_training_example`, the
 one place prompts are rendered.
 """
 

@@ -443,12 +443,19 @@ class Recipe:
         setup = EvalSetup(model=self.model, tokenizer=self.tokenizer, style=self.cfg.prompt.style, decoding=decoding, device=self.device, model_name=self.cfg.model.base_model,
                           retriever=self.kb, top_k=self.cfg.context.top_k,
                           min_similarity=self.retrieval["min_similarity"] if self.retrieval else None,
-                          max_length=self.cfg.data.max_length)
+                          max_length=self.cfg.data.max_length, embed=self._embedder().embed)
         self.model.eval()
         result = evaluate_replies(setup, pairs)
         self.model.train()
         write_text_atomic(self.out / "eval.json", json.dumps(result, indent=2, ensure_ascii=False) + "\n")
         write_text_atomic(self.out / "samples.md", samples_markdown(result))
+
+    def _embedder(self) -> Any:
+        """The knowledge embedder (the store's, with a store), for reply-to-reference similarity."""
+        from base.settings import DEFAULT_EMBEDDER
+        from knowledge.embedder import load_embedder
+
+        return self.kb.embedder if self.kb is not None else load_embedder(DEFAULT_EMBEDDER)
 
     def _write_adapter(self) -> None:
         """adapter/ (PEFT files + responder.json) and config.yaml, the resolved config of this run."""
