@@ -74,6 +74,19 @@ class Settings(BaseSettings):
     max_wait_ms: int = Field(250, ge=0)
     queue_size: int = Field(64, ge=1)
     request_timeout_s: float = Field(300.0, gt=0)
+    # Hardening (docs/deploy.md "Limits"): every limit a hostile caller could push against.
+    allow_no_auth: bool = Field(False, description="Serve on a non-loopback address without an API key.")
+    max_body_bytes: int = Field(
+        1_048_576, ge=1024, description="Largest request body; raise it for big /respond/batch bodies.")
+    max_comment_tokens: int = Field(
+        3072, ge=16, description="Longest comment in model tokens (after cleaning); 10,000 characters of "
+                                 "English prose are about 2,700.")
+    retrieve_queue_size: int = Field(8, ge=1, description="/retrieve requests waiting before 503.")
+    retrieve_timeout_s: float = Field(10.0, gt=0, description="Seconds before a /retrieve request is 504.")
+    retrieve_share: float = Field(
+        0.1, gt=0, le=1, description="Share of the time /retrieve may compute while replies generate.")
+    shutdown_grace_s: float = Field(
+        8.0, ge=0, description="On SIGTERM, seconds to finish queued requests before answering the rest 503.")
 
 
 def decoding_of(settings: Settings) -> "Decoding":

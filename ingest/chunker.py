@@ -5,6 +5,10 @@ into chunks of at most `chunk_tokens` word pieces of the embedder, breaking at p
 boundaries when a chunk is at least half full and at sentence (or code line) boundaries
 otherwise; consecutive chunks of one section share up to `overlap_tokens` of text. What is
 embedded is "title\\nsection path\\n\\ntext", and it always fits the embedder's window.
+
+A chunk is also at most `max_chars` characters: the embedder's tokenizer counts a long "word" (a
+2 MB minified line) as one unknown word piece, so a token budget alone would let it through whole,
+and every prompt that retrieved it would carry it. Long runs are cut at a space, or anywhere.
 """
 
 from __future__ import annotations
@@ -16,9 +20,26 @@ from typing import Callable, Iterable
 
 from .readers import Block, Document
 
-CHUNKER_VERSION = "1"  # bump when chunking changes, so re-ingest re-chunks every file
+CHUNKER_VERSION = "2"  # bump when chunking changes, so re-ingest re-chunks every file
 DEFAULT_CHUNK_TOKENS = 160
 DEFAULT_OVERLAP_TOKENS = 32
+DEFAULT_MAX_CHUNK_CHARS = 2000  # 160 word pieces of prose are about 800 characters
+MAX_HEADING_CHARS = 300  # a title or section name longer than this is cut (metadata and prompt)
+
+
+def clip(text: str, limit: int = MAX_HEADING_CHARS) -> str:
+    return text if len(text) <= limit else text[:limit].rstrip() + "…"
+
+
+def _char_split(text: str, max_chars: int) -> list[str]:
+    """Pieces of at most `max_chars` characters, cut at the last space of each when there is one."""
+    pieces: list[str] = []
+    while len(text) > max_chars:
+        cut = text.rfind(" ", max_chars // 2, max_chars + 1)
+        cut = cut if cut > 0 else max_chars
+        pieces.append(text[:cut].rstrip())
+        text = text[cut:].lstrip(" ")
+    return pieces + ([text] if text else [])
 
 _SENTENCE_END = re.compile(r"(?<=[.!?:])\s+(?=[\"'(\[A-Z0-9*`-])")
 
@@ -63,7 +84,7 @@ def _hard_split(text: str, limit: int, count: Callable[[str], int]) -> list[str]
     return pieces
 
 
-def _units(blocks: Iterable[Block], limit: int, count: Callable[[str], int]) -> list[_Unit]:
+def _units(blocks: Iterable[Block], limit: int, count: Callable[[str], int], max_chars: int) -> list[_Unit]:
     units: list[_Unit] = []
     for para, block in enumerate(blocks):
         if block.code:
@@ -72,22 +93,22 @@ def _units(blocks: Iterable[Block], limit: int, count: Callable[[str], int]) -> 
             # Sentences, so that overlap and splits of long paragraphs fall between sentences.
             parts, joiner = _SENTENCE_END.split(block.text), " "
         first = True
-        for part in parts:
+        for part in (p for long in parts for p in _char_split(long, max_chars)):
             for piece in ([part] if count(part) <= limit else _hard_split(part, limit, count)):
                 units.append(_Unit(piece, count(piece), para, "\n\n" if first else joiner))
                 first = False
     return units
 
 
-def _pack(units: list[_Unit], budget: int, overlap: int) -> list[str]:
-    """Greedy packing with overlap; every unit is at most `budget` tokens."""
+def _pack(units: list[_Unit], budget: int, overlap: int, max_chars: int) -> list[str]:
+    """Greedy packing with overlap; every unit is at most `budget` tokens and `max_chars` characters."""
     chunks: list[str] = []
     start = 0
     while start < len(units):
-        total, end = 0, start
+        total, chars, end = 0, 0, start
         while end < len(units):
             unit = units[end]
-            if total + unit.tokens > budget:
+            if total + unit.tokens > budget or (end > start and chars + len(unit.joiner + unit.text) > max_chars):
                 break
             # Prefer a paragraph boundary when the whole next paragraph will not fit.
             if end > start and unit.para != units[end - 1].para and total >= budget // 2:
@@ -95,6 +116,7 @@ def _pack(units: list[_Unit], budget: int, overlap: int) -> list[str]:
                 if total + rest > budget:
                     break
             total += unit.tokens
+            chars += len(unit.text) + (len(unit.joiner) if end > start else 0)
             end += 1
         end = max(end, start + 1)
         text = units[start].text
@@ -113,9 +135,11 @@ def _pack(units: list[_Unit], budget: int, overlap: int) -> list[str]:
 
 def chunk_document(doc: Document, count_tokens: Callable[[str], int], max_tokens: int = 256,
                    chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
-                   overlap_tokens: int = DEFAULT_OVERLAP_TOKENS) -> list[Chunk]:
+                   overlap_tokens: int = DEFAULT_OVERLAP_TOKENS,
+                   max_chars: int = DEFAULT_MAX_CHUNK_CHARS) -> list[Chunk]:
     """Chunks of `doc`; `count_tokens` counts word pieces without special tokens and
-    `max_tokens` is the embedder's window with them (2 are kept for [CLS] and [SEP])."""
+    `max_tokens` is the embedder's window with them (2 are kept for [CLS] and [SEP]); no chunk's
+    text is longer than `max_chars` characters."""
     groups: list[tuple[tuple[str, ...], int | None, list[Block]]] = []
     for block in doc.blocks:
         if groups and groups[-1][0] == block.section and groups[-1][1] == block.page:
@@ -123,15 +147,16 @@ def chunk_document(doc: Document, count_tokens: Callable[[str], int], max_tokens
         else:
             groups.append((block.section, block.page, [block]))
     chunks: list[Chunk] = []
+    title = clip(doc.title)
     for section_path, page, blocks in groups:
-        section = " > ".join(section_path)
-        prefix = f"{doc.title}\n{section}\n\n" if section else f"{doc.title}\n\n"
+        section = clip(" > ".join(section_path))
+        prefix = f"{title}\n{section}\n\n" if section else f"{title}\n\n"
         room = max_tokens - 2 - count_tokens(prefix)
         if room < 32:  # absurdly long headings: keep only the title's first words
-            prefix = " ".join(doc.title.split()[:16]) + "\n\n"
+            prefix = " ".join(title.split()[:16]) + "\n\n"
             room = max_tokens - 2 - count_tokens(prefix)
         budget = max(16, min(chunk_tokens, room))
-        for text in _pack(_units(blocks, budget, count_tokens), budget, overlap_tokens):
+        for text in _pack(_units(blocks, budget, count_tokens, max_chars), budget, overlap_tokens, max_chars):
             chunks.append(Chunk(text, prefix + text, section, page, len(chunks)))
     return chunks
 

@@ -6,7 +6,7 @@ import click
 
 from base.clikit import run, setup_logging, store_options
 
-from .chunker import DEFAULT_CHUNK_TOKENS, DEFAULT_OVERLAP_TOKENS
+from .chunker import DEFAULT_CHUNK_TOKENS, DEFAULT_MAX_CHUNK_CHARS, DEFAULT_OVERLAP_TOKENS
 from .pipeline import DEFAULT_MAX_FILE_MB
 
 
@@ -22,35 +22,43 @@ from .pipeline import DEFAULT_MAX_FILE_MB
               help="Chunk size in the embedder's word pieces.")
 @click.option("--overlap-tokens", type=click.IntRange(0, 128), default=DEFAULT_OVERLAP_TOKENS, show_default=True,
               help="Text shared by consecutive chunks of one section.")
+@click.option("--max-chunk-chars", type=click.IntRange(200, 100_000), default=DEFAULT_MAX_CHUNK_CHARS,
+              show_default=True, help="Longest chunk in characters (a very long line or word is cut).")
 @click.option("-v", "--verbose", is_flag=True, help="Log every file as it is done.")
 def cli(paths: tuple[str, ...], store: str | None, chroma_url: str | None, embedder: str | None,
-        no_prune: bool, max_file_mb: float, chunk_tokens: int, overlap_tokens: int, verbose: bool) -> None:
+        no_prune: bool, max_file_mb: float, chunk_tokens: int, overlap_tokens: int, max_chunk_chars: int,
+        verbose: bool) -> None:
     """Ingest blog articles (markdown, HTML, text, PDF) from files and folders.
 
-    Folders are read recursively (hidden files and folders are ignored). Re-running is
-    incremental: unchanged files are not embedded again, edited ones have their chunks replaced
-    and files deleted from a folder are removed from the knowledge base (unless --no-prune).
+    Folders are read recursively (hidden files and folders are ignored; symlinks leading outside
+    the given folders are skipped). Re-running is incremental: unchanged files are not embedded
+    again, edited ones have their chunks replaced and files deleted from a folder are removed from
+    the knowledge base (unless --no-prune). Passages name their file relative to the folder given.
+
+    An embedded store is locked while ingest writes it: a second ingest, or a `responder serve`
+    using the same store, is refused (use a Chroma server, --chroma-url, to do both at once).
     """
     setup_logging(verbose)
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from base.settings import load_settings
-    from knowledge.store import open_knowledge_base
+    from knowledge.store import lock_store, open_knowledge_base
 
     from .pipeline import discover, ingest
 
     settings = load_settings(store=store, chroma_url=chroma_url, embedder=embedder)
     discover(paths)  # a missing path is an error before anything is opened
-    kb = open_knowledge_base(settings)
-    console = Console(stderr=True)
-    with Progress(TextColumn("[bold]ingest"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("{task.fields[name]}"), console=console, transient=True) as progress:
-        task = progress.add_task("ingest", total=None, name="")
-        report = ingest(paths, kb, prune=not no_prune, max_file_mb=max_file_mb, chunk_tokens=chunk_tokens,
-                        overlap_tokens=overlap_tokens,
-                        on_start=lambda n: progress.update(task, total=n),
-                        on_file=lambda path, status: progress.update(task, advance=1, name=path.name))
+    with lock_store(settings, exclusive=True):  # before the store is opened: the only writer
+        kb = open_knowledge_base(settings)
+        console = Console(stderr=True)
+        with Progress(TextColumn("[bold]ingest"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      TextColumn("{task.fields[name]}"), console=console, transient=True) as progress:
+            task = progress.add_task("ingest", total=None, name="")
+            report = ingest(paths, kb, prune=not no_prune, max_file_mb=max_file_mb, chunk_tokens=chunk_tokens,
+                            overlap_tokens=overlap_tokens, max_chunk_chars=max_chunk_chars,
+                            on_start=lambda n: progress.update(task, total=n),
+                            on_file=lambda path, status: progress.update(task, advance=1, name=path.name))
     print_report(report, kb.location)
 
 

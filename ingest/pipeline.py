@@ -6,7 +6,11 @@ Incremental and crash-safe:
 - a changed file's new chunks are written *before* its stale chunks are deleted, and ids are
   content-addressed, so a run killed at any point leaves either the old or a mixed set that the
   next run completes (mixed fingerprints or a wrong count mean "not complete": redo the file);
-- a file that cannot be read is skipped and whatever the store already holds for it is kept.
+- a file that cannot be read is skipped and whatever the store already holds for it is kept;
+  a reader that fails in a way nobody foresaw (an exception of its library) skips that file too,
+  with the exception as its reason, and the run (prune included) goes on;
+- a file is stored under its path relative to the folder given (`articles/post.md`), never an
+  absolute path; a symlink leading outside the given folders is skipped, not followed.
 """
 
 from __future__ import annotations
@@ -22,7 +26,15 @@ from typing import Callable, Iterable
 
 from base.errors import UserError
 
-from .chunker import CHUNKER_VERSION, DEFAULT_CHUNK_TOKENS, DEFAULT_OVERLAP_TOKENS, chunk_document, chunk_id
+from .chunker import (
+    CHUNKER_VERSION,
+    DEFAULT_CHUNK_TOKENS,
+    DEFAULT_MAX_CHUNK_CHARS,
+    DEFAULT_OVERLAP_TOKENS,
+    chunk_document,
+    chunk_id,
+    clip,
+)
 from .readers import SUPPORTED, Skip, read_document
 
 log = logging.getLogger(__name__)
@@ -47,46 +59,73 @@ class IngestReport:
 
 @dataclass
 class Found:
-    files: list[Path]
-    skipped: list[tuple[Path, str]]
-    folders: list[Path]
+    files: list[tuple[Path, str]]  # (the file's real path, its source key)
+    skipped: list[tuple[Path, str]]  # (path, reason)
+    folders: list[tuple[Path, str]]  # (a given folder, resolved; the key prefix of its files)
+    keys: set[str] = field(default_factory=set)  # source keys of every file seen, skipped or not
+
+
+def source_key(path: Path, root: Path | None, root_key: str) -> str:
+    """How the store (and every reply) names a file: relative to the folder given to ingest, led by
+    that folder's name (`articles/sql/window.md`), or the file's own name when it was given itself.
+    Never an absolute path: the name leaves the machine with every passage."""
+    if root is None:
+        return path.name
+    return "/".join((root_key, *path.relative_to(root).parts))
 
 
 def discover(paths: Iterable[str | Path]) -> Found:
-    """Files under `paths` (folders recursively, hidden entries ignored), loops and dead links
-    reported as skipped. Raises UserError for a path that does not exist."""
-    files: dict[Path, None] = {}
-    skipped: list[tuple[Path, str]] = []
-    folders: list[Path] = []
+    """Files under `paths` (folders recursively, hidden entries ignored); loops, dead links and
+    symlinks leading outside the given folders reported as skipped. Raises UserError for a path
+    that does not exist."""
+    raws = list(paths)
+    given = [Path(raw).expanduser() for raw in raws]
+    for raw, path in zip(raws, given):
+        if not path.exists() and not path.is_symlink():
+            raise UserError(f"{raw} does not exist; give files or folders of articles")
+    roots = [p.resolve() for p in given if p.is_dir()]
+    found = Found([], [], [])
+    real_paths: dict[Path, None] = {}
+    owner: dict[str, Path] = {}
     visited: set[tuple[int, int]] = set()
 
-    def add_file(path: Path) -> None:
+    def add_file(path: Path, key: str, walked: bool) -> None:
+        found.keys.add(key)
         try:
             real = path.resolve(strict=True)
         except (OSError, RuntimeError) as exc:
             reason = "symlink loop" if "loop" in str(exc).lower() or isinstance(exc, RuntimeError) else (
                 "broken symlink" if path.is_symlink() else f"cannot read ({exc})")
-            skipped.append((path, reason))
+            found.skipped.append((path, reason))
             return
-        if real.suffix.lower() not in SUPPORTED:
-            skipped.append((real, f"unsupported file type {real.suffix or '(no extension)'}"))
-        else:
-            files.setdefault(real, None)
+        if walked and not _inside(real, roots):
+            found.skipped.append((path, f"symlink to {real}, outside the folders given to ingest"))
+        elif real.suffix.lower() not in SUPPORTED:
+            found.skipped.append((real, f"unsupported file type {real.suffix or '(no extension)'}"))
+        elif owner.setdefault(key, real) != real:
+            found.skipped.append((path, f"another file is already stored as {key} (two given folders with "
+                                        "one name?); ingest them separately or rename one"))
+        elif real not in real_paths:
+            real_paths[real] = None
+            found.files.append((real, key))
 
-    def walk(folder: Path) -> None:
+    def walk(folder: Path, root: Path, root_key: str) -> None:
         try:
             st = folder.stat()
         except OSError as exc:
-            skipped.append((folder, f"cannot read folder ({exc.strerror})"))
+            found.skipped.append((folder, f"cannot read folder ({exc.strerror})"))
             return
         if (st.st_dev, st.st_ino) in visited:
-            skipped.append((folder, "symlink loop (folder already visited)"))
+            found.skipped.append((folder, "symlink loop (folder already visited)"))
+            return
+        if not _inside(folder.resolve(), roots):
+            found.skipped.append((folder, f"symlink to {folder.resolve()}, outside the folders given to ingest"))
             return
         visited.add((st.st_dev, st.st_ino))
         try:
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError as exc:
-            skipped.append((folder, f"cannot list folder ({exc.strerror})"))
+            found.skipped.append((folder, f"cannot list folder ({exc.strerror})"))
             return
         for entry in entries:
             if entry.name.startswith("."):
@@ -97,33 +136,44 @@ def discover(paths: Iterable[str | Path]) -> Found:
             except OSError:
                 is_dir = False
             if is_dir:
-                walk(path)
+                walk(path, root, root_key)
             else:
-                add_file(path)
+                add_file(path, source_key(path, root, root_key), walked=True)
 
-    for raw in paths:
-        path = Path(raw).expanduser()
-        if not path.exists() and not path.is_symlink():
-            raise UserError(f"{raw} does not exist; give files or folders of articles")
+    for path in given:
         if path.is_dir():
-            folders.append(path.resolve())
-            walk(path)
+            root_key = path.resolve().name or "root"
+            found.folders.append((path.resolve(), root_key))
+            walk(path, path, root_key)
         else:
-            add_file(path)
-    return Found(list(files), skipped, folders)
+            add_file(path, source_key(path, None, ""), walked=False)
+    return found
 
 
-def fingerprint(data: bytes, embedder: str, chunk_tokens: int, overlap_tokens: int) -> str:
+def _inside(path: Path, roots: list[Path]) -> bool:
+    return any(path == root or root in path.parents for root in roots)
+
+
+def fingerprint(data: bytes, embedder: str, chunk_tokens: int, overlap_tokens: int,
+                max_chunk_chars: int = DEFAULT_MAX_CHUNK_CHARS) -> str:
     h = hashlib.sha256(data)
-    h.update(f"\0{embedder}\0{CHUNKER_VERSION}\0{chunk_tokens}\0{overlap_tokens}".encode())
+    h.update(f"\0{embedder}\0{CHUNKER_VERSION}\0{chunk_tokens}\0{overlap_tokens}\0{max_chunk_chars}".encode())
     return h.hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class ChunkSettings:
+    tokens: int = DEFAULT_CHUNK_TOKENS
+    overlap: int = DEFAULT_OVERLAP_TOKENS
+    max_chars: int = DEFAULT_MAX_CHUNK_CHARS
 
 
 def ingest(paths: Iterable[str | Path], kb, prune: bool = True,
            max_file_mb: float = DEFAULT_MAX_FILE_MB, chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
            overlap_tokens: int = DEFAULT_OVERLAP_TOKENS,
            on_file: Callable[[Path, str], None] | None = None,
-           on_start: Callable[[int], None] | None = None) -> IngestReport:
+           on_start: Callable[[int], None] | None = None,
+           max_chunk_chars: int = DEFAULT_MAX_CHUNK_CHARS) -> IngestReport:
     """Bring the knowledge base `kb` up to date with the articles under `paths`."""
     start = time.perf_counter()
     found = discover(paths)
@@ -133,24 +183,17 @@ def ingest(paths: Iterable[str | Path], kb, prune: bool = True,
     if on_start:
         on_start(len(found.files))
     limit = int(max_file_mb * 1024 * 1024)
-    for path in found.files:
-        source = str(path)
-        status = _ingest_file(path, source, kb, manifest.get(source), limit, chunk_tokens, overlap_tokens, report)
+    sizes = ChunkSettings(chunk_tokens, overlap_tokens, max_chunk_chars)
+    for path, source in found.files:
+        status = _ingest_file(path, source, kb, manifest.get(source), limit, sizes, report)
         if status.startswith("skipped: "):
-            report.skipped.append((source, status[len("skipped: "):]))
+            report.skipped.append((str(path), status[len("skipped: "):]))
         else:
             setattr(report, status, getattr(report, status) + 1)
         log.info("%s: %s", source, status)
         if on_file:
             on_file(path, status)
-    if prune and found.folders:
-        present = {str(p) for p in found.files} | {str(p) for p, _ in found.skipped}
-        for source, state in manifest.items():
-            inside = any(source.startswith(str(folder) + os.sep) for folder in found.folders)
-            if inside and source not in present and not Path(source).exists():
-                kb.delete(state.ids)
-                report.removed += 1
-                log.info("%s: removed", source)
+    report.removed = _remove_stale(kb, manifest, found, prune)
     report.chunks_stored = kb.count()
     if report.added or report.updated or report.removed or kb.threshold_is_stale():
         report.min_similarity, report.generic_best = kb.calibrate()
@@ -160,7 +203,28 @@ def ingest(paths: Iterable[str | Path], kb, prune: bool = True,
     return report
 
 
-def _ingest_file(path: Path, source: str, kb, state, limit: int, chunk_tokens: int, overlap_tokens: int,
+def _remove_stale(kb, manifest: dict, found: Found, prune: bool) -> int:
+    """Delete what the store holds for files gone from the given folders (with `prune`), and the
+    chunks a store made before sources were relative keeps under a file's absolute path (always:
+    this run stored that file under its relative key)."""
+    removed = 0
+    real_files = {str(real) for real, _ in found.files}
+    for source, state in manifest.items():
+        legacy = os.path.isabs(source)
+        if legacy:
+            inside = any(source.startswith(str(folder) + os.sep) for folder, _ in found.folders)
+            stale = source in real_files or (prune and inside and not Path(source).exists())
+        else:
+            stale = prune and source not in found.keys and any(
+                source.startswith(key + "/") for _, key in found.folders)
+        if stale:
+            kb.delete(state.ids)
+            removed += 1
+            log.info("%s: removed", source)
+    return removed
+
+
+def _ingest_file(path: Path, source: str, kb, state, limit: int, sizes: ChunkSettings,
                  report: IngestReport) -> str:
     try:
         size = path.stat().st_size
@@ -169,22 +233,27 @@ def _ingest_file(path: Path, source: str, kb, state, limit: int, chunk_tokens: i
         data = path.read_bytes()
     except OSError as exc:
         return f"skipped: cannot read ({exc.strerror or exc})"
-    fp = fingerprint(data, kb.embedder_name, chunk_tokens, overlap_tokens)
+    fp = fingerprint(data, kb.embedder_name, sizes.tokens, sizes.overlap, sizes.max_chars)
     if state is not None and state.is_complete(fp):
         return "unchanged"
+    embedder = kb.embedder
     try:
         doc = read_document(path, data)
+        chunks = chunk_document(doc, embedder.count_tokens, embedder.max_tokens, sizes.tokens, sizes.overlap,
+                                sizes.max_chars)
     except Skip as exc:
         return f"skipped: {exc}"
-    embedder = kb.embedder
-    chunks = chunk_document(doc, embedder.count_tokens, embedder.max_tokens, chunk_tokens, overlap_tokens)
+    except Exception as exc:  # noqa: BLE001 - a reader's bug skips its file; the run (and prune) goes on
+        log.warning("%s: reader failed", path, exc_info=True)
+        first = (str(exc).splitlines() or [""])[0][:120]
+        return f"skipped: the reader failed ({type(exc).__name__}: {first})"
     seen: Counter[str] = Counter()
     ids, metas = [], []
     for chunk in chunks:
         ids.append(chunk_id(source, kb.embedder_name, chunk.embed_text, seen[chunk.embed_text]))
         seen[chunk.embed_text] += 1
-        meta = {"source": source, "stem": path.stem, "title": doc.title, "section": chunk.section,
-                "url": doc.url, "date": doc.date, "chunk": chunk.index, "n_chunks": len(chunks),
+        meta = {"source": source, "stem": path.stem, "title": clip(doc.title), "section": chunk.section,
+                "url": clip(doc.url), "date": clip(doc.date), "chunk": chunk.index, "n_chunks": len(chunks),
                 "fingerprint": fp}
         if chunk.page is not None:
             meta["page"] = chunk.page

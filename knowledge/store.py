@@ -3,11 +3,13 @@
 Embedded `PersistentClient` in `settings.store` by default; `HttpClient` to a Chroma server when
 `settings.chroma_url` is set (several service workers need the server: the embedded client is not
 multi-process safe). The collection uses cosine space and records the embedder's name and
-dimension; opening it with another embedder is refused instead of mixing vectors.
+dimension; opening it with another embedder is refused instead of mixing vectors. `lock_store`
+keeps one writer (ingest) away from other users of an embedded store.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
@@ -27,7 +29,8 @@ from .search import DEFAULT_MIN_SIMILARITY, resolve_min_similarity, to_passages
 # recall@3 at 10k+ chunks in benchmarks/ingest_bench.py.
 HNSW = {"hnsw:space": "cosine", "hnsw:construction_ef": 200, "hnsw:search_ef": 200}
 
-__all__ = ["DEFAULT_MIN_SIMILARITY", "KnowledgeBase", "SourceState", "check_workers", "open_knowledge_base"]
+__all__ = ["DEFAULT_MIN_SIMILARITY", "KnowledgeBase", "SourceState", "StoreLock", "check_workers", "lock_store",
+           "open_knowledge_base"]
 
 
 def check_workers(settings: Settings, workers: int) -> None:
@@ -38,6 +41,59 @@ def check_workers(settings: Settings, workers: int) -> None:
             "PersistentClient is not multi-process safe (workers would hang or corrupt the index); "
             f"run a Chroma server (`chroma run --path {settings.store} --port 8001`) and set "
             "--chroma-url http://127.0.0.1:8001 (or RESPONDER_CHROMA_URL), or use --workers 1")
+
+
+# --- the store lock: one writer, or any number of readers, per embedded store ---------------------
+
+LOCK_FILE = ".responder.lock"
+
+
+class StoreLock:
+    """An flock on the store's lock file, held until `release()` (or the process ends: the kernel
+    drops it, so a killed ingest never leaves a stale lock)."""
+
+    def __init__(self, fd: int | None) -> None:
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the descriptor releases the flock
+            self.fd = None
+
+    def __enter__(self) -> "StoreLock":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def lock_store(settings: Settings, exclusive: bool) -> StoreLock:
+    """Lock the embedded store: `exclusive` for `ingest` (the only writer), shared for a process that
+    reads it (`responder serve`). A conflict is a `UserError` pointing to a Chroma server. Nothing is
+    locked in server mode (the Chroma server serialises access) or where flock does not exist."""
+    if settings.chroma_url:
+        return StoreLock(None)
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        return StoreLock(None)
+    store = settings.store.expanduser()
+    try:
+        store.mkdir(parents=True, exist_ok=True)
+        fd = os.open(store / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise UserError(f"cannot open the store at {store} ({exc.strerror or exc}); "
+                        "give --store a writable directory") from None
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        who = "another `ingest` or a running `responder serve`" if exclusive else "an `ingest`"
+        raise UserError(
+            f"the store at {store} is in use by {who}, and the embedded Chroma store is not safe across "
+            "processes; wait for it to finish (or stop it), or run a Chroma server (`chroma run --path "
+            f"{store} --port 8001`) and pass --chroma-url http://127.0.0.1:8001 to ingest and serve") from None
+    return StoreLock(fd)
 
 
 @dataclass

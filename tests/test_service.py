@@ -168,7 +168,7 @@ def test_full_queue_answers_503_with_retry_after():
             assert [q.result().status_code for q in queued] == [200, 200]
     assert refused.status_code == 503
     assert int(refused.headers["Retry-After"]) >= 1
-    assert refused.json()["detail"].startswith("server busy: queue is full; retry after")
+    assert refused.json()["detail"].startswith("server busy: replies queue is full; retry after")
     assert 'responder_requests_total{route="/respond",status="503"} 1.0' in metrics
     assert "responder_queue_depth 2.0" in metrics
 
@@ -203,19 +203,23 @@ def test_comment_at_the_limit_is_accepted():
 
 
 def test_api_key_required_except_health():
+    key = {"Authorization": "Bearer s3cret"}
     with LiveServer(make_app(FakeGenerator(), api_key="s3cret")) as srv:
         missing = httpx.post(srv.url + "/respond", json={"comment": "hi"})
         wrong = httpx.post(srv.url + "/respond", json={"comment": "hi"}, headers={"Authorization": "Bearer no"})
         batch = httpx.post(srv.url + "/respond/batch", json=[{"comment": "hi"}])
-        right = httpx.post(srv.url + "/respond", json={"comment": "hi"},
-                           headers={"Authorization": "Bearer s3cret"})
+        right = httpx.post(srv.url + "/respond", json={"comment": "hi"}, headers=key)
         health, ready = httpx.get(srv.url + "/healthz"), httpx.get(srv.url + "/readyz")
-        docs = httpx.get(srv.url + "/docs")
+        closed = [httpx.get(srv.url + path) for path in ("/docs", "/openapi.json", "/metrics", "/no-such-route")]
+        docs, metrics = httpx.get(srv.url + "/docs", headers=key), httpx.get(srv.url + "/metrics", headers=key)
     assert missing.status_code == wrong.status_code == batch.status_code == 401
     assert missing.json()["detail"] == "missing or wrong API key; send 'Authorization: Bearer <key>'"
+    assert missing.headers["WWW-Authenticate"] == "Bearer"
     assert right.status_code == 200
     assert health.status_code == 200 and ready.status_code == 200
+    assert [r.status_code for r in closed] == [401, 401, 401, 401]  # docs and metrics follow the key
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
+    assert metrics.status_code == 200 and "responder_requests_total" in metrics.text
 
 
 def test_retrieve_returns_passages_alone():
@@ -239,8 +243,10 @@ def test_readyz_503_and_health_report_when_the_model_cannot_load(tmp_path):
         health = httpx.get(srv.url + "/healthz").json()
         ready = httpx.get(srv.url + "/readyz")
         respond = httpx.post(srv.url + "/respond", json={"comment": "hi"})
-    detail = f"adapter '{missing}' does not exist; pass the output directory of `finetune run`"
-    assert health["error"] == detail and health["ready"] is False
+    # The reason (with its path) is only in the log; callers learn that loading failed.
+    detail = "the model could not be loaded; the reason is in the server log"
+    assert health["error"] == detail and health["ready"] is False and health["status"] == "error"
+    assert health["adapter"] == "no-such-adapter" and str(tmp_path) not in str(health)
     assert ready.status_code == 503 and ready.json()["detail"] == detail
     assert respond.status_code == 503 and respond.json()["detail"] == detail
 

@@ -47,32 +47,77 @@ def model_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--queue-size", type=int, default=None, help="Waiting requests before 503 [64].")
 @click.option("--timeout", "request_timeout_s", type=float, default=None,
               help="Seconds before a request is answered 504 [300].")
+@click.option("--allow-no-auth", is_flag=True, default=None,
+              help="Serve on a non-loopback address without RESPONDER_API_KEY (anyone who reaches it "
+                   "can use the model) [env RESPONDER_ALLOW_NO_AUTH].")
 @model_options
 @store_options
 def serve(**options: Any) -> None:
     """Serve POST /respond, /respond/batch and /retrieve over HTTP (docs at /docs).
 
-    Set RESPONDER_API_KEY to require `Authorization: Bearer <key>` (/healthz and /readyz stay open).
+    Set RESPONDER_API_KEY to require `Authorization: Bearer <key>` on every route but /healthz and
+    /readyz (/docs and /metrics included). Without a key the service only listens on loopback,
+    unless --allow-no-auth is given. Limits: see docs/deploy.md ("Limits").
     """
     import uvicorn
 
     from base.settings import load_settings
     from responder.factory import plan_serving
     from responder.service.app import SETTINGS_ENV, create_app, settings_to_env
+    from responder.service.gate import check_api_key
 
     settings = load_settings(**options)
+    check_api_key(settings)
+    check_exposure(settings)
     plan = plan_serving(settings)  # a wrong adapter or base model is refused before anything loads
     from knowledge.store import check_workers
 
     check_workers(settings, settings.workers)
+    _check_store_free(settings)
     click.echo(f"Serving {plan.base_model} + {plan.adapter_label} ({plan.quantization}, {plan.backend}) "
                f"on http://{settings.host}:{settings.port}  (docs: /docs, health: /healthz)", err=True)
+    # Uvicorn's own limit is a backstop: the service answers every queued request within the grace period.
+    common = dict(host=settings.host, port=settings.port, log_level="warning",
+                  timeout_graceful_shutdown=settings.shutdown_grace_s + 5)
     if settings.workers > 1:
         os.environ[SETTINGS_ENV] = settings_to_env(settings)
-        uvicorn.run("responder.service.app:app_from_env", factory=True, host=settings.host, port=settings.port,
-                    workers=settings.workers, log_level="warning")
+        uvicorn.run("responder.service.app:app_from_env", factory=True, workers=settings.workers, **common)
     else:
-        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
+        uvicorn.run(create_app(settings), **common)
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: may resolve to anything
+
+
+def check_exposure(settings: Any) -> None:
+    """Refuse to listen beyond loopback with no API key, unless told to (--allow-no-auth)."""
+    from base.errors import UserError
+
+    if settings.api_key is None and not settings.allow_no_auth and not is_loopback(settings.host):
+        raise UserError(
+            f"refusing to serve on {settings.host} without an API key: anyone who can reach it could use "
+            "the model; set RESPONDER_API_KEY (e.g. `export RESPONDER_API_KEY=$(openssl rand -hex 32)`), "
+            "listen on 127.0.0.1, or pass --allow-no-auth if something in front of it checks callers")
+
+
+def _check_store_free(settings: Any) -> None:
+    """Fail now, in one line, if an `ingest` is writing the embedded store (the service holds a shared
+    lock on it while it runs, see responder/service/state.py)."""
+    from pathlib import Path
+
+    if settings.chroma_url or not Path(settings.store).expanduser().is_dir():
+        return
+    from knowledge.store import lock_store
+
+    lock_store(settings, exclusive=False).release()
 
 
 @click.command()
@@ -91,8 +136,7 @@ def respond(comments: tuple[str, ...], comments_file: str | None, video_title: s
     from base.errors import UserError
     from base.prompt import CommentInput
     from base.settings import load_settings
-    from responder.factory import build_responder
-    from responder.responder import validate_comment
+    from responder.responder import CommentFailed, validate_comment
     from responder.service.schemas import RespondResponse
 
     texts = list(comments) + _read_comment_lines(comments_file)
@@ -100,14 +144,30 @@ def respond(comments: tuple[str, ...], comments_file: str | None, video_title: s
         raise UserError("no comment given; pass COMMENT arguments or --file with one comment per line")
     for text in texts:
         validate_comment(text)  # before loading a model
-    responder = build_responder(load_settings(**options))
-    replies = responder.respond_many(
-        [CommentInput(t, video_title, author, use_context=not no_context) for t in texts])
+    requests = [CommentInput(t, video_title, author, use_context=not no_context) for t in texts]
+    try:
+        replies = _answer(load_settings(**options), requests)
+    except CommentFailed as exc:
+        raise UserError(str(exc)) from None
     if as_json:
         payload = [RespondResponse.of(r).model_dump() for r in replies]
         click.echo(json.dumps(payload[0] if len(payload) == 1 else payload, indent=2, ensure_ascii=False))
         return
     _print_replies(texts, replies)
+
+
+def _answer(settings: Any, requests: list[Any]) -> list[Any]:
+    """Replies from an in-process responder, holding a shared lock on an embedded store meanwhile."""
+    from pathlib import Path
+
+    from knowledge.store import StoreLock, lock_store
+    from responder.factory import build_responder
+
+    embedded = not settings.chroma_url and Path(settings.store).expanduser().is_dir()
+    with lock_store(settings, exclusive=False) if embedded else StoreLock(None):
+        responder = build_responder(settings)
+        responder.max_comment_tokens = settings.max_comment_tokens
+        return responder.respond_many(requests)
 
 
 def _read_comment_lines(path: str | None) -> list[str]:

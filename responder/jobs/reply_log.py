@@ -5,6 +5,13 @@ flushed and fsync'd batch by batch. A re-run with the same output skips every co
 in it, so a killed run resumes where it stopped and no id is ever written twice. A `kill -9` in the
 middle of a write can leave an incomplete last line: it is cut off on the next run (a complete line
 is never dropped); a damaged line anywhere else is reported, not guessed at.
+
+A spreadsheet runs a CSV cell that starts with `=`, `+`, `-`, `@`, a tab or a carriage return as a
+formula (`=HYPERLINK(...)` in a comment would be a live link). Such a cell, and one that starts
+with an apostrophe, is written with one more apostrophe in front (`neutralise_cell`), and every
+cell read back loses it again (`restore_cell`): the text round-trips exactly, so `responder post`
+and the review page read what the commenter and the model wrote. Sources carry the article's
+URL and its path relative to the ingested folder, never an absolute path.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from typing import Any, Sequence
 
 from base.errors import UserError
 from base.fileio import AppendOnlyLog, LogScan, json_lines, scan_jsonl_log
-from responder.responder import Reply
+from responder.responder import Reply, source_record
 from responder.youtube.export import Comment
 
 log = logging.getLogger(__name__)
@@ -83,7 +90,21 @@ def _parse_csv(data: bytes) -> tuple[list[str], list[list[str]]] | None:
     return header, body
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise_cell(text: str) -> str:
+    """A CSV cell a spreadsheet shows as text: `'` in front of a formula start (and of a leading `'`)."""
+    return "'" + text if text.startswith(_FORMULA_START + ("'",)) else text
+
+
+def restore_cell(text: str) -> str:
+    """The text `neutralise_cell` was given."""
+    return text[1:] if text.startswith("'") else text
+
+
 def _csv_record(row: dict[str, str]) -> dict[str, Any]:
+    row = {k: restore_cell(v) for k, v in row.items()}
     record: dict[str, Any] = dict(row)
     try:
         record["sources"] = json.loads(row.get("sources") or "[]")
@@ -134,15 +155,7 @@ class ReplyLog:
             self._log.write(self._encode(records, header=self._log.size() == 0), records)
 
     def _encode(self, records: Sequence[dict[str, Any]], header: bool) -> bytes:
-        if self.fmt != "csv":
-            return json_lines(records)
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        if header:
-            writer.writerow(FIELDS)
-        for r in records:
-            writer.writerow([_csv_cell(r.get(k)) for k in FIELDS])
-        return buf.getvalue().encode("utf-8")
+        return json_lines(records) if self.fmt != "csv" else encode_csv(records, header)
 
     def drop_failed(self) -> int:
         """Rewrite the file without its failed lines (atomically), so they are answered again."""
@@ -162,19 +175,30 @@ class ReplyLog:
         self.close()
 
 
-def _csv_cell(value: Any) -> str:
+def encode_csv(records: Sequence[dict[str, Any]], header: bool) -> bytes:
+    """CSV rows of `records` (the FIELDS columns), formula starts neutralised; `scan_csv` reads them back."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    if header:
+        writer.writerow(FIELDS)
+    for r in records:
+        writer.writerow([csv_cell(r.get(k)) for k in FIELDS])
+    return buf.getvalue().encode("utf-8")
+
+
+def csv_cell(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (list, dict)):
-        return json.dumps(value, ensure_ascii=False)
-    return "" if value is None else str(value)
+        return neutralise_cell(json.dumps(value, ensure_ascii=False))
+    return neutralise_cell("" if value is None else str(value))
 
 
 def record(comment: Comment, status: str, reply: Reply | None = None) -> dict[str, Any]:
     r: dict[str, Any] = {
         "comment_id": comment.comment_id, "video_id": comment.video_id, "author": comment.author,
         "comment": comment.text, "reply": reply.reply if reply else "",
-        "sources": [p.to_dict() for p in reply.sources] if reply else [],
+        "sources": [source_record(p) for p in reply.sources] if reply else [],
         "used_context": bool(reply.used_context) if reply else False, "status": status,
     }
     if status == ANSWERED:

@@ -1,10 +1,11 @@
 """The HTTP service: the app factory, nothing built at import time.
 
 `create_app(settings)` only wires: the shared state (`state.py`), its start and stop (the
-lifespan), the exception handlers (`errors.py`), the request metrics (`metrics.py`) and the routers
-(`routes/`, one module per resource, their dependencies in `deps.py`). Requests to `/respond` and
+lifespan), the gate every request passes first (`gate.py`: body size, API key, shutdown), the
+exception handlers (`errors.py`), the request metrics (`metrics.py`) and the routers (`routes/`,
+one module per resource, their dependencies in `deps.py`). Requests to `/respond` and
 `/respond/batch` go through the dynamic batcher (`batcher.py`): one batched generate for whatever
-arrived together, off the event loop.
+arrived together, off the event loop; `/retrieve` has a queue of its own.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from fastapi import FastAPI
 from base.settings import Settings
 from responder.responder import Responder
 from responder.service.errors import HANDLERS
-from responder.service.metrics import request_counter
+from responder.service.gate import Gate, check_api_key
+from responder.service.metrics import RequestCounter
 from responder.service.routes import api_router
 from responder.service.state import ServiceState
 
@@ -28,6 +30,7 @@ SETTINGS_ENV = "RESPONDER_SERVE_SETTINGS_JSON"  # how `serve --workers N` hands 
 
 def create_app(settings: Settings, responder: Responder | None = None) -> FastAPI:
     """The service. Without `responder`, one is built from `settings` in the background."""
+    check_api_key(settings)
     state = ServiceState(settings, responder)
 
     @asynccontextmanager
@@ -36,15 +39,23 @@ def create_app(settings: Settings, responder: Responder | None = None) -> FastAP
         yield
         await state.stop()
 
-    app = FastAPI(title="Comment responder", version="0.1.0", lifespan=lifespan,
-                  description="Answers YouTube comments in the creator's voice, with facts from "
-                              "their own articles.")
+    app = FastAPI(title="Comment responder", version="0.1.0", lifespan=lifespan, description=DESCRIPTION)
     app.state.responder_state = state
     for exc_type, handler in HANDLERS.items():
         app.add_exception_handler(exc_type, handler)
-    app.middleware("http")(request_counter(state.metrics))
+    app.add_middleware(RequestCounter, metrics=state.metrics)
+    app.add_middleware(Gate, state=state)  # added last: outermost, before anything reads the body
     app.include_router(api_router)
     return app
+
+
+DESCRIPTION = """Answers YouTube comments in the creator's voice, with facts from their own articles.
+
+Limits (server settings, environment `RESPONDER_*`): request body at most 1 MiB (`MAX_BODY_BYTES`,
+413); a comment at most 10,000 characters and 3,072 model tokens after cleaning (`MAX_COMMENT_TOKENS`,
+422); `/respond/batch` at most 64 items (`QUEUE_SIZE`, 413); replies' queue 64 (`QUEUE_SIZE`, 503),
+`/retrieve`'s own queue 8 (`RETRIEVE_QUEUE_SIZE`, 503). With `RESPONDER_API_KEY` set, every route
+but /healthz and /readyz (these docs and /metrics included) needs `Authorization: Bearer <key>`."""
 
 
 # --- settings hand-over for `serve --workers N` ---------------------------------------------------

@@ -8,6 +8,10 @@ loop (and `/healthz`) keeps answering while the model computes.
 - A full queue is refused at once (`QueueFull`, the service answers 503 with Retry-After).
 - A request not answered within `timeout_s` raises `asyncio.TimeoutError` (the service answers
   504); if it has not started yet it is dropped from its batch instead of being computed for nobody.
+- `yield_to` and `share` make a low-priority lane (/retrieve): while `yield_to()` is true (replies
+  are generating), the worker rests after each batch so that it computes at most `share` of the time.
+- `close()` refuses new requests (`ShuttingDown`); `fail_all()` answers every request still waiting
+  or computing with an error (the end of the shutdown grace period).
 """
 
 from __future__ import annotations
@@ -33,6 +37,13 @@ class QueueFull(Exception):
         self.retry_after_s = retry_after_s
 
 
+class ShuttingDown(Exception):
+    """The server is stopping: the request was refused, or not answered within the grace period."""
+
+    def __init__(self) -> None:
+        super().__init__("the server is shutting down; retry (another instance, or this one once restarted)")
+
+
 @dataclass
 class _Pending(Generic[T]):
     item: T
@@ -47,19 +58,24 @@ Process = Callable[[Sequence[Any]], Sequence[Any]]
 class Batcher(Generic[T, R]):
     def __init__(self, process: Process, max_batch_size: int = 16, max_wait_ms: float = 250,
                  queue_size: int = 64, timeout_s: float = 300.0,
-                 on_batch: Callable[[int, float], None] | None = None) -> None:
+                 on_batch: Callable[[int, float], None] | None = None, name: str = "generate",
+                 yield_to: Callable[[], bool] | None = None, share: float = 1.0) -> None:
         self.process = process
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000
         self.queue_size = queue_size
         self.timeout_s = timeout_s
         self.on_batch = on_batch  # called with (batch size, seconds) after each batch
+        self.yield_to = yield_to
+        self.share = share
         self._queue: asyncio.Queue[_Pending] | None = None
         self._task: asyncio.Task | None = None
         # One thread: batches run one after another, each using every core.
-        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="generate")
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=name)
         self._last_batch_s = 1.0
+        self._current: list[_Pending] = []  # the batch being computed
         self.busy = False
+        self.closed = False
 
     @property
     def depth(self) -> int:
@@ -79,12 +95,24 @@ class Batcher(Generic[T, R]):
             except asyncio.CancelledError:
                 pass
             self._task = None
-        if self._queue is not None:  # nobody will answer what is still queued
-            while not self._queue.empty():
-                pending = self._queue.get_nowait()
-                if not pending.future.done():
-                    pending.future.set_exception(QueueFull(self.retry_after_s()))
+        self.fail_all(ShuttingDown)  # nobody will answer what is still queued
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def close(self) -> None:
+        """Take no new requests; those already queued are still computed."""
+        self.closed = True
+
+    def fail_all(self, error: Callable[[], BaseException]) -> int:
+        """Answer every request still queued or computing with `error()`; how many there were."""
+        failed = 0
+        waiting = list(self._current)
+        while self._queue is not None and not self._queue.empty():
+            waiting.append(self._queue.get_nowait())
+        for pending in waiting:
+            if not pending.future.done():
+                pending.future.set_exception(error())
+                failed += 1
+        return failed
 
     def retry_after_s(self) -> int:
         """A fair guess at when room frees up: batches ahead of the queue, times the last batch."""
@@ -98,6 +126,8 @@ class Batcher(Generic[T, R]):
         """Results for `items`, batched with whatever else is queued; all-or-nothing admission."""
         if self._queue is None:
             raise RuntimeError("Batcher.start() was not called")
+        if self.closed:
+            raise ShuttingDown()
         if self._queue.qsize() + len(items) > self.queue_size:
             raise QueueFull(self.retry_after_s())
         loop = asyncio.get_running_loop()
@@ -133,25 +163,35 @@ class Batcher(Generic[T, R]):
             batch = [p for p in batch if not p.future.done()]  # timed out or cancelled while queued
             if not batch:
                 continue
-            self.busy = True
-            start = time.perf_counter()
-            try:
-                results = await loop.run_in_executor(self._executor, self.process, [p.item for p in batch])
-                if len(results) != len(batch):
-                    raise RuntimeError(f"batch of {len(batch)} gave {len(results)} results")
-            except Exception as exc:  # noqa: BLE001 - every request of the batch gets the error
-                log.exception("batch of %d failed", len(batch))
-                results = [exc] * len(batch)
-            finally:
-                self.busy = False
-            elapsed = time.perf_counter() - start
-            self._last_batch_s = elapsed
-            if self.on_batch is not None:
-                self.on_batch(len(batch), elapsed)
-            for p, result in zip(batch, results):
-                if p.future.done():
-                    continue
-                if isinstance(result, BaseException):
-                    p.future.set_exception(result)
-                else:
-                    p.future.set_result(result)
+            elapsed = await self._compute(loop, batch)
+            if self.yield_to is not None and self.share < 1 and self.yield_to():
+                # Rest so that this lane computes at most `share` of the time (capped at 2 s a rest).
+                await asyncio.sleep(min(2.0, elapsed * (1 - self.share) / self.share))
+
+    async def _compute(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> float:
+        """Run one batch in the worker thread and answer its requests; the seconds it took."""
+        self.busy = True
+        self._current = batch
+        start = time.perf_counter()
+        try:
+            results = await loop.run_in_executor(self._executor, self.process, [p.item for p in batch])
+            if len(results) != len(batch):
+                raise RuntimeError(f"batch of {len(batch)} gave {len(results)} results")
+        except Exception as exc:  # noqa: BLE001 - every request of the batch gets the error
+            log.exception("batch of %d failed", len(batch))
+            results = [exc] * len(batch)
+        finally:
+            self.busy = False
+            self._current = []
+        elapsed = time.perf_counter() - start
+        self._last_batch_s = elapsed
+        if self.on_batch is not None:
+            self.on_batch(len(batch), elapsed)
+        for p, result in zip(batch, results):
+            if p.future.done():
+                continue
+            if isinstance(result, BaseException):
+                p.future.set_exception(result)
+            else:
+                p.future.set_result(result)
+        return elapsed

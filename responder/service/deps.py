@@ -1,22 +1,21 @@
 """Dependencies of the routes, read as types: `state: StateDep`, `batcher: BatcherDep`, ...
 
-`Protected` goes on every route that needs the API key (when one is set); /healthz, /readyz and
-/metrics stay open.
+The API key is checked by the gate (`gate.py`) before a body is read; `Protected` only tells the
+OpenAPI schema (and the "Authorize" button of /docs) that a route takes a bearer key.
 """
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import Depends, HTTPException, Request, Security
+from fastapi.security import HTTPBearer
 
 from responder.responder import Responder
 from responder.service.batcher import Batcher
-from responder.service.state import ServiceState
+from responder.service.state import LOAD_FAILED, ServiceState
 
-_bearer = HTTPBearer(auto_error=False)
+Protected = [Security(HTTPBearer(auto_error=False, description="RESPONDER_API_KEY, when the server sets one"))]
 
 
 def get_state(request: Request) -> ServiceState:
@@ -26,25 +25,10 @@ def get_state(request: Request) -> ServiceState:
 StateDep = Annotated[ServiceState, Depends(get_state)]
 
 
-def require_api_key(
-    state: StateDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> None:
-    if state.settings.api_key is None:
-        return
-    expected = state.settings.api_key.get_secret_value().encode()
-    given = credentials.credentials.encode() if credentials else b""
-    if not hmac.compare_digest(given, expected):
-        raise HTTPException(401, "missing or wrong API key; send 'Authorization: Bearer <key>'",
-                            headers={"WWW-Authenticate": "Bearer"})
-
-
-Protected = [Depends(require_api_key)]
-
-
 def get_responder(state: StateDep) -> Responder:
-    """The loaded responder; 503 (with the loading error, if loading failed) until there is one."""
-    if state.responder is None or state.batcher is None:
-        raise HTTPException(503, state.error or "the model is still loading; retry shortly",
+    """The loaded responder; 503 until there is one."""
+    if state.responder is None or state.batcher is None or state.retrieval is None:
+        raise HTTPException(503, LOAD_FAILED if state.error else "the model is still loading; retry shortly",
                             headers={"Retry-After": "5"})
     return state.responder
 
@@ -58,3 +42,11 @@ def get_batcher(state: StateDep, _: ResponderDep) -> Batcher:
 
 
 BatcherDep = Annotated[Batcher, Depends(get_batcher)]
+
+
+def get_retrieval(state: StateDep, _: ResponderDep) -> Batcher:
+    assert state.retrieval is not None
+    return state.retrieval
+
+
+RetrievalDep = Annotated[Batcher, Depends(get_retrieval)]

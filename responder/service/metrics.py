@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Awaitable, Callable
-
-from fastapi import Request, Response
+from typing import Any
 
 
 class Metrics:
@@ -27,6 +25,11 @@ class Metrics:
                                  registry=self.registry)
         self.rejected = Counter("responder_rejected", "Requests refused because the queue was full",
                                 registry=self.registry)
+        self.refused = Counter("responder_refused", "Requests refused at the gate, before parsing",
+                               ["reason"], registry=self.registry)
+        self.retrieve_rejected = Counter("responder_retrieve_rejected",
+                                         "/retrieve requests refused because its queue was full",
+                                         registry=self.registry)
 
     def observe_batch(self, size: int, seconds: float) -> None:
         self.batch_size.observe(size)
@@ -39,23 +42,29 @@ class Metrics:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
-CallNext = Callable[[Request], Awaitable[Response]]
+class RequestCounter:
+    """ASGI middleware: count every request by route template and status, and time it."""
 
+    def __init__(self, app: Any, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
 
-def request_counter(metrics: Metrics) -> Callable[[Request, CallNext], Awaitable[Any]]:
-    """HTTP middleware: count every request by route template and status, and time it."""
-
-    async def count(request: Request, call_next: CallNext) -> Response:
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
         start = time.perf_counter()
         status = 500
-        try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
-        finally:
-            route = request.scope.get("route")
-            name = getattr(route, "path", "unmatched")
-            metrics.requests.labels(name, str(status)).inc()
-            metrics.latency.labels(name).observe(time.perf_counter() - start)
 
-    return count
+        async def send_and_note(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            name = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.requests.labels(name, str(status)).inc()
+            self.metrics.latency.labels(name).observe(time.perf_counter() - start)

@@ -1,4 +1,8 @@
-"""Request and response models of the HTTP API (`responder.service`)."""
+"""Request and response models of the HTTP API (`responder.service`).
+
+Limits a caller meets are in the field descriptions (and so in /docs); responses carry names and
+relative paths, never a path of the server's filesystem.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator
 from pydantic_core import PydanticCustomError
 
 from base.errors import UserError
-from base.prompt import MAX_COMMENT_CHARS, CommentInput, Passage
-from responder.responder import Reply, validate_comment
+from base.prompt import MAX_AUTHOR_CHARS, MAX_COMMENT_CHARS, MAX_TITLE_CHARS, CommentInput, Passage
+from responder.responder import DEFAULT_MAX_COMMENT_TOKENS, Reply, source_record, unencodable, validate_comment
+from responder.service.state import public_name
 
 
 def _checked_comment(value: str) -> str:
@@ -19,15 +24,30 @@ def _checked_comment(value: str) -> str:
         raise PydanticCustomError("comment", str(exc)) from None
 
 
+def _encodable(value: object, name: str) -> object:
+    """Before pydantic's own string check, so that a lone surrogate gets our message."""
+    problem = unencodable(value) if isinstance(value, str) else None
+    if problem:
+        raise PydanticCustomError("text", f"{name} {problem}")
+    return value
+
+
+COMMENT_HELP = (f"The comment's text: at most {MAX_COMMENT_CHARS} characters (YouTube's limit) and, after "
+                f"cleaning (NFC; control and invisible characters removed), at most {DEFAULT_MAX_COMMENT_TOKENS} "
+                "model tokens (RESPONDER_MAX_COMMENT_TOKENS; 422 above). The whole body is at most 1 MiB "
+                "(RESPONDER_MAX_BODY_BYTES; 413 above).")
+
+
 class RespondRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"comment": "how big does my A/B test need to be to spot a 1 point lift?",
          "video_title": "A/B testing without tears", "author": "@sam", "use_context": True, "top_k": 3}]})
 
-    comment: str = Field(description=f"The comment's text (at most {MAX_COMMENT_CHARS} characters; "
-                                     "control characters are stripped).")
-    video_title: str | None = Field(None, max_length=500)
-    author: str | None = Field(None, max_length=200)
+    comment: str = Field(description=COMMENT_HELP)
+    video_title: str | None = Field(None, max_length=500, description=(
+        f"Title of the video; the prompt keeps its first {MAX_TITLE_CHARS} characters, on one line."))
+    author: str | None = Field(None, max_length=200, description=(
+        f"The commenter's name; the prompt keeps its first {MAX_AUTHOR_CHARS} characters, on one line."))
     use_context: bool = Field(True, description="Retrieve passages from the creator's articles.")
     top_k: int | None = Field(None, ge=1, le=20, description="Passages to retrieve (default: server's).")
 
@@ -36,19 +56,30 @@ class RespondRequest(BaseModel):
     def _check_comment(cls, value: str) -> str:
         return _checked_comment(value)
 
+    @field_validator("comment", "video_title", "author", mode="before")
+    @classmethod
+    def _check_text(cls, value: object, info) -> object:
+        return _encodable(value, info.field_name)
+
     def to_core(self) -> CommentInput:
         return CommentInput(self.comment, self.video_title, self.author, use_context=self.use_context, top_k=self.top_k)
 
 
 class RespondBatchRequest(RootModel[list[RespondRequest]]):
-    """A JSON array of respond requests; answered in the same order."""
+    """A JSON array of respond requests, answered in the same order: at most RESPONDER_QUEUE_SIZE
+    (64) items (413 above, before any item is validated)."""
 
 
 class RetrieveRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    comment: str = Field(description="The text to find passages for.")
+    comment: str = Field(description=f"The text to find passages for (at most {MAX_COMMENT_CHARS} characters).")
     top_k: int | None = Field(None, ge=1, le=20)
+
+    @field_validator("comment", mode="before")
+    @classmethod
+    def _check_text(cls, value: object) -> object:
+        return _encodable(value, "comment")
 
     @field_validator("comment")
     @classmethod
@@ -59,13 +90,13 @@ class RetrieveRequest(BaseModel):
 class Source(BaseModel):
     title: str
     section: str
-    source: str
+    source: str = Field(description="The article's file, relative to the folder that was ingested.")
     url: str
     similarity: float
 
     @classmethod
     def of(cls, p: Passage) -> "Source":
-        return cls(**p.to_dict())
+        return cls(**source_record(p))
 
 
 class PassageOut(Source):
@@ -74,7 +105,7 @@ class PassageOut(Source):
 
     @classmethod
     def of(cls, p: Passage) -> "PassageOut":
-        return cls(**p.to_dict(), text=p.text)
+        return cls(**source_record(p), text=p.text)
 
 
 class Timings(BaseModel):
@@ -93,7 +124,7 @@ class RespondResponse(BaseModel):
     @classmethod
     def of(cls, r: Reply) -> "RespondResponse":
         return cls(reply=r.reply, sources=[Source.of(p) for p in r.sources], used_context=r.used_context,
-                   model=r.model, adapter=r.adapter,
+                   model=public_name(r.model), adapter=public_name(r.adapter) or None,
                    timings=Timings(retrieve_ms=r.timings.get("retrieve_ms", 0.0),
                                    generate_ms=r.timings.get("generate_ms", 0.0)))
 
@@ -106,6 +137,8 @@ class RetrieveResponse(BaseModel):
 
 
 class Health(BaseModel):
+    """Open to anyone: names only; a loading error says where to look (the server log), not what."""
+
     status: Annotated[str, Field(description="'ok', or 'error' when loading the model failed")]
     ready: bool
     model: str

@@ -1,90 +1,199 @@
-"""What the routes share: settings, the responder once loaded, the batcher, metrics, and health facts.
+"""What the routes share: settings, the responder once loaded, its two queues, metrics, health facts.
 
-With a responder given, the batcher starts with the app. Without one, the model loads in a
+With a responder given, the queues start with the app. Without one, the model loads in a
 background task after startup, so `/healthz` and `/readyz` answer at once (`/readyz` is 503, and
-`/respond` 503 with the loading error if any, until it is loaded).
+`/respond` 503, until it is loaded; a loading error goes to the log, never to a caller).
+
+Two queues, each with its own worker thread and bound:
+- `batcher`: replies (`/respond`, `/respond/batch`), batched generates;
+- `retrieval`: `/retrieve` alone. It never takes a place in the replies' queue, and while replies
+  generate it computes at most `retrieve_share` of the time, so a flood of /retrieve cannot slow
+  replies down (it waits, then gets 503 when its small queue is full).
+
+What the service says about itself (model, adapter, knowledge base) is names, never paths.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Sequence
+from pathlib import Path
+from typing import Any, Sequence
 
-from base.errors import UserError
-from base.prompt import CommentInput
+from base.errors import UpstreamError, UserError
+from base.prompt import CommentInput, Passage
 from base.settings import Settings
 from responder.responder import Reply, Responder
-from responder.service.batcher import Batcher, Process
+from responder.service.batcher import Batcher, Process, ShuttingDown
 from responder.service.metrics import Metrics
+from responder.service.shutdown import chain_signal_handlers
 
 log = logging.getLogger(__name__)
+
+LOAD_FAILED = "the model could not be loaded; the reason is in the server log"
+
+
+def public_name(value: str | Path | None) -> str:
+    """A model or adapter as callers may see it: a hub id as is, a local path by its last part
+    (an adapter saved as `<run>/adapter` by its run's name)."""
+    if not value:
+        return ""
+    text = str(value)
+    if not text.startswith(("/", "~", ".", "\\")) and ":" not in text[:3]:
+        return text
+    path = Path(text)
+    return path.parent.name if path.name == "adapter" else path.name
 
 
 class ServiceState:
     def __init__(self, settings: Settings, responder: Responder | None = None) -> None:
         self.settings = settings
         self.responder = responder
-        self.error: str | None = None
+        self.error: str | None = None  # the full loading error: logged, not shown
         self.metrics = Metrics()
         self.batcher: Batcher | None = None
-        self.model = settings.base_model
-        self.adapter = str(settings.adapter) if settings.adapter else "no adapter"
+        self.retrieval: Batcher | None = None
+        self.model = public_name(settings.base_model)
+        self.adapter = public_name(settings.adapter) if settings.adapter else "no adapter"
         self.quantization = settings.quantization
         self.knowledge_base = "unknown"
+        self.draining = False
         self._loader: asyncio.Task | None = None
+        self._store_lock: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
-        """At app startup: start the batcher, or load the model in the background first."""
+        """At app startup: start the queues, or load the model in the background first."""
+        self._loop = asyncio.get_running_loop()
+        chain_signal_handlers(self._loop, self.begin_drain)
         if self.responder is not None:
-            self._start_batcher()
+            self._start_queues()
         else:
             self._loader = asyncio.create_task(self._load(), name="load-model")
 
     async def stop(self) -> None:
         if self._loader is not None and not self._loader.done():
             self._loader.cancel()
-        if self.batcher is not None:
-            await self.batcher.stop()
+        for lane in (self.batcher, self.retrieval):
+            if lane is not None:
+                await lane.stop()
+        if self._store_lock is not None:
+            self._store_lock.release()
 
+    # --- graceful stop ----------------------------------------------------------------------------
+    def begin_drain(self) -> None:
+        """SIGTERM: refuse new requests, finish queued ones for `shutdown_grace_s`, then 503 the rest."""
+        if self.draining:
+            return
+        self.draining = True
+        grace = self.settings.shutdown_grace_s
+        log.warning("Stopping: answering queued requests for up to %g s", grace)
+        for lane in (self.batcher, self.retrieval):
+            if lane is not None:
+                lane.close()
+        asyncio.get_running_loop().call_later(grace, self._end_grace)
+
+    def request_drain(self) -> None:
+        """`begin_drain` from any thread."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self.begin_drain)
+
+    def _end_grace(self) -> None:
+        failed = sum(lane.fail_all(ShuttingDown) for lane in (self.batcher, self.retrieval) if lane is not None)
+        if failed:
+            log.warning("Grace period over: %d request(s) answered 503", failed)
+
+    # --- loading ----------------------------------------------------------------------------------
     async def _load(self) -> None:
-        from responder.factory import build_responder, describe_knowledge_base, plan_serving
+        from responder.factory import build_responder, plan_serving
 
         settings = self.settings
         try:
             plan = await asyncio.to_thread(plan_serving, settings)
-            self.model, self.adapter, self.quantization = plan.base_model, plan.adapter_label, plan.quantization
-            self.knowledge_base = describe_knowledge_base(settings)
+            self.model, self.quantization = public_name(plan.base_model), plan.quantization
+            self.adapter = public_name(plan.adapter.path) if plan.adapter else "no adapter"
+            self._store_lock = await asyncio.to_thread(self._lock_store)
             self.responder = await asyncio.to_thread(build_responder, settings)
-            self._start_batcher()
-            log.warning("Model loaded: %s + %s (%s)", self.model, self.adapter, self.quantization)
+            self._start_queues()
+            log.warning("Model loaded: %s + %s (%s)", plan.base_model, plan.adapter_label, plan.quantization)
         except UserError as exc:
             self.error = str(exc)
             log.error("Error: %s", exc)
-        except Exception as exc:  # noqa: BLE001 - reported in /healthz and /readyz, not swallowed
+        except Exception as exc:  # noqa: BLE001 - logged; /healthz and /readyz say "not ready"
             self.error = f"loading the model failed: {exc.__class__.__name__}: {exc}"
             log.exception("loading the model failed")
 
-    def _start_batcher(self) -> None:
+    def _lock_store(self) -> Any:
+        """A shared lock on an existing embedded store, so that `ingest` cannot write it meanwhile."""
+        if self.settings.chroma_url or not Path(self.settings.store).expanduser().is_dir():
+            return None
+        from knowledge.store import lock_store
+
+        return lock_store(self.settings, exclusive=False)
+
+    def _start_queues(self) -> None:
         assert self.responder is not None
         gen = self.responder.generator
-        self.model = getattr(gen, "model_name", self.model)
-        self.adapter = getattr(gen, "adapter_name", None) or self.adapter
-        if self.knowledge_base == "unknown":
-            self.knowledge_base = "attached" if self.responder.retriever is not None else "none"
+        self.model = public_name(getattr(gen, "model_name", self.model))
+        self.adapter = public_name(getattr(gen, "adapter_name", None)) or self.adapter
+        self.knowledge_base = describe_knowledge_base(self.settings, self.responder)
         s = self.settings
+        self.responder.max_comment_tokens = s.max_comment_tokens
         self.batcher = Batcher(batch_process(self.responder), s.max_batch_size, s.max_wait_ms, s.queue_size,
                                s.request_timeout_s, self.metrics.observe_batch)
+        self.retrieval = Batcher(retrieve_process(self.responder), max_batch_size=8, max_wait_ms=0,
+                                 queue_size=s.retrieve_queue_size, timeout_s=s.retrieve_timeout_s,
+                                 name="retrieve", yield_to=self._replies_busy, share=s.retrieve_share)
         self.batcher.start()
+        self.retrieval.start()
+
+    def _replies_busy(self) -> bool:
+        return self.batcher is not None and (self.batcher.busy or self.batcher.depth > 0)
+
+
+def describe_knowledge_base(settings: Settings, responder: Responder) -> str:
+    if responder.retriever is None:
+        return "none: no knowledge base was ingested (run `ingest`)"
+    where = "chroma server" if settings.chroma_url else "embedded store"
+    return f"{where}, collection '{settings.collection}'"
 
 
 def batch_process(responder: Responder) -> Process:
-    """The batcher's `process`: one `respond_many` per batch; if it raises, every request gets the error."""
+    """The replies' `process`: one `respond_many` per batch. When it fails, the comments are answered
+    one by one, so only the comment that fails gets the error (a generation server that is down
+    fails them all at once: asking it again per comment would only wait longer)."""
+
+    def one(request: CommentInput) -> Reply | Exception:
+        try:
+            return responder.respond_many([request])[0]
+        except Exception as exc:  # noqa: BLE001 - this request's answer
+            return exc
 
     def process(requests: Sequence[CommentInput]) -> list[Reply | Exception]:
         try:
             return list(responder.respond_many(requests))
-        except Exception as exc:  # noqa: BLE001 - one failure answers the whole batch
+        except UpstreamError as exc:
             return [exc] * len(requests)
+        except Exception as exc:  # noqa: BLE001 - find the comment that fails
+            if len(requests) == 1:
+                return [exc]
+            log.warning("batch of %d failed (%s: %s); answering its comments one by one",
+                        len(requests), type(exc).__name__, exc)
+            return [one(r) for r in requests]
+
+    return process
+
+
+def retrieve_process(responder: Responder) -> Process:
+    """The /retrieve queue's `process`: passages per request; a failure fails that request alone."""
+
+    def process(requests: Sequence[CommentInput]) -> list[list[Passage] | Exception]:
+        out: list[list[Passage] | Exception] = []
+        for request in requests:
+            try:
+                out.append(responder.retrieve(request))
+            except Exception as exc:  # noqa: BLE001 - this request's answer
+                out.append(exc)
+        return out
 
     return process

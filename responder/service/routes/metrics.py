@@ -1,12 +1,12 @@
-"""GET /metrics: Prometheus metrics (open, like the health routes)."""
+"""GET /metrics: Prometheus metrics (behind the API key when one is set, like everything but health)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from responder.service.deps import StateDep
+from responder.service.deps import Protected, StateDep
 
-router = APIRouter()
+router = APIRouter(dependencies=Protected)
 
 
 @router.get("/metrics", summary="Prometheus metrics")

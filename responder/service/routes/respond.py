@@ -1,15 +1,21 @@
-"""POST /respond and /respond/batch: comments answered through the dynamic batcher."""
+"""POST /respond and /respond/batch: comments answered through the dynamic batcher.
+
+Before a comment takes a place in the queue it is counted in model tokens (422 when over
+`max_comment_tokens`); a /respond/batch body is refused (413) by its item count before any item
+is validated.
+"""
 
 from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Request
 
 from base.prompt import CommentInput
-from responder.responder import Reply
-from responder.service.batcher import Batcher, QueueFull
-from responder.service.deps import BatcherDep, Protected, StateDep
+from responder.responder import Reply, Responder
+from responder.service.admission import submit
+from responder.service.batcher import Batcher
+from responder.service.deps import BatcherDep, Protected, ResponderDep, StateDep
 from responder.service.schemas import RespondBatchRequest, RespondRequest, RespondResponse
 from responder.service.state import ServiceState
 
@@ -17,34 +23,52 @@ router = APIRouter(dependencies=Protected)
 
 
 @router.post("/respond", response_model=RespondResponse, summary="Answer one comment")
-async def respond(body: RespondRequest, state: StateDep, batcher: BatcherDep) -> RespondResponse:
+async def respond(body: RespondRequest, state: StateDep, responder: ResponderDep,
+                  batcher: BatcherDep) -> RespondResponse:
+    request = await checked(responder, body.to_core(), "body")
     state.metrics.queue_depth.set(batcher.depth + 1)
-    return RespondResponse.of((await answer(state, batcher, [body.to_core()]))[0])
+    return RespondResponse.of((await answer(state, batcher, [request]))[0])
 
 
-@router.post("/respond/batch", response_model=list[RespondResponse],
-             summary="Answer a list of comments, in order")
-async def respond_batch(body: RespondBatchRequest, state: StateDep, batcher: BatcherDep) -> list[RespondResponse]:
-    items = body.root
+async def cap_batch_items(request: Request, state: StateDep) -> None:
+    """413 for a list longer than the queue, before its items are validated (the body is parsed
+    JSON by now, bounded by the body limit)."""
+    if "json" not in request.headers.get("content-type", ""):
+        return
+    try:
+        items = await request.json()  # cached: FastAPI validates this same parsed body next
+    except ValueError:
+        return  # FastAPI reports the broken JSON
     limit = state.settings.queue_size
-    if len(items) > limit:
+    if isinstance(items, list) and len(items) > limit:
         raise HTTPException(413, f"batch has {len(items)} comments; this server takes at most "
                                  f"{limit} per request (RESPONDER_QUEUE_SIZE); split it")
-    if not items:
+
+
+@router.post("/respond/batch", response_model=list[RespondResponse], dependencies=[Depends(cap_batch_items)],
+             summary="Answer a list of comments, in order")
+async def respond_batch(body: RespondBatchRequest, state: StateDep, responder: ResponderDep,
+                        batcher: BatcherDep) -> list[RespondResponse]:
+    if not body.root:
         return []
-    state.metrics.queue_depth.set(batcher.depth + len(items))
-    return [RespondResponse.of(r) for r in await answer(state, batcher, [i.to_core() for i in items])]
+    requests = [await checked(responder, item.to_core(), f"body.{n}") for n, item in enumerate(body.root)]
+    state.metrics.queue_depth.set(batcher.depth + len(requests))
+    return [RespondResponse.of(r) for r in await answer(state, batcher, requests)]
+
+
+async def checked(responder: Responder, request: CommentInput, where: str) -> CommentInput:
+    """The request if its comment fits the model (tokenized off the event loop when long), else 422."""
+    long = len(request.comment.encode("utf-8")) >= responder.max_comment_tokens
+    problem = await asyncio.to_thread(responder.too_long, request.comment) if long else None
+    if problem:
+        raise HTTPException(422, f"{where}.comment: {problem}")
+    return request
 
 
 async def answer(state: ServiceState, batcher: Batcher, requests: list[CommentInput]) -> list[Reply]:
     """Replies from the batcher; a full queue is 503 with Retry-After, a reply too late is 504."""
     try:
-        return await batcher.submit_many(requests)
-    except QueueFull as exc:
-        state.metrics.rejected.inc()
-        raise HTTPException(503, f"server busy: {exc}", headers={"Retry-After": str(exc.retry_after_s)})
-    except asyncio.TimeoutError:
-        raise HTTPException(504, f"no reply within {state.settings.request_timeout_s:g} s; retry later "
-                                 "or raise RESPONDER_REQUEST_TIMEOUT_S") from None
+        return await submit(batcher, requests, "replies", "reply", "RESPONDER_REQUEST_TIMEOUT_S",
+                            on_full=state.metrics.rejected.inc)
     finally:
         state.metrics.queue_depth.set(batcher.depth)
