@@ -204,6 +204,15 @@ def test_csv_cells_are_neutralised_and_read_back_as_written(tmp_path):
         "Ugx-abc": FORMULAS["reply"], "Ugy2": "-5% is within the noise here."}  # no leading apostrophe
 
 
+def test_the_replies_file_holds_the_comment_as_the_model_read_it():
+    from responder.jobs.reply_log import record
+    from responder.youtube.export import Comment
+
+    hidden = Comment("c1", "great video\U000E0041\U000E0042\u202e!\u00ad", author="  Sam\u200b\n" + "x" * 500)
+    written = record(hidden, "skipped:test")
+    assert written["comment"] == "great video!" and written["author"] == "Sam " + "x" * 96
+
+
 def test_reply_sources_in_the_replies_file_carry_no_absolute_path():
     from base.prompt import Passage
     from responder.jobs.reply_log import record

@@ -25,6 +25,7 @@ from typing import Any, Sequence
 
 from base.errors import UserError
 from base.fileio import AppendOnlyLog, LogScan, json_lines, scan_jsonl_log
+from base.prompt import MAX_AUTHOR_CHARS, clean_text
 from responder.responder import Reply, source_record
 from responder.youtube.export import Comment
 
@@ -195,9 +196,13 @@ def csv_cell(value: Any) -> str:
 
 
 def record(comment: Comment, status: str, reply: Reply | None = None) -> dict[str, Any]:
+    """The replies file's record of one comment. Comment and author are cleaned as the prompt cleans
+    them (base.prompt.clean_text): the reviewer reads what the model read, with no invisible or
+    reordering characters and no unbounded name."""
     r: dict[str, Any] = {
-        "comment_id": comment.comment_id, "video_id": comment.video_id, "author": comment.author,
-        "comment": comment.text, "reply": reply.reply if reply else "",
+        "comment_id": comment.comment_id, "video_id": comment.video_id,
+        "author": clean_text(comment.author or "", MAX_AUTHOR_CHARS, one_line=True),
+        "comment": clean_text(comment.text), "reply": reply.reply if reply else "",
         "sources": [source_record(p) for p in reply.sources] if reply else [],
         "used_context": bool(reply.used_context) if reply else False, "status": status,
     }
