@@ -30,7 +30,7 @@ DEFAULT_PERSONA = (
 
 # Model tokens all passages of one prompt may take together (best first; the last one is cut at
 # a token boundary). Part of the prompt, so training and serving cut passages identically.
-DEFAULT_PASSAGE_TOKENS = 768
+DEFAULT_PASSAGE_TOKENS = 384
 _MIN_PASSAGE_TOKENS = 24  # less than this left: the passage is dropped, not shown as a fragment
 MAX_AUTHOR_CHARS = 100
 MAX_TITLE_CHARS = 200
