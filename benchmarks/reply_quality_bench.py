@@ -46,7 +46,7 @@ def main() -> None:
         step(f"finetune run ({name})", ["finetune", "run", "--data", str(pairs), "--output", str(out), *extra],
              skip=done)
         minutes[name] = None if done else (time.perf_counter() - start) / 60
-    evals = {name: run_eval(args.heldout, work / name, store) for name in ("plain", "context")}
+    evals = {name: run_eval(args.heldout, work / name, store, work / f"eval_{name}.json") for name in ("plain", "context")}
     columns = {"base": evals["plain"]["modes"]["base"],
                "plain tuned": evals["plain"]["modes"]["tuned"],
                "plain tuned+passages": evals["plain"]["modes"]["tuned+passages"],
@@ -93,10 +93,16 @@ def step(title: str, command: list[str], skip: bool = False) -> None:
     subprocess.run([str(BIN / command[0]), *command[1:]], cwd=ROOT, check=True, stdout=sys.stderr)
 
 
-def run_eval(heldout: str, run: Path, store: Path) -> dict:
+def run_eval(heldout: str, run: Path, store: Path, saved: Path) -> dict:
+    """`finetune eval --json` of one run; kept in `saved` and reused while the run is unchanged."""
+    adapter = run / "adapter" / "adapter_model.safetensors"
+    if saved.exists() and saved.stat().st_mtime > adapter.stat().st_mtime:
+        print(f"== finetune eval {run.name}: reused {saved}", file=sys.stderr)
+        return json.loads(saved.read_text())
     print(f"== finetune eval {run.name}", file=sys.stderr)
     done = subprocess.run([str(BIN / "finetune"), "eval", heldout, "--adapter", str(run), "--store", str(store),
-                           "--json"], cwd=ROOT, check=True, capture_output=True, text=True)
+                           "--json"], cwd=ROOT, check=True, stdout=subprocess.PIPE, text=True)
+    saved.write_text(done.stdout)
     return json.loads(done.stdout)
 
 

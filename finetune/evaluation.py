@@ -176,8 +176,10 @@ def format_value(key: str, value: Any) -> str:
         return "-"
     if key in RATES:
         return f"{value:.0%}"
+    if key.startswith("median"):
+        return f"{value:g}"
     if isinstance(value, float):
-        return f"{value:.3f}" if key != "median_words" else f"{value:g}"
+        return f"{value:.3f}"
     return str(value)
 
 
