@@ -301,6 +301,33 @@ def test_the_retrieve_lane_rests_while_replies_generate():
     assert free < resting
 
 
+def test_the_retrieve_lane_waits_while_replies_gather_a_batch():
+    """A retrieval never computes while the replies' batcher holds a half-gathered batch (its
+    comments would arrive late and wait a whole batch more), nor just after a reply batch."""
+    from responder.service.app import create_app
+
+    computed: list[float] = []
+
+    class Timed(FakeRetriever):
+        def search(self, text, top_k=3, min_similarity=None):
+            if text == "xgboost?":  # the /retrieve request, not the reply's own retrieval
+                computed.append(time.perf_counter())
+            return []
+
+    app = create_app(Settings(max_wait_ms=1500, store="/nonexistent"), Responder(FakeGenerator(), STYLE, Timed()))
+    with LiveServer(app) as srv, ThreadPoolExecutor(2) as pool:
+        state = app.state.responder_state
+        reply = pool.submit(httpx.post, srv.url + "/respond", json={"comment": "gathering"}, timeout=60)
+        while not state.batcher.gathering:
+            time.sleep(0.01)
+        asked = time.perf_counter()
+        retrieved = httpx.post(srv.url + "/retrieve", json={"comment": "xgboost?"}, timeout=60)
+        assert reply.result().status_code == 200 and retrieved.status_code == 200
+    done = state.batcher.last_done
+    assert len(computed) == 1 and computed[0] > done + 0.9  # after the batch was answered, and a settling second
+    assert computed[0] - asked > 1.0
+
+
 # ---------------------------------------------------------------------- 7. no paths leave the process
 
 

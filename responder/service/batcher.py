@@ -8,8 +8,9 @@ loop (and `/healthz`) keeps answering while the model computes.
 - A full queue is refused at once (`QueueFull`, the service answers 503 with Retry-After).
 - A request not answered within `timeout_s` raises `asyncio.TimeoutError` (the service answers
   504); if it has not started yet it is dropped from its batch instead of being computed for nobody.
-- `yield_to` and `share` make a low-priority lane (/retrieve): while `yield_to()` is true (replies
-  are generating), the worker rests after each batch so that it computes at most `share` of the time.
+- `may_start`, `yield_to` and `share` make a low-priority lane (/retrieve): a batch starts only when
+  `may_start()` allows it, and while `yield_to()` is true (replies are generating) the worker rests
+  after each batch so that it computes at most `share` of the time.
 - `close()` refuses new requests (`ShuttingDown`); `fail_all()` answers every request still waiting
   or computing with an error (the end of the shutdown grace period).
 """
@@ -55,11 +56,16 @@ class _Pending(Generic[T]):
 Process = Callable[[Sequence[Any]], Sequence[Any]]
 
 
+def _waiting(batch: list[_Pending]) -> bool:
+    return any(not p.future.done() for p in batch)
+
+
 class Batcher(Generic[T, R]):
     def __init__(self, process: Process, max_batch_size: int = 16, max_wait_ms: float = 250,
                  queue_size: int = 64, timeout_s: float = 300.0,
                  on_batch: Callable[[int, float], None] | None = None, name: str = "generate",
-                 yield_to: Callable[[], bool] | None = None, share: float = 1.0) -> None:
+                 yield_to: Callable[[], bool] | None = None, share: float = 1.0,
+                 may_start: Callable[[], bool] | None = None) -> None:
         self.process = process
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000
@@ -68,13 +74,16 @@ class Batcher(Generic[T, R]):
         self.on_batch = on_batch  # called with (batch size, seconds) after each batch
         self.yield_to = yield_to
         self.share = share
+        self.may_start = may_start
         self._queue: asyncio.Queue[_Pending] | None = None
         self._task: asyncio.Task | None = None
         # One thread: batches run one after another, each using every core.
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=name)
         self._last_batch_s = 1.0
         self._current: list[_Pending] = []  # the batch being computed
-        self.busy = False
+        self.busy = False  # computing a batch
+        self.gathering = False  # holding requests while the batch fills up
+        self.last_done = 0.0  # time.perf_counter() when the last batch was answered
         self.closed = False
 
     @property
@@ -150,16 +159,13 @@ class Batcher(Generic[T, R]):
             # The wait starts when the worker is free, not when the oldest request arrived: after a
             # long batch, the clients it just answered send their next comments within a few ms,
             # and they join this batch instead of forming a small one of their own.
-            deadline = time.perf_counter() + self.max_wait_s
-            while len(batch) < self.max_batch_size:
-                remaining = deadline - time.perf_counter()
-                try:
-                    if remaining <= 0:
-                        batch.append(self._queue.get_nowait())
-                    else:
-                        batch.append(await asyncio.wait_for(self._queue.get(), remaining))
-                except (asyncio.QueueEmpty, asyncio.TimeoutError):
-                    break
+            self.gathering = True
+            try:
+                await self._gather(batch)
+                while self.may_start is not None and not self.may_start() and _waiting(batch):
+                    await asyncio.sleep(0.02)  # a low-priority lane waits for its turn
+            finally:
+                self.gathering = False
             batch = [p for p in batch if not p.future.done()]  # timed out or cancelled while queued
             if not batch:
                 continue
@@ -167,6 +173,20 @@ class Batcher(Generic[T, R]):
             if self.yield_to is not None and self.share < 1 and self.yield_to():
                 # Rest so that this lane computes at most `share` of the time (capped at 2 s a rest).
                 await asyncio.sleep(min(2.0, elapsed * (1 - self.share) / self.share))
+
+    async def _gather(self, batch: list[_Pending]) -> None:
+        """Add queued requests to `batch` until it is full or `max_wait_s` has passed."""
+        assert self._queue is not None
+        deadline = time.perf_counter() + self.max_wait_s
+        while len(batch) < self.max_batch_size:
+            remaining = deadline - time.perf_counter()
+            try:
+                if remaining <= 0:
+                    batch.append(self._queue.get_nowait())
+                else:
+                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+            except (asyncio.QueueEmpty, asyncio.TimeoutError):
+                return
 
     async def _compute(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> float:
         """Run one batch in the worker thread and answer its requests; the seconds it took."""
@@ -183,6 +203,7 @@ class Batcher(Generic[T, R]):
         finally:
             self.busy = False
             self._current = []
+            self.last_done = time.perf_counter()
         elapsed = time.perf_counter() - start
         self._last_batch_s = elapsed
         if self.on_batch is not None:

@@ -6,9 +6,11 @@ background task after startup, so `/healthz` and `/readyz` answer at once (`/rea
 
 Two queues, each with its own worker thread and bound:
 - `batcher`: replies (`/respond`, `/respond/batch`), batched generates;
-- `retrieval`: `/retrieve` alone. It never takes a place in the replies' queue, and while replies
-  generate it computes at most `retrieve_share` of the time, so a flood of /retrieve cannot slow
-  replies down (it waits, then gets 503 when its small queue is full).
+- `retrieval`: `/retrieve` alone. It never takes a place in the replies' queue; it never computes
+  while replies gather a batch or just after one (when their clients send their next comments: a
+  comment that arrived late would wait a whole batch more), and while replies generate it computes
+  at most `retrieve_share` of the time. So a flood of /retrieve cannot slow replies down: it waits,
+  then gets 503 when its small queue is full.
 
 What the service says about itself (model, adapter, knowledge base) is names, never paths.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -31,6 +34,9 @@ from responder.service.shutdown import chain_signal_handlers
 log = logging.getLogger(__name__)
 
 LOAD_FAILED = "the model could not be loaded; the reason is in the server log"
+# After a reply batch is answered, its clients send their next comments: /retrieve waits this long
+# (more than the batcher's gathering window) before it may compute again.
+SETTLE_S = 1.0
 
 
 def public_name(value: str | Path | None) -> str:
@@ -141,14 +147,24 @@ class ServiceState:
         self.responder.max_comment_tokens = s.max_comment_tokens
         self.batcher = Batcher(batch_process(self.responder), s.max_batch_size, s.max_wait_ms, s.queue_size,
                                s.request_timeout_s, self.metrics.observe_batch)
-        self.retrieval = Batcher(retrieve_process(self.responder), max_batch_size=8, max_wait_ms=0,
+        # Small batches: a retrieval already computing when a reply batch ends is short.
+        self.retrieval = Batcher(retrieve_process(self.responder), max_batch_size=4, max_wait_ms=0,
                                  queue_size=s.retrieve_queue_size, timeout_s=s.retrieve_timeout_s,
-                                 name="retrieve", yield_to=self._replies_busy, share=s.retrieve_share)
+                                 name="retrieve", yield_to=self._replies_busy, share=s.retrieve_share,
+                                 may_start=self._retrieval_may_start)
         self.batcher.start()
         self.retrieval.start()
 
     def _replies_busy(self) -> bool:
-        return self.batcher is not None and (self.batcher.busy or self.batcher.depth > 0)
+        return self.batcher is not None and (self.batcher.busy or self.batcher.gathering or self.batcher.depth > 0)
+
+    def _retrieval_may_start(self) -> bool:
+        """While replies generate (the rests keep /retrieve to its share), or once they have been
+        idle for SETTLE_S; never while they gather a batch or their clients are sending comments."""
+        replies = self.batcher
+        if replies is None or replies.busy:
+            return True
+        return not replies.gathering and replies.depth == 0 and time.perf_counter() - replies.last_done > SETTLE_S
 
 
 def describe_knowledge_base(settings: Settings, responder: Responder) -> str:
