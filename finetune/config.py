@@ -143,6 +143,12 @@ class TrainConfig(Section):
     max_epochs: Positive = 10  # epochs=auto never goes beyond this...
     example_budget: Positive = 400  # ...nor beyond this many examples seen in all (bounds the run's time)
     micro_batch_size: Positive = 4  # examples per forward pass (batch_size / micro = accumulation)
+    # Token budget of a micro-batch (rows x padded length): long pairs run alone, short ones together;
+    # activation memory follows it. 0 = micro_batch_size examples per forward pass instead.
+    micro_batch_tokens: Count = 0
+    # Recompute each decoder layer in the backward pass instead of keeping its activations; auto:
+    # on for CUDA, on a CPU only when the activations would take a large share of free memory.
+    activation_checkpointing: Annotated[Text, _choice("auto", "on", "off")] = "auto"
     max_grad_norm: NonNegative = 0.3  # QLoRA paper's clipping
     optimizer: Annotated[Text, _choice("auto", "adamw_8bit", "paged_adamw_8bit", "adamw")] = "auto"
     lr_scheduler: Annotated[Text, _choice("cosine", "linear", "constant")] = "cosine"

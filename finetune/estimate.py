@@ -8,8 +8,15 @@ Bytes per base parameter:
   the adapter; activations for backward are kept (no gradient checkpointing): 10B -> about 40 GB;
 - QLoRA: NF4 weights with double quantization, 4.127 bits = 0.52 bytes/param; gradient
   checkpointing keeps only each layer's input; paged optimizer: 10B -> about 12 GB.
-Activations follow Korthikanti et al. (2022): per layer s*b*h*(34 + 5*a*s/h) bytes in 16-bit.
+Activations follow Korthikanti et al. (2022): per layer s*b*h*(34 + 5*a*s/h) bytes in 16-bit, for
+the usual recipes; the QLoRA row is this project's (`finetune run`): the output head runs a chunk
+of reply positions at a time, so no b*s*vocab logits.
 The model's shape comes from its config.json, or is guessed from the parameter count.
+
+`estimate_for_run` is the estimate written into metrics.jsonl beside the measured peak: weights and
+adapter/optimizer from the loaded model, activations of the largest micro-batch the run can form
+(`recipe_activations`, counted from what autograd keeps in this recipe), and the process's own
+memory measured before the model loaded (Python, torch, the tokenizer and data).
 """
 
 from __future__ import annotations
@@ -33,6 +40,16 @@ class Shape:
     heads: int
     intermediate: int
     vocab: int
+    kv_heads: int = 0  # 0: as many as query heads (no grouped-query attention)
+    head_dim: int = 0  # 0: hidden // heads
+
+    @property
+    def q_dim(self) -> int:
+        return self.heads * (self.head_dim or self.hidden // self.heads)
+
+    @property
+    def kv_dim(self) -> int:
+        return (self.kv_heads or self.heads) * (self.head_dim or self.hidden // self.heads)
 
 
 @dataclass(frozen=True)
@@ -82,7 +99,7 @@ def shape_from_model(path: str) -> Shape:
     head_dim = c.get("head_dim", h // heads)
     per_layer = h * heads * head_dim * 2 + h * kv * head_dim * 2 + 3 * h * inter
     params = n * per_layer + v * h * (1 if c.get("tie_word_embeddings") else 2)
-    return Shape(float(params), h, n, heads, inter, v)
+    return Shape(float(params), h, n, heads, inter, v, kv, head_dim)
 
 
 def lora_params(shape: Shape, rank: int) -> float:
@@ -91,25 +108,63 @@ def lora_params(shape: Shape, rank: int) -> float:
     return shape.layers * rank * (4 * (h + h) + 3 * (h + i))
 
 
+def logits_bytes(shape: Shape, batch: int, seq: int) -> float:
+    return batch * seq * shape.vocab * (2 + 4 + 4)  # 16-bit logits, fp32 copy and its gradient
+
+
+def head_chunk_bytes(shape: Shape) -> float:
+    """float32 logits of one chunk of reply positions (finetune/loss.py): what the head keeps at once."""
+    from .loss import LOGIT_CHUNK_BYTES
+
+    return max(16 * 4 * shape.vocab, LOGIT_CHUNK_BYTES)
+
+
 def activations(shape: Shape, batch: int, seq: int, checkpointing: bool) -> float:
     s, b, h, a = seq, batch, shape.hidden, shape.heads
     per_layer = s * b * h * (34 + 5 * a * s / h)
-    logits = b * s * shape.vocab * (2 + 4 + 4)  # 16-bit logits, fp32 copy and its gradient
     if checkpointing:  # each layer's input kept, one layer recomputed at a time
-        return shape.layers * 2 * s * b * h + per_layer + logits
-    return shape.layers * per_layer + logits
+        return shape.layers * 2 * s * b * h + per_layer + logits_bytes(shape, batch, seq)
+    return shape.layers * per_layer + logits_bytes(shape, batch, seq)
+
+
+def recipe_layer_values(shape: Shape, rank: int, dropout: bool) -> float:
+    """Values one decoder layer keeps for backward per position in `finetune run` (LoRA on every
+    linear layer), counted from the tensors autograd saves: both RMSNorms' inputs and outputs (4h),
+    rotated queries and the attention output (2 q_dim), keys and values (2 kv_dim), gate, up,
+    silu(gate) and the down projection's input (4i), the seven LoRA A outputs (7r), attention's
+    log-sum-exp (one per head). LoRA dropout keeps each adapted layer's dropped input and its mask
+    besides (9h + q_dim + i). tests/test_finetune_memory.py checks it against autograd's own count."""
+    h, i = shape.hidden, shape.intermediate
+    values = 4 * h + 2 * shape.q_dim + 2 * shape.kv_dim + 4 * i + 7 * rank + shape.heads
+    return values + (9 * h + shape.q_dim + i if dropout else 0)
+
+
+def recipe_activations(shape: Shape, positions: int, prefix: int, rank: int, dropout: bool,
+                       checkpointing: bool, value_bytes: int = 4) -> float:
+    """Bytes one micro-batch keeps for backward in `finetune run`: `positions` through the decoder
+    (rows x padded width, less the shared prefix), the `prefix` run once (never checkpointed). With
+    checkpointing a layer keeps only its input, and one layer's activations are rebuilt at a time.
+    Besides: the final norm's input, the reply positions' hidden states and their gradient (at most
+    `positions` of them), one chunk of head logits."""
+    per_layer = recipe_layer_values(shape, rank, dropout)
+    if checkpointing:
+        body = shape.layers * positions * shape.hidden + positions * per_layer
+    else:
+        body = shape.layers * positions * per_layer
+    head = 3 * positions * shape.hidden
+    return (body + shape.layers * prefix * per_layer + head) * value_bytes + head_chunk_bytes(shape)
 
 
 def table(shape: Shape, rank: int = 64, batch: int = 4, seq: int = 512) -> list[Row]:
     p = shape.params
     adapter = lora_params(shape, rank)
     adapter_bytes = adapter * (4 + 4 + 8)  # fp32 weights, gradients, Adam moments
+    chunked_head = activations(shape, batch, seq, True) - logits_bytes(shape, batch, seq) + head_chunk_bytes(shape)
     return [
         Row("full", 2 * p, 2 * p, 12 * p, 0,
             activations(shape, batch, seq, True)),
         Row(f"LoRA r={rank}", 2 * p, 0, 0, adapter_bytes, activations(shape, batch, seq, False)),
-        Row(f"QLoRA r={rank}", qlora_weights(shape), 0, 0, adapter_bytes,
-            activations(shape, batch, seq, True)),
+        Row(f"QLoRA r={rank}", qlora_weights(shape), 0, 0, adapter_bytes, chunked_head),
     ]
 
 
@@ -121,19 +176,59 @@ def qlora_weights(shape: Shape) -> float:
     return (shape.params - embed) * NF4_DQ_BITS / 8 + embed * 2 + block * 2
 
 
-def estimate_for_run(model: Any, cfg: Any) -> dict[str, float]:
-    """The estimate for the model and settings just trained (no checkpointing: the lean loop keeps
-    activations), recorded beside the measured peak in metrics.jsonl."""
+def shape_of(model: Any) -> Shape:
+    """The shape of a loaded (PEFT) model, from its config."""
     c = model.config if hasattr(model, "config") else model.get_base_model().config
     heads = getattr(c, "num_attention_heads", 1)
-    shape = Shape(float(sum(p.numel() for p in model.parameters())), c.hidden_size, c.num_hidden_layers, heads,
-                  getattr(c, "intermediate_size", 4 * c.hidden_size), c.vocab_size)
-    weights_bits = NF4_DQ_BITS if cfg.model.quantization == "nf4" else 32
+    return Shape(float(sum(p.numel() for p in model.parameters())), c.hidden_size, c.num_hidden_layers, heads,
+                 getattr(c, "intermediate_size", 4 * c.hidden_size), c.vocab_size,
+                 getattr(c, "num_key_value_heads", heads) or heads, getattr(c, "head_dim", 0) or c.hidden_size // heads)
+
+
+def weights_bytes(model: Any) -> float:
+    """Bytes of the frozen weights as loaded: 4-bit layers at their storage bits (NF4 + double
+    quantization constants), the rest (embeddings, norms) at their own width."""
+    from base.models import quantized_bits_per_weight
+
+    total, quantized = 0.0, 0
+    for p in model.parameters():
+        if p.requires_grad:
+            continue
+        state = getattr(p, "quant_state", None)
+        if state is not None:
+            quantized += state.shape.numel()
+        else:
+            total += p.numel() * p.element_size()
+    bits = quantized_bits_per_weight(model) if quantized else 0
+    return total + quantized * (bits or NF4_DQ_BITS) / 8
+
+
+def run_activations(model: Any, cfg: Any, examples: list, checkpointing: bool) -> float:
+    """Activation bytes of the largest micro-batch `finetune run` can form from `examples`: the token
+    budget (or one example longer than it), else micro_batch_size examples of the longest length;
+    the shared prompt prefix besides."""
+    from .loss import common_prefix_len
+
+    t = cfg.train
+    longest = max((len(e.input_ids) for e in examples), default=1)
+    positions = max(t.micro_batch_tokens, longest) if t.micro_batch_tokens else t.micro_batch_size * longest
+    value_bytes = min(4, next((p.element_size() for p in model.parameters() if p.requires_grad), 4))
+    return recipe_activations(shape_of(model), positions, common_prefix_len(examples), cfg.lora.r,
+                              cfg.lora.dropout > 0, checkpointing, value_bytes)
+
+
+def estimate_for_run(model: Any, cfg: Any, examples: list, checkpointing: bool, runtime_mb: float) -> dict[str, float]:
+    """The estimate for the model and settings just trained, recorded beside the measured peak in
+    metrics.jsonl: weights, adapter + optimizer, activations of the largest micro-batch, and the
+    process before the model loaded (measured)."""
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    act = activations(shape, cfg.train.micro_batch_size, min(cfg.data.max_length, 256), False) * 2  # fp32
-    return {"weights_mb": round(shape.params * weights_bits / 8 / 2**20, 1),
-            "adapter_and_optimizer_mb": round(trainable * (4 + 4 + 2) / 2**20, 1),
-            "activations_mb": round(act / 2**20, 1)}
+    moments = 2 if cfg.train.optimizer in ("auto", "adamw_8bit", "paged_adamw_8bit") else 8  # 8-bit or fp32 Adam
+    terms = {"runtime_mb": runtime_mb, "weights_mb": weights_bytes(model) / 2**20,
+             "adapter_and_optimizer_mb": trainable * (4 + 4 + moments) / 2**20,
+             "activations_mb": run_activations(model, cfg, examples, checkpointing) / 2**20}
+    out = {k: round(v, 1) for k, v in terms.items()}
+    out["total_mb"] = round(sum(terms.values()), 1)
+    return out
 
 
 def gb(x: float) -> str:

@@ -1,28 +1,57 @@
 """Batches and the reply-only loss: pure tensor code, shared by training and evaluation.
 
-- examples of one optimizer step are sorted by length before being cut into micro-batches, so
-  padding is small, and micro-batches are padded to their own longest example;
+- the examples of one optimizer step are sorted by length and cut into micro-batches by a token
+  budget (rows x padded width), so long pairs run alone and short ones together: activation memory
+  follows the budget, not the longest example times a fixed count, and padding stays small;
 - the loss is taken on reply tokens only, and the output head (a 49k-word vocabulary, a large share
-  of a small model's FLOPs) runs only on those positions: hidden states are sliced before lm_head;
-- the prefix all rows of a micro-batch share (the persona's system prompt) runs once.
+  of a small model's FLOPs) runs only on those positions, a chunk of them at a time, its gradient
+  taken during the forward: the full-vocabulary logits of a micro-batch never exist at once;
+- the prefix all rows of a micro-batch share (the persona's system prompt) runs once;
+- with activation checkpointing each decoder layer keeps only its input and recomputes the rest
+  in the backward pass (the shared prefix's keys/values are read, never rewritten, so a recomputed
+  layer sees what the first pass saw).
+All of it is exact: the same loss and gradients as a full forward with masking afterwards
+(tests/test_finetune_memory.py).
 """
 
 from __future__ import annotations
 
+import functools
 import random
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 from .data import Example
 
+LOGIT_CHUNK_BYTES = 32 * 2**20  # float32 logits of one chunk of reply positions (~170 rows at 49k words)
 
-def epoch_batches(examples: list[Example], batch_size: int, micro: int, seed: int, epoch: int) -> list[list[list[int]]]:
-    """Optimizer steps of one epoch, each a list of micro-batches (example indices), seeded."""
+
+def micro_batches(lengths: list[int], group: list[int], micro: int, micro_tokens: int) -> list[list[int]]:
+    """`group` (example indices, sorted by length) cut into micro-batches: with `micro_tokens`, as
+    many rows as fit rows x longest <= micro_tokens (an example longer than that alone); else
+    `micro` rows each."""
+    if not micro_tokens:
+        return [group[j:j + micro] for j in range(0, len(group), micro)]
+    out: list[list[int]] = []
+    for i in group:
+        if out and (len(out[-1]) + 1) * lengths[i] <= micro_tokens:
+            out[-1].append(i)
+        else:
+            out.append([i])
+    return out
+
+
+def epoch_batches(examples: list[Example], batch_size: int, micro: int, seed: int, epoch: int,
+                  micro_tokens: int = 0) -> list[list[list[int]]]:
+    """Optimizer steps of one epoch (`batch_size` examples each, seeded order), each a list of
+    micro-batches (example indices). The budget only decides how a step's examples are split."""
     order = list(range(len(examples)))
     random.Random(seed * 1000 + epoch).shuffle(order)
+    lengths = [len(e.input_ids) for e in examples]
     steps = []
     for start in range(0, len(order), batch_size):
-        group = sorted(order[start:start + batch_size], key=lambda i: len(examples[i].input_ids))
-        steps.append([group[j:j + micro] for j in range(0, len(group), micro)])
+        group = sorted(order[start:start + batch_size], key=lambda i: lengths[i])
+        steps.append(micro_batches(lengths, group, micro, micro_tokens))
     return steps
 
 
@@ -63,36 +92,145 @@ def shared_prefix_len(batch: dict[str, Any], minimum: int = 16) -> int:
     return n if n >= minimum else 0
 
 
-def reply_loss_sum(model: Any, batch: dict[str, Any], share_prefix: bool = True) -> tuple[Any, int]:
+def common_prefix_len(examples: list[Example]) -> int:
+    """Tokens every example starts with, before any label: what `shared_prefix_len` finds in a
+    micro-batch of them (0 when under its minimum)."""
+    if len(examples) < 2:
+        return 0
+    first = examples[0].input_ids
+    n = min(len(e.input_ids) for e in examples)
+    for e in examples:
+        n = min(n, next((k for k, x in enumerate(e.labels) if x != -100), n) - 1)
+        n = next((k for k in range(n) if e.input_ids[k] != first[k]), n)
+    return n if n >= 16 else 0
+
+
+def positions(batch: dict[str, Any], share_prefix: bool = True) -> dict[str, int]:
+    """What one micro-batch computes: positions through the decoder (padding included, the shared
+    prefix once), positions through the output head (reply tokens), and query x key pairs of causal
+    attention (for the FLOP floor of finetune_bench)."""
+    rows, width = batch["input_ids"].shape
+    n = shared_prefix_len(batch) if share_prefix else 0
+    pairs = rows * sum(range(n + 1, width + 1)) + n * (n + 1) // 2
+    return {"decoder": rows * (width - n) + n, "head": int((batch["labels"][:, n + 1:] != -100).sum()),
+            "attention_pairs": pairs, "rows": rows, "width": width}
+
+
+@contextmanager
+def checkpointed_layers(decoder: Any, enabled: bool) -> Iterator[None]:
+    """Inside: each decoder layer runs under torch.utils.checkpoint (non-reentrant, RNG preserved, so
+    dropout masks repeat): only its input is kept for backward, the rest is recomputed then.
+    transformers' own gradient checkpointing drops `past_key_values`, which would silently cut the
+    shared prefix out of attention; this keeps it."""
+    if not enabled:
+        yield
+        return
+    from torch.utils.checkpoint import checkpoint
+
+    layers = list(decoder.layers)
+    for layer in layers:
+        layer.forward = functools.partial(checkpoint, type(layer).forward.__get__(layer), use_reentrant=False)
+    try:
+        yield
+    finally:
+        for layer in layers:
+            del layer.forward
+
+
+def prefix_cache(decoder: Any, prefix_ids: Any, rows: int) -> Any:
+    """Keys/values of the shared prefix (run once, gradients flow through it), broadcast to `rows`,
+    in a cache that is read and never written (a recomputed layer must see the same keys)."""
+    from transformers.cache_utils import Cache, DynamicLayer
+
+    class FixedLayer(DynamicLayer):
+        def __init__(self, keys: Any, values: Any) -> None:
+            super().__init__()
+            self.keys, self.values, self.is_initialized = keys, values, True
+            self.dtype, self.device = keys.dtype, keys.device
+
+        def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
+            import torch
+
+            return torch.cat([self.keys, key_states], dim=-2), torch.cat([self.values, value_states], dim=-2)
+
+    prefix = decoder(input_ids=prefix_ids, use_cache=True).past_key_values
+    return Cache(layers=[FixedLayer(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v, *_ in prefix])
+
+
+def reply_loss_sum(model: Any, batch: dict[str, Any], share_prefix: bool = True,
+                   checkpoint: bool = False) -> tuple[Any, int]:
     """(sum of cross-entropy over reply tokens, number of reply tokens).
 
-    Two savings, both exact (same loss as the full forward with masking afterwards):
+    Savings, all exact (same loss as the full forward with masking afterwards):
     - the prefix all rows share (the persona's system prompt, often most of the prompt) runs once
       per micro-batch, and its keys/values are broadcast to every row; gradients flow through it;
-    - the output head runs only on positions whose next token carries a label.
+    - the output head runs only on positions whose next token carries a label, in chunks;
+    - `checkpoint`: decoder layers keep only their inputs (see `checkpointed_layers`).
     """
-    import torch.nn.functional as F
-
     lm = causal_lm_of(model)
     decoder = lm.get_decoder()
     ids, mask = batch["input_ids"], batch["attention_mask"]
     n = shared_prefix_len(batch) if share_prefix else 0
-    if n:
-        from transformers import DynamicCache
-
-        rows = ids.shape[0]
-        prefix = decoder(input_ids=ids[:1, :n], use_cache=True).past_key_values
-        cache = DynamicCache(ddp_cache_data=[(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1))
-                                             for k, v, *_ in prefix])
+    cache = prefix_cache(decoder, ids[:1, :n], ids.shape[0]) if n else None
+    with checkpointed_layers(decoder, checkpoint):
         hidden = decoder(input_ids=ids[:, n:], attention_mask=mask, past_key_values=cache,
-                         use_cache=True).last_hidden_state  # (B, T-n, C)
-    else:
-        hidden = decoder(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state  # (B, T, C)
+                         use_cache=cache is not None).last_hidden_state  # (B, T-n, C)
     targets = batch["labels"][:, n + 1:]  # position t predicts token t+1
     keep = targets != -100
     picked = hidden[:, :-1][keep]  # (N, C)
-    logits = lm.get_output_embeddings()(picked).float()  # (N, V)
-    return F.cross_entropy(logits, targets[keep], reduction="sum"), int(keep.sum())
+    return head_cross_entropy(lm.get_output_embeddings(), picked, targets[keep]), int(keep.sum())
+
+
+def head_cross_entropy(head: Any, hidden: Any, targets: Any) -> Any:
+    """Sum of cross-entropy of `head(hidden)` (N, V) against `targets` (N,), without the (N, V) logits.
+
+    A frozen linear head (the usual case: LoRA never targets it) goes through `_HeadCrossEntropy`:
+    chunks of rows, each chunk's gradient with respect to `hidden` taken in the forward. Any other
+    head (trainable, wrapped) gets the plain computation."""
+    import torch
+    import torch.nn.functional as F
+
+    plain = type(head) is not torch.nn.Linear or any(p.requires_grad for p in head.parameters())
+    if plain:
+        return F.cross_entropy(head(hidden).float(), targets, reduction="sum")
+    rows = max(16, LOGIT_CHUNK_BYTES // (4 * head.weight.shape[0]))
+    return _head_ce_function().apply(hidden, head.weight, head.bias, targets, rows)
+
+
+@functools.cache
+def _head_ce_function() -> Any:
+    import torch
+    import torch.nn.functional as F
+
+    class _HeadCrossEntropy(torch.autograd.Function):
+        """Cross-entropy through a frozen linear head, `rows` positions at a time. The gradient with
+        respect to the hidden states, (softmax - onehot) @ W, is computed chunk by chunk in the
+        forward and kept ((N, C), small); the backward only scales it. Same FLOPs as the plain
+        forward + backward, one chunk's logits in memory instead of all of them (and their copies)."""
+
+        @staticmethod
+        def forward(ctx: Any, hidden: Any, weight: Any, bias: Any, targets: Any, rows: int) -> Any:
+            need = ctx.needs_input_grad[0]
+            grad = torch.empty_like(hidden) if need else None
+            total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+            for s in range(0, hidden.shape[0], rows):
+                logits = F.linear(hidden[s:s + rows], weight, bias).float()  # (n, V)
+                t = targets[s:s + rows]
+                lse = torch.logsumexp(logits, dim=-1)  # (n,)
+                total += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
+                if need:
+                    probs = logits.sub_(lse[:, None]).exp_()  # softmax, in place
+                    probs[torch.arange(len(t), device=t.device), t] -= 1
+                    grad[s:s + rows] = probs.to(weight.dtype) @ weight  # (n, C)
+            ctx.save_for_backward(grad)
+            return total
+
+        @staticmethod
+        def backward(ctx: Any, grad_out: Any) -> tuple[Any, ...]:
+            (grad,) = ctx.saved_tensors
+            return grad * grad_out.to(grad.dtype), None, None, None, None
+
+    return _HeadCrossEntropy
 
 
 def evaluate(model: Any, examples: list[Example], micro: int, pad_id: int, device: str,

@@ -5,10 +5,10 @@ best adapter after each), finish. Why a custom loop instead of the HF Trainer, f
 - the loss is taken on reply tokens only, and the output head (a 49k-word vocabulary, a large share
   of a small model's FLOPs) runs only on those positions: hidden states are sliced before lm_head
   (finetune/loss.py);
-- no gradient checkpointing: a small model's activations fit easily, and recomputing the forward
-  costs a third of the step;
-- examples of one optimizer step are sorted by length before being cut into micro-batches, so
-  padding is small, and micro-batches are padded to their own longest example;
+- activation checkpointing only where it pays (train.activation_checkpointing: auto is on for CUDA,
+  off on a CPU unless activations would crowd memory: there recomputing costs ~30% of a step);
+- examples of one optimizer step are sorted by length and cut into micro-batches by a token budget
+  (train.micro_batch_tokens), so long pairs run alone, short ones together, and padding is small;
 - the loss of an optimizer step is the mean over all reply tokens of its examples (not a mean of
   micro-batch means), so short replies weigh what they should;
 - one resumable checkpoint file (adapter + optimizer + scheduler + RNG + position), written
@@ -30,10 +30,20 @@ from typing import Any
 from base.errors import UserError
 from base.fileio import replace_dir_atomic, write_text_atomic, write_with_atomic
 
-from .build import build_model, choose_optimizer, lr_lambda, nf4_cpu_fast_path, peak_memory_mb, physical_cores
+from .build import (
+    build_model,
+    choose_checkpointing,
+    choose_optimizer,
+    current_rss_mb,
+    lr_lambda,
+    nf4_cpu_fast_path,
+    peak_memory_mb,
+    physical_cores,
+    release_free_heap,
+)
 from .config import RunConfig, dump_config, resolve_schedule
 from .data import encode_pairs, load_pairs, split_pairs
-from .loss import collate, epoch_batches, evaluate, reply_loss_sum, reply_tokens
+from .loss import collate, epoch_batches, evaluate, positions, reply_loss_sum, reply_tokens
 from .outputs import plot_loss, samples_markdown, write_metrics
 
 log = logging.getLogger(__name__)
@@ -213,6 +223,7 @@ class Recipe:
         torch.manual_seed(cfg.train.seed)
         random.seed(cfg.train.seed)
         t0 = time.time()
+        self.runtime_mb = current_rss_mb()  # the process before the model: the estimate's runtime term
         self.model = build_model(cfg, self.prep.base_dir, self.precision)
         self.model.train()
         self.bits = None
@@ -233,7 +244,8 @@ class Recipe:
         t = self.cfg.train
         self.optimizer, name, why = choose_optimizer(t.optimizer, self.trainable, self.cfg, self.device)
         self.say(f"Optimizer: {name} ({why})")
-        self.micro = t.micro_batch_size
+        self.micro, self.micro_tokens = t.micro_batch_size, t.micro_batch_tokens
+        self._setup_checkpointing()
         self.batch_size, self.epochs, why = resolve_schedule(t, len(self.train_ex))
         if why:
             self.say(f"Schedule: {why}")
@@ -244,9 +256,17 @@ class Recipe:
         warmup = round(self.total_steps * t.warmup_ratio)
         schedule = lr_lambda(t.lr_scheduler, warmup, self.total_steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
+        split = (f"in micro-batches of at most {self.micro_tokens} tokens" if self.micro_tokens
+                 else f"= {self.micro} x {max(1, self.batch_size // self.micro)}")
         self.say(f"Data: {len(self.train_ex)} training / {len(self.eval_ex)} eval examples; {self.epochs} epoch(s) of "
-                 f"{self.steps_per_epoch} step(s), batch {self.batch_size} = {self.micro} x "
-                 f"{max(1, self.batch_size // self.micro)}")
+                 f"{self.steps_per_epoch} step(s), batch {self.batch_size} {split}")
+
+    def _setup_checkpointing(self) -> None:
+        from .estimate import run_activations
+
+        act = run_activations(self.model, self.cfg, self.train_ex, checkpointing=False)
+        self.checkpointing, why = choose_checkpointing(self.cfg.train.activation_checkpointing, self.device, act)
+        self.say(f"Activation checkpointing: {'on' if self.checkpointing else 'off'} ({why})")
 
     # --- resume -----------------------------------------------------------------------------------
 
@@ -316,7 +336,7 @@ class Recipe:
         """Optimizer steps from where this epoch stands to its end (or to max_steps), checkpointing
         every `train.checkpoint_every` steps. False when stopped after `stop_after_steps`."""
         t = self.cfg.train
-        batches = epoch_batches(self.train_ex, self.batch_size, self.micro, t.seed, self.epoch)
+        batches = epoch_batches(self.train_ex, self.batch_size, self.micro, t.seed, self.epoch, self.micro_tokens)
         self.epoch_start, self.epoch_tokens = time.time(), 0
         for micro_batches in batches[self.step_in_epoch:]:
             if self.step >= self.total_steps:
@@ -336,18 +356,23 @@ class Recipe:
 
         t0 = time.time()
         n_reply = reply_tokens(self.train_ex, micro_batches)
-        loss_total, n_tokens = 0.0, 0
+        loss_total, n_tokens, computed = 0.0, 0, {"decoder": 0, "head": 0, "attention_pairs": 0}
         for mb in micro_batches:
             batch = collate(self.train_ex, mb, self.pad_id, self.device)
-            loss_sum, _ = reply_loss_sum(self.model, batch, self.cfg.train.share_prefix)
+            loss_sum, _ = reply_loss_sum(self.model, batch, self.cfg.train.share_prefix, self.checkpointing)
             (loss_sum / max(1, n_reply)).backward()
             loss_total += float(loss_sum.detach())
             n_tokens += int(batch["attention_mask"].sum())
+            for key, value in positions(batch, self.cfg.train.share_prefix).items():
+                if key in computed:
+                    computed[key] += value
         if self.cfg.train.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(self.trainable, self.cfg.train.max_grad_norm)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.device == "cpu":
+            release_free_heap()
         self.step += 1
         self.step_in_epoch += 1
         self.epoch_tokens += n_tokens
@@ -355,6 +380,7 @@ class Recipe:
         loss = loss_total / max(1, n_reply)
         self.records.append({"kind": "step", "epoch": self.epoch + 1, "step": self.step, "loss": round(loss, 5),
                              "lr": self.scheduler.get_last_lr()[0], "tokens": n_tokens,
+                             "micro_batches": len(micro_batches), "positions": computed,
                              "tokens_per_s": round(n_tokens / dt, 1), "seconds": round(dt, 3),
                              **peak_memory_mb(self.device)})
         self.progress.update(self.task, completed=self.step, loss=f"{loss:.3f}", tps=f"{n_tokens / dt:.0f}")
@@ -421,7 +447,8 @@ class Recipe:
         (out / CHECKPOINT).unlink(missing_ok=True)  # finished: a rerun must not "resume" it
         self.say(f"[bold green]Done[/bold green]: adapter in {out / 'adapter'}; eval loss "
                  f"{summary['first_eval_loss']} -> {summary['best_eval_loss']}; peak RSS "
-                 f"{summary['peak_rss_mb']:.0f} MB; see {out / 'samples.md'} and {out / 'loss.png'}")
+                 f"{summary['peak_rss_mb']:.0f} MB (estimate {summary['estimate']['total_mb']:.0f} MB); "
+                 f"see {out / 'samples.md'} and {out / 'loss.png'}")
 
     def _write_samples(self) -> None:
         """eval.json and samples.md: the reply-quality evaluation (`finetune eval`) on the eval split,
@@ -479,7 +506,8 @@ class Recipe:
         evals = [r for r in self.records if r["kind"] == "eval"]
         summary = {"kind": "summary", "best_eval_loss": min(r["eval_loss"] for r in evals) if evals else None,
                    "first_eval_loss": evals[0]["eval_loss"] if evals else None, "bits_per_weight": self.bits,
-                   **peak_memory_mb(self.device), "estimate": estimate_for_run(self.model, self.cfg)}
+                   **peak_memory_mb(self.device), "activation_checkpointing": self.checkpointing,
+                   "estimate": estimate_for_run(self.model, self.cfg, self.train_ex, self.checkpointing, self.runtime_mb)}
         records = [r for r in self.records if r["kind"] != "summary"] + [summary]
         write_metrics(self.out / "metrics.jsonl", records)
         plot_loss(self.out / "loss.png", records)
