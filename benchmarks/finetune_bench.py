@@ -39,7 +39,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-LORA = dict(r=8, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", bias="none", task_type="CAUSAL_LM")
+LORA = {"r": 8, "lora_alpha": 32, "lora_dropout": 0.05, "target_modules": "all-linear", "bias": "none",
+        "task_type": "CAUSAL_LM"}
 DEFAULT_DATA = str(ROOT / "samples/pairs/train.csv")
 DEFAULT_HELDOUT = str(ROOT / "samples/pairs/heldout.csv")
 
@@ -58,7 +59,9 @@ def counting_collator(tok):
     from transformers import DataCollatorForLanguageModeling
 
     class Counting(DataCollatorForLanguageModeling):
-        computed = {"decoder": 0, "head": 0, "attention_pairs": 0}
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.computed = {"decoder": 0, "head": 0, "attention_pairs": 0}
 
         def __call__(self, features, *args, **kwargs):
             batch = super().__call__(features, *args, **kwargs)
@@ -130,7 +133,7 @@ def ours(args, store: str | None = None) -> dict:
                "--data", str(data), "--eval-data", args.heldout, "--output", str(out),
                "--epochs", str(args.epochs), "samples.count=0", "train.patience=0",
                *(["--store", store] if store else [])]
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+        proc = subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=ROOT)
         if proc.returncode:
             raise SystemExit(f"finetune run failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
         records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
@@ -209,10 +212,10 @@ def print_report(r: dict, out) -> None:
     for name, side in (("(b)", b), ("(c)", c)):
         if side:
             e = side["estimate"]
-            print(f"{name} estimate {e['total_mb']:.0f} MB = runtime {e['runtime_mb']:.0f} + weights "
+            print(f"{name} estimate {e['total_mb']:.0f} MB, {e['total_mb'] / side['peak_rss_mb']:.0%} of the measured "
+                  f"peak: training {e['training_mb']:.0f} = runtime {e['runtime_mb']:.0f} + weights "
                   f"{e['weights_mb']:.0f} + adapter/optimizer {e['adapter_and_optimizer_mb']:.0f} + activations "
-                  f"{e['activations_mb']:.0f}: {e['total_mb'] / side['peak_rss_mb']:.0%} of the measured peak; "
-                  f"{side['checkpointing_line']}", file=out)
+                  f"{e['activations_mb']:.0f}; loading {e['loading_mb']:.0f}. {side['checkpointing_line']}", file=out)
 
 
 def main() -> None:
@@ -232,14 +235,14 @@ def main() -> None:
     out = sys.stderr if args.json else sys.stdout
     load_before = os.getloadavg()
     rate_before = matmul_rate()
-    say = lambda text: print(text, file=out, flush=True)  # noqa: E731
+    say = lambda text: print(text, file=out, flush=True)
     say(f"Benchmark: SmolLM2-135M-Instruct, first {args.pairs} pairs of {args.data}, {args.epochs} epoch(s), "
         f"held-out {args.heldout}; load average {load_before[0]:.2f}")
     say("(a) tutorial recipe (HF Trainer, NF4+DQ fp32 compute, grad checkpointing, pad=EOS, loss on all tokens, "
         "paged_adamw_8bit, 4x4) ...")
     proc = subprocess.run([sys.executable, __file__, "--only", "tutorial", "--data", args.data, "--heldout",
                            args.heldout, "--pairs", str(args.pairs), "--epochs", str(args.epochs)],
-                          capture_output=True, text=True)
+                          check=False, capture_output=True, text=True)
     if proc.returncode:
         raise SystemExit(f"tutorial run failed:\n{proc.stderr[-3000:]}")
     a = json.loads(proc.stdout.strip().splitlines()[-1])

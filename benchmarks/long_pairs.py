@@ -39,7 +39,7 @@ def words(text: str) -> set[str]:
 def article_sentences(path: Path) -> list[str]:
     """Prose sentences of an article: no front matter, headings, code or lists."""
     text = path.read_text(encoding="utf-8").split("---", 2)[-1]
-    text = re.sub(r"```.*?```", " ", text, flags=re.S)
+    text = re.sub(r"```.*?```", " ", text, flags=re.DOTALL)
     prose = " ".join(line for line in text.splitlines()
                      if line.strip() and not line.lstrip().startswith(("#", "-", "*", "|", ">")) and line[0].isalpha())
     return [s.strip() for s in re.split(r"(?<=[.!?])\s+", prose) if len(s.split()) >= 6]

@@ -73,6 +73,8 @@ Int = Annotated[int, _no_bool("int")]
 Float = Annotated[float, _no_bool("float")]
 Text = Annotated[str, BeforeValidator(lambda v: "" if v is None else v)]  # `key=` or `key: ~` is empty
 Positive = Annotated[Int, _rule(lambda v: v >= 1, "must be at least 1")]
+# YAML reads a bare on/off as true/false: take them back as the words.
+OnOff = Annotated[str, BeforeValidator(lambda v: ("on" if v else "off") if isinstance(v, bool) else v)]
 Count = Annotated[Int, _rule(lambda v: v >= 0, "must be 0 or more")]
 NonNegative = Annotated[Float, _rule(lambda v: v >= 0, "must be 0 or more")]
 
@@ -148,7 +150,7 @@ class TrainConfig(Section):
     micro_batch_tokens: Count = 0
     # Recompute each decoder layer in the backward pass instead of keeping its activations; auto:
     # on for CUDA, on a CPU only when the activations would take a large share of free memory.
-    activation_checkpointing: Annotated[Text, _choice("auto", "on", "off")] = "auto"
+    activation_checkpointing: Annotated[OnOff, _choice("auto", "on", "off")] = "auto"
     max_grad_norm: NonNegative = 0.3  # QLoRA paper's clipping
     optimizer: Annotated[Text, _choice("auto", "adamw_8bit", "paged_adamw_8bit", "adamw")] = "auto"
     lr_scheduler: Annotated[Text, _choice("cosine", "linear", "constant")] = "cosine"

@@ -16,7 +16,7 @@ The model's shape comes from its config.json, or is guessed from the parameter c
 `estimate_for_run` is the estimate written into metrics.jsonl beside the measured peak: weights and
 adapter/optimizer from the loaded model, activations of the largest micro-batch the run can form
 (`recipe_activations`, counted from what autograd keeps in this recipe), and the process's own
-memory measured before the model loaded (Python, torch, the tokenizer and data).
+memory (Python, torch, the tokenizer and data) as measured around loading the model.
 """
 
 from __future__ import annotations
@@ -129,30 +129,39 @@ def activations(shape: Shape, batch: int, seq: int, checkpointing: bool) -> floa
 
 def recipe_layer_values(shape: Shape, rank: int, dropout: bool) -> float:
     """Values one decoder layer keeps for backward per position in `finetune run` (LoRA on every
-    linear layer), counted from the tensors autograd saves: both RMSNorms' inputs and outputs (4h),
-    rotated queries and the attention output (2 q_dim), keys and values (2 kv_dim), gate, up,
+    linear layer), counted from the tensors autograd saves, keys and values aside: both RMSNorms'
+    inputs and outputs (4h), rotated queries and the attention output (2 q_dim), gate, up,
     silu(gate) and the down projection's input (4i), the seven LoRA A outputs (7r), attention's
     log-sum-exp (one per head). LoRA dropout keeps each adapted layer's dropped input and its mask
     besides (9h + q_dim + i). tests/test_finetune_memory.py checks it against autograd's own count."""
     h, i = shape.hidden, shape.intermediate
-    values = 4 * h + 2 * shape.q_dim + 2 * shape.kv_dim + 4 * i + 7 * rank + shape.heads
+    values = 4 * h + 2 * shape.q_dim + 4 * i + 7 * rank + shape.heads
     return values + (9 * h + shape.q_dim + i if dropout else 0)
 
 
+def attention_values(shape: Shape, positions: int, prefix: int, rows: int) -> float:
+    """Keys, values (and the padding mask) one layer keeps for `rows` rows of `positions` in all,
+    after a shared `prefix`. One row attends without a mask, grouped-query heads as they are; padded
+    rows get a mask, and keys/values repeated to every query head, prefix included, per row."""
+    if rows <= 1:
+        return 2 * shape.kv_dim * (positions + prefix)
+    width = positions / rows
+    return 2 * shape.q_dim * rows * (width + prefix) + rows * width * (width + prefix)
+
+
 def recipe_activations(shape: Shape, positions: int, prefix: int, rank: int, dropout: bool,
-                       checkpointing: bool, value_bytes: int = 4) -> float:
+                       checkpointing: bool, value_bytes: int = 4, rows: int = 1) -> float:
     """Bytes one micro-batch keeps for backward in `finetune run`: `positions` through the decoder
-    (rows x padded width, less the shared prefix), the `prefix` run once (never checkpointed). With
-    checkpointing a layer keeps only its input, and one layer's activations are rebuilt at a time.
-    Besides: the final norm's input, the reply positions' hidden states and their gradient (at most
-    `positions` of them), one chunk of head logits."""
+    in `rows` rows (rows x padded width, less the shared prefix), the `prefix` run once (never
+    checkpointed). With checkpointing a layer keeps only its input, and one layer's activations are
+    rebuilt at a time. Besides: the final norm's input, the reply positions' hidden states and their
+    gradient (at most `positions` of them), one chunk of head logits."""
     per_layer = recipe_layer_values(shape, rank, dropout)
-    if checkpointing:
-        body = shape.layers * positions * shape.hidden + positions * per_layer
-    else:
-        body = shape.layers * positions * per_layer
+    one_layer = positions * per_layer + attention_values(shape, positions, prefix, rows)
+    body = shape.layers * positions * shape.hidden + one_layer if checkpointing else shape.layers * one_layer
+    prefix_run = shape.layers * prefix * (per_layer + 2 * shape.kv_dim) if rows > 1 else 0
     head = 3 * positions * shape.hidden
-    return (body + shape.layers * prefix * per_layer + head) * value_bytes + head_chunk_bytes(shape)
+    return (body + prefix_run + head) * value_bytes + head_chunk_bytes(shape)
 
 
 def table(shape: Shape, rank: int = 64, batch: int = 4, seq: int = 512) -> list[Row]:
@@ -204,31 +213,56 @@ def weights_bytes(model: Any) -> float:
 
 
 def run_activations(model: Any, cfg: Any, examples: list, checkpointing: bool) -> float:
-    """Activation bytes of the largest micro-batch `finetune run` can form from `examples`: the token
-    budget (or one example longer than it), else micro_batch_size examples of the longest length;
-    the shared prompt prefix besides."""
+    """Activation bytes of the largest micro-batch `finetune run` can form from `examples`: the
+    longest example alone, or the token budget filled with examples of the median length (the
+    shared prompt prefix once); without a budget, micro_batch_size examples of the longest length."""
     from .loss import common_prefix_len
 
     t = cfg.train
-    longest = max((len(e.input_ids) for e in examples), default=1)
-    positions = max(t.micro_batch_tokens, longest) if t.micro_batch_tokens else t.micro_batch_size * longest
+    lengths = sorted(len(e.input_ids) for e in examples) or [1]
+    prefix = common_prefix_len(examples)
     value_bytes = min(4, next((p.element_size() for p in model.parameters() if p.requires_grad), 4))
-    return recipe_activations(shape_of(model), positions, common_prefix_len(examples), cfg.lora.r,
-                              cfg.lora.dropout > 0, checkpointing, value_bytes)
+    shape = shape_of(model)
+
+    def kept(rows: int, width: int) -> float:
+        shared = prefix if rows > 1 else 0
+        return recipe_activations(shape, rows * (width - shared), shared, cfg.lora.r, cfg.lora.dropout > 0,
+                                  checkpointing, value_bytes, rows)
+
+    if not t.micro_batch_tokens:
+        return kept(min(t.micro_batch_size, len(lengths)), lengths[-1])
+    median = lengths[len(lengths) // 2]
+    return max(kept(1, lengths[-1]), kept(max(1, t.micro_batch_tokens // median), median))
 
 
-def estimate_for_run(model: Any, cfg: Any, examples: list, checkpointing: bool, runtime_mb: float) -> dict[str, float]:
-    """The estimate for the model and settings just trained, recorded beside the measured peak in
-    metrics.jsonl: weights, adapter + optimizer, activations of the largest micro-batch, and the
-    process before the model loaded (measured)."""
+def estimate_for_run(model: Any, cfg: Any, examples: list, checkpointing: bool, rss_before_mb: float,
+                     rss_with_model_mb: float, base_dir: str) -> dict[str, float]:
+    """The estimate for the run just made, recorded beside the measured peak in metrics.jsonl.
+
+    training: the process (measured with the model loaded, less the weights) + weights + adapter
+    and optimizer + activations of the largest micro-batch; loading: the process before the model
+    + the checkpoint's float weights, read while they are quantized, + the weights. The total is
+    the larger of the two (on short pairs loading is the peak)."""
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     moments = 2 if cfg.train.optimizer in ("auto", "adamw_8bit", "paged_adamw_8bit") else 8  # 8-bit or fp32 Adam
-    terms = {"runtime_mb": runtime_mb, "weights_mb": weights_bytes(model) / 2**20,
+    weights = weights_bytes(model) / 2**20
+    terms = {"runtime_mb": max(0.0, rss_with_model_mb - weights), "weights_mb": weights,
              "adapter_and_optimizer_mb": trainable * (4 + 4 + moments) / 2**20,
              "activations_mb": run_activations(model, cfg, examples, checkpointing) / 2**20}
     out = {k: round(v, 1) for k, v in terms.items()}
-    out["total_mb"] = round(sum(terms.values()), 1)
+    out["training_mb"] = round(sum(terms.values()), 1)
+    out["loading_mb"] = round(rss_before_mb + checkpoint_bytes(base_dir) / 2**20 + weights, 1)
+    out["total_mb"] = max(out["training_mb"], out["loading_mb"])
     return out
+
+
+def checkpoint_bytes(base_dir: str) -> float:
+    """Size of a model directory's weight files (safetensors or PyTorch bins), 0 if not a directory."""
+    path = Path(base_dir)
+    if not path.is_dir():
+        return 0.0
+    files = list(path.glob("*.safetensors")) or list(path.glob("*.bin"))
+    return float(sum(f.stat().st_size for f in files))
 
 
 def gb(x: float) -> str:

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import functools
 import random
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 from .data import Example
 
@@ -120,8 +121,8 @@ def positions(batch: dict[str, Any], share_prefix: bool = True) -> dict[str, int
 def checkpointed_layers(decoder: Any, enabled: bool) -> Iterator[None]:
     """Inside: each decoder layer runs under torch.utils.checkpoint (non-reentrant, RNG preserved, so
     dropout masks repeat): only its input is kept for backward, the rest is recomputed then.
-    transformers' own gradient checkpointing drops `past_key_values`, which would silently cut the
-    shared prefix out of attention; this keeps it."""
+    transformers' own gradient checkpointing drops `past_key_values`, which cuts the shared prefix
+    out of attention; this keeps it."""
     if not enabled:
         yield
         return

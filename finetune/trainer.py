@@ -6,7 +6,7 @@ best adapter after each), finish. Why a custom loop instead of the HF Trainer, f
   of a small model's FLOPs) runs only on those positions: hidden states are sliced before lm_head
   (finetune/loss.py);
 - activation checkpointing only where it pays (train.activation_checkpointing: auto is on for CUDA,
-  off on a CPU unless activations would crowd memory: there recomputing costs ~30% of a step);
+  off on a CPU unless activations would crowd memory: there recomputing costs a third of a step);
 - examples of one optimizer step are sorted by length and cut into micro-batches by a token budget
   (train.micro_batch_tokens), so long pairs run alone, short ones together, and padding is small;
 - the loss of an optimizer step is the mean over all reply tokens of its examples (not a mean of
@@ -223,8 +223,9 @@ class Recipe:
         torch.manual_seed(cfg.train.seed)
         random.seed(cfg.train.seed)
         t0 = time.time()
-        self.runtime_mb = current_rss_mb()  # the process before the model: the estimate's runtime term
+        rss_before = current_rss_mb()  # the process without and with the model: the estimate's fixed terms
         self.model = build_model(cfg, self.prep.base_dir, self.precision)
+        self.rss_mb = (rss_before, current_rss_mb())
         self.model.train()
         self.bits = None
         quant_note = "none: float weights, plain LoRA"
@@ -507,7 +508,8 @@ class Recipe:
         summary = {"kind": "summary", "best_eval_loss": min(r["eval_loss"] for r in evals) if evals else None,
                    "first_eval_loss": evals[0]["eval_loss"] if evals else None, "bits_per_weight": self.bits,
                    **peak_memory_mb(self.device), "activation_checkpointing": self.checkpointing,
-                   "estimate": estimate_for_run(self.model, self.cfg, self.train_ex, self.checkpointing, self.runtime_mb)}
+                   "estimate": estimate_for_run(self.model, self.cfg, self.train_ex, self.checkpointing, *self.rss_mb,
+                                                self.prep.base_dir)}
         records = [r for r in self.records if r["kind"] != "summary"] + [summary]
         write_metrics(self.out / "metrics.jsonl", records)
         plot_loss(self.out / "loss.png", records)
