@@ -203,6 +203,15 @@ def test_csv_cells_are_neutralised_and_read_back_as_written(tmp_path):
     assert {p.comment_id: p.text for p in posted.approved} == {
         "Ugx-abc": FORMULAS["reply"], "Ugy2": "-5% is within the noise here."}  # no leading apostrophe
 
+    # The review page rewrites the whole file on an edit: the cells stay neutralised.
+    Drafts(path).change("Ugy2", lambda r: r.update(reply="=2 folds are too few for a holdout estimate.", approved=True))
+    rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
+    assert rows[0]["comment"] == "'" + FORMULAS["comment"] and rows[1]["reply"] == "'=2 folds are too few for a holdout estimate."
+    assert not any(v.startswith(("=", "+", "-", "@", "\t", "\r")) for row in rows for v in row.values())
+    posted = read_replies(path, take_all=True)
+    assert {p.comment_id: p.text for p in posted.approved} == {
+        "Ugx-abc": FORMULAS["reply"], "Ugy2": "=2 folds are too few for a holdout estimate."}
+
 
 def test_the_replies_file_holds_the_comment_as_the_model_read_it():
     from responder.jobs.reply_log import record

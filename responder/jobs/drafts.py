@@ -14,8 +14,6 @@ append rows), and its review fields live beside it in REPLIES.csv.review.json.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import time
 from pathlib import Path
@@ -23,7 +21,7 @@ from typing import Any, Callable
 
 from base.errors import UserError
 from base.fileio import AppendOnlyLog, json_lines, write_text_atomic
-from responder.jobs.reply_log import FIELDS, output_format, scan_csv, scan_jsonl
+from responder.jobs.reply_log import encode_csv, output_format, scan_csv, scan_jsonl
 
 REVIEW_FIELDS = ("flags_seen", "reviewed_at", "edited", "original_reply", "regenerated_at")
 IN_USE = ("is being written by a running `responder batch`; wait for it to finish (or stop it), then try again "
@@ -102,24 +100,10 @@ class Drafts:
             time.sleep(0.1)
 
     def _encode(self, records: list[dict[str, Any]]) -> bytes:
-        if self.fmt != "csv":
-            return json_lines(records)
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(FIELDS)
-        for r in records:
-            writer.writerow([_csv_cell(r.get(k)) for k in FIELDS])
-        return buf.getvalue().encode("utf-8")
+        # The batch job's own encoder: a rewrite keeps formula cells neutralised.
+        return encode_csv(records, header=True) if self.fmt == "csv" else json_lines(records)
 
     def _write_sidecar(self, records: list[dict[str, Any]]) -> None:
         meta = {str(r["comment_id"]): {k: r[k] for k in REVIEW_FIELDS if k in r} for r in records}
         write_text_atomic(sidecar(self.path), json.dumps({k: v for k, v in meta.items() if v}, ensure_ascii=False,
                                                          indent=1))
-
-
-def _csv_cell(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (list, dict)):
-        return json.dumps(value, ensure_ascii=False)
-    return "" if value is None else str(value)
