@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -21,6 +22,16 @@ from base.decoding import Decoding, logits_processors, sentence_end_token_ids
 from base.prompt import CommentInput, PromptStyle, encode_prompt
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class TokenCounts:
+    """What the model computed since it was loaded (the service's /metrics, serve_bench's floor)."""
+
+    prompt_tokens: int = 0  # tokens of every prompt
+    prompt_tokens_computed: int = 0  # of those, computed (the rest came from a prefix cache)
+    generated_tokens: int = 0
+    steps: int = 0  # decoding steps of a continuous batch
 
 
 class LocalGenerator:
@@ -36,6 +47,7 @@ class LocalGenerator:
         # One generate at a time: torch already uses every core for one batch, and two
         # concurrent generates on one model only slow each other down.
         self._lock = threading.Lock()
+        self.stats = TokenCounts()
 
     @property
     def max_new_tokens(self) -> int:
@@ -106,7 +118,15 @@ class LocalGenerator:
             kwargs.update(stop_strings=[style.sign_off], tokenizer=self.tokenizer)
         with self._lock, torch.inference_mode():
             output = self.model.generate(**kwargs)  # (B, T + new)
+        self._count(prompts, output[:, width:].tolist(), stop_ids)
         return self.tokenizer.batch_decode(output[:, width:], skip_special_tokens=True)
+
+    def _count(self, prompts: list[list[int]], replies: list[list[int]], stop_ids: list[int]) -> None:
+        """Add a batch's prompt tokens, and each reply's tokens up to its stop, to `stats`."""
+        stops = set(stop_ids)
+        self.stats.prompt_tokens += sum(map(len, prompts))
+        self.stats.prompt_tokens_computed += sum(map(len, prompts))
+        self.stats.generated_tokens += sum(next((i for i, t in enumerate(r) if t in stops), len(r)) for r in replies)
 
     def _sampling(self) -> dict[str, Any]:
         # Checkpoints' generation_config may carry sampling or penalty defaults: override them all,

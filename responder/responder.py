@@ -207,18 +207,22 @@ class Responder:
         A comment that cannot be answered (too long, unencodable) raises `CommentFailed`; callers
         answering many comments retry them one by one to fail that one alone."""
         start = time.perf_counter()
-        items = []
-        for request in requests:
-            checked = self.check(request)
-            item = replace(checked, passages=tuple(self._passages(checked.comment, checked)))
-            items.append(self.fit_context(item))
+        items = [self.prepare(request) for request in requests]
         retrieved = time.perf_counter()
         raw = self.generator.generate(items, self.style) if items else []
         done = time.perf_counter()
         timings = {"retrieve_ms": round((retrieved - start) * 1000, 1),
                    "generate_ms": round((done - retrieved) * 1000, 1)}
-        return [
-            Reply(clean_reply(text, self.style.sign_off), list(item.passages), bool(item.passages),
-                  self.generator.model_name, self.generator.adapter_name, dict(timings))
-            for item, text in zip(items, raw)
-        ]
+        return [self.reply(item, text, timings) for item, text in zip(items, raw)]
+
+    def prepare(self, request: CommentInput) -> CommentInput:
+        """The comment checked and cleaned, with its passages, fitted to the model's context: what
+        the generator gets (a continuous batch prepares each comment as it joins)."""
+        checked = self.check(request)
+        item = replace(checked, passages=tuple(self._passages(checked.comment, checked)))
+        return self.fit_context(item)
+
+    def reply(self, item: CommentInput, raw: str, timings: dict[str, float]) -> Reply:
+        """The cleaned reply to a prepared comment, from the generator's raw completion."""
+        return Reply(clean_reply(raw, self.style.sign_off), list(item.passages), bool(item.passages),
+                     self.generator.model_name, self.generator.adapter_name, dict(timings))

@@ -1,7 +1,8 @@
 """The real LocalGenerator (tiny model + a peft adapter) behind the real service, over HTTP.
 
 The app is built from settings alone, as `responder serve` builds it: the model loads in the
-background, /readyz turns 200 when it is loaded, concurrent requests share batched generates.
+background, /readyz turns 200 when it is loaded, concurrent requests share batched generates
+(static) or one running batch (continuous), with the same replies.
 """
 
 from __future__ import annotations
@@ -19,20 +20,20 @@ from tests.test_service import _cli, post_many
 pytestmark = pytest.mark.integration  # real HTTP, real CLI processes
 
 
-def test_real_model_through_the_service(tiny_adapter, tmp_path):
+def serve_four(tiny_adapter, tmp_path, batching: str) -> tuple[dict, list[str], str]:
+    """/healthz, the replies to four concurrent comments, and /metrics, from a real server."""
     from responder.service.app import create_app
 
-    # A long max_wait: the batch closes when the 4th request arrives, however slowly they come.
+    # A long max_wait: a static batch closes when the 4th request arrives, however slowly they come.
     settings = Settings(adapter=tiny_adapter, quantization="none", device="cpu", store=tmp_path / "none",
-                        max_new_tokens=8, max_batch_size=4, max_wait_ms=20_000)
+                        max_new_tokens=8, max_batch_size=4, max_wait_ms=20_000, batching=batching)
     with LiveServer(create_app(settings)) as srv:
         deadline = time.time() + 120
         while httpx.get(srv.url + "/readyz").status_code != 200:
             assert time.time() < deadline, httpx.get(srv.url + "/healthz").json()
             time.sleep(0.1)
         health = httpx.get(srv.url + "/healthz").json()
-        comments = ["thank you so much!", "first!", HOSTILE, "how do I tune xgboost?"]
-        responses = post_many(srv.url + "/respond", comments)
+        responses = post_many(srv.url + "/respond", ["thank you so much!", "first!", HOSTILE, "how do I tune xgboost?"])
         metrics = httpx.get(srv.url + "/metrics").text
     assert health["adapter"] == tiny_adapter.parent.name and health["quantization"] == "none"
     assert health["knowledge_base"].startswith("none:")
@@ -42,8 +43,16 @@ def test_real_model_through_the_service(tiny_adapter, tmp_path):
         assert body["reply"].endswith(SIGN_OFF) and body["reply"].count(SIGN_OFF) == 1
         assert "<|im_start|>" not in body["reply"] and "<|im_end|>" not in body["reply"]
         assert body["used_context"] is False and body["adapter"] == tiny_adapter.parent.name
+    return health, [r.json()["reply"] for r in responses], metrics
+
+
+def test_real_model_through_the_service(tiny_adapter, tmp_path):
+    _, static_replies, metrics = serve_four(tiny_adapter, tmp_path, "static")
     # One generate for the four concurrent requests.
     assert "responder_batch_size_count 1.0" in metrics and "responder_batch_size_sum 4.0" in metrics
+    # Continuous batching (the default) answers with the very same replies.
+    _, continuous_replies, _ = serve_four(tiny_adapter, tmp_path, "continuous")
+    assert continuous_replies == static_replies
 
 
 def test_cli_respond_json(tiny_adapter, tmp_path):

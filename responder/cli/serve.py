@@ -43,7 +43,10 @@ def model_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--workers", type=int, default=None,
               help="Worker processes, each with its own model (more than 1 needs a Chroma server).")
 @click.option("--max-batch-size", type=int, default=None, help="Comments per batched generate [16].")
-@click.option("--max-wait-ms", type=int, default=None, help="How long a batch waits to fill up [250].")
+@click.option("--max-wait-ms", type=int, default=None, help="How long a static batch waits to fill up [250].")
+@click.option("--batching", type=click.Choice(["static", "continuous"]), default=None,
+              help="continuous: comments join the running batch at the next step [default]; "
+                   "static: one batched generate per gathered batch.")
 @click.option("--queue-size", type=int, default=None, help="Waiting requests before 503 [64].")
 @click.option("--timeout", "request_timeout_s", type=float, default=None,
               help="Seconds before a request is answered 504 [300].")

@@ -13,9 +13,10 @@ from typing import Any, Callable, Sequence
 from fastapi import HTTPException
 
 from responder.service.batcher import Batcher, QueueFull, ShuttingDown
+from responder.service.continuous import ContinuousBatcher
 
 
-async def submit(batcher: Batcher, items: Sequence[Any], what: str, noun: str, timeout_hint: str,
+async def submit(batcher: Batcher | ContinuousBatcher, items: Sequence[Any], what: str, noun: str, timeout_hint: str,
                  on_full: Callable[[], None] = lambda: None) -> list[Any]:
     """Results of `items` from `batcher`; `what` names the queue in a refusal ("replies", "retrieval"),
     `noun` what was not answered in time ("reply")."""

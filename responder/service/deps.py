@@ -13,7 +13,7 @@ from fastapi.security import HTTPBearer
 
 from responder.responder import Responder
 from responder.service.batcher import Batcher
-from responder.service.state import LOAD_FAILED, ServiceState
+from responder.service.state import LOAD_FAILED, ReplyLane, ServiceState
 
 Protected = [Security(HTTPBearer(auto_error=False, description="RESPONDER_API_KEY, when the server sets one"))]
 
@@ -36,12 +36,12 @@ def get_responder(state: StateDep) -> Responder:
 ResponderDep = Annotated[Responder, Depends(get_responder)]
 
 
-def get_batcher(state: StateDep, _: ResponderDep) -> Batcher:
+def get_batcher(state: StateDep, _: ResponderDep) -> ReplyLane:
     assert state.batcher is not None
     return state.batcher
 
 
-BatcherDep = Annotated[Batcher, Depends(get_batcher)]
+BatcherDep = Annotated[ReplyLane, Depends(get_batcher)]
 
 
 def get_retrieval(state: StateDep, _: ResponderDep) -> Batcher:

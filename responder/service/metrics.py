@@ -16,7 +16,7 @@ class Metrics:
         self.latency = Histogram("responder_request_latency_seconds", "Request latency by route", ["route"],
                                  buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320),
                                  registry=self.registry)
-        self.batch_size = Histogram("responder_batch_size", "Comments per batched generate",
+        self.batch_size = Histogram("responder_batch_size", "Comments per batched generate (static) or per decoding step (continuous)",
                                     buckets=(1, 2, 4, 8, 16, 32, 64), registry=self.registry)
         self.batch_seconds = Histogram("responder_batch_seconds", "Seconds per batched generate",
                                        buckets=(0.1, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160),
@@ -27,6 +27,9 @@ class Metrics:
                                 registry=self.registry)
         self.refused = Counter("responder_refused", "Requests refused at the gate, before parsing",
                                ["reason"], registry=self.registry)
+        self.tokens = Gauge("responder_tokens", "Tokens the model computed since it was loaded: prompt "
+                            "(all of them), prompt_computed (less the cached prefix), generated",
+                            ["kind"], registry=self.registry)
         self.retrieve_rejected = Counter("responder_retrieve_rejected",
                                          "/retrieve requests refused because its queue was full",
                                          registry=self.registry)
@@ -34,6 +37,12 @@ class Metrics:
     def observe_batch(self, size: int, seconds: float) -> None:
         self.batch_size.observe(size)
         self.batch_seconds.observe(seconds)
+
+    def observe_tokens(self, counts: Any) -> None:
+        """The generator's token counts (`base.generation.TokenCounts`), read at each scrape."""
+        for kind, name in (("prompt", "prompt_tokens"), ("prompt_computed", "prompt_tokens_computed"),
+                           ("generated", "generated_tokens")):
+            self.tokens.labels(kind).set(getattr(counts, name))
 
     def exposition(self) -> tuple[bytes, str]:
         """The registry in Prometheus' text format, and its content type."""

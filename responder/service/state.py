@@ -5,7 +5,8 @@ background task after startup, so `/healthz` and `/readyz` answer at once (`/rea
 `/respond` 503, until it is loaded; a loading error goes to the log, never to a caller).
 
 Two queues, each with its own worker thread and bound:
-- `batcher`: replies (`/respond`, `/respond/batch`), batched generates;
+- `batcher`: replies (`/respond`, `/respond/batch`), continuous batching (`continuous.py`) or
+  batched generates (`batcher.py`, `--batching static`);
 - `retrieval`: `/retrieve` alone. It never takes a place in the replies' queue; it never computes
   while replies gather a batch or just after one (when their clients send their next comments: a
   comment that arrived late would wait a whole batch more), and while replies generate it computes
@@ -21,17 +22,21 @@ import asyncio
 import logging
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from base.errors import UpstreamError, UserError
 from base.prompt import CommentInput, Passage
+from base.generation import LocalGenerator
 from base.settings import Settings
 from responder.responder import Reply, Responder
 from responder.service.batcher import Batcher, Process, ShuttingDown
+from responder.service.continuous import ContinuousBatcher
 from responder.service.metrics import Metrics
 from responder.service.shutdown import chain_signal_handlers
 
 log = logging.getLogger(__name__)
+
+ReplyLane = Batcher | ContinuousBatcher
 
 LOAD_FAILED = "the model could not be loaded; the reason is in the server log"
 # After a reply batch is answered, its clients send their next comments: /retrieve waits this long
@@ -57,7 +62,7 @@ class ServiceState:
         self.responder = responder
         self.error: str | None = None  # the full loading error: logged, not shown
         self.metrics = Metrics()
-        self.batcher: Batcher | None = None
+        self.batcher: ReplyLane | None = None
         self.retrieval: Batcher | None = None
         self.model = public_name(settings.base_model)
         self.adapter = public_name(settings.adapter) if settings.adapter else "no adapter"
@@ -145,8 +150,7 @@ class ServiceState:
         self.knowledge_base = describe_knowledge_base(self.settings, self.responder)
         s = self.settings
         self.responder.max_comment_tokens = s.max_comment_tokens
-        self.batcher = Batcher(batch_process(self.responder), s.max_batch_size, s.max_wait_ms, s.queue_size,
-                               s.request_timeout_s, self.metrics.observe_batch)
+        self.batcher = reply_lane(self.responder, s, self.metrics.observe_batch)
         # Small batches: a retrieval already computing when a reply batch ends is short.
         self.retrieval = Batcher(retrieve_process(self.responder), max_batch_size=4, max_wait_ms=0,
                                  queue_size=s.retrieve_queue_size, timeout_s=s.retrieve_timeout_s,
@@ -165,6 +169,16 @@ class ServiceState:
         if replies is None or replies.busy:
             return True
         return not replies.gathering and replies.depth == 0 and time.perf_counter() - replies.last_done > SETTLE_S
+
+
+def reply_lane(responder: Responder, s: Settings, on_batch: Callable[[int, float], None]) -> ReplyLane:
+    """The replies' queue: continuous batching for the local model, unless static is asked for (or
+    generation runs on an OpenAI-compatible server, which batches by itself)."""
+    if s.batching == "continuous" and isinstance(responder.generator, LocalGenerator):
+        return ContinuousBatcher(responder, s.max_batch_size, s.queue_size, s.request_timeout_s, on_batch,
+                                 share_prefix=s.prefix_cache)
+    return Batcher(batch_process(responder), s.max_batch_size, s.max_wait_ms, s.queue_size,
+                   s.request_timeout_s, on_batch)
 
 
 def describe_knowledge_base(settings: Settings, responder: Responder) -> str:

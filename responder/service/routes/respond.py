@@ -1,4 +1,4 @@
-"""POST /respond and /respond/batch: comments answered through the dynamic batcher.
+"""POST /respond and /respond/batch: comments answered through the replies' lane (continuous or static).
 
 Before a comment takes a place in the queue it is counted in model tokens (422 when over
 `max_comment_tokens`); a /respond/batch body is refused (413) by its item count before any item
@@ -14,10 +14,9 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from base.prompt import CommentInput
 from responder.responder import Reply, Responder
 from responder.service.admission import submit
-from responder.service.batcher import Batcher
 from responder.service.deps import BatcherDep, Protected, ResponderDep, StateDep
 from responder.service.schemas import RespondBatchRequest, RespondRequest, RespondResponse
-from responder.service.state import ServiceState
+from responder.service.state import ReplyLane, ServiceState
 
 router = APIRouter(dependencies=Protected)
 
@@ -65,7 +64,7 @@ async def checked(responder: Responder, request: CommentInput, where: str) -> Co
     return request
 
 
-async def answer(state: ServiceState, batcher: Batcher, requests: list[CommentInput]) -> list[Reply]:
+async def answer(state: ServiceState, batcher: ReplyLane, requests: list[CommentInput]) -> list[Reply]:
     """Replies from the batcher; a full queue is 503 with Retry-After, a reply too late is 504."""
     try:
         return await submit(batcher, requests, "replies", "reply", "RESPONDER_REQUEST_TIMEOUT_S",

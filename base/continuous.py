@@ -1,0 +1,246 @@
+"""Continuous (in-flight) batching for the local model: replies join and leave a running batch.
+
+`ContinuousDecoder` keeps one batch of replies being written and its key/value cache. Between two
+decoding steps new comments `join`: their prompts are prefilled together and their keys/values
+appended to the batch's cache (each row left-padded to the batch's length, with an attention mask
+and per-row positions, as `generate` pads a batch). Each `step` writes one token for every row; a
+reply that ends leaves the batch at once (its row is cut out of the cache) and is returned, so
+nobody waits for the longest reply of a batch, and a comment that arrives mid-batch does not wait
+for the batch to end.
+
+Every prompt starts with the same tokens (the system turn: persona and sign-off, most of a short
+comment's prompt). Their keys/values are computed once (`PromptPrefix`) and reused for every
+prompt, as vLLM's automatic prefix caching does; a joining prompt computes only its own suffix.
+
+Each row decodes with exactly the controls `LocalGenerator` uses (`base.decoding`): the same
+processors, applied to that row's own reply tokens, and the same stops (end of turn, sign-off,
+budget). Why not transformers' own continuous batching (`generate_batch`)? It packs requests into
+one flat sequence: its logits processors see no per-request history, and it drops
+`RepetitionPenaltyLogitsProcessor` as unsupported, so the reply controls would not apply.
+
+One thread drives a decoder; it takes the generator's lock around each model call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from base.decoding import logits_processors, sentence_end_token_ids
+from base.generation import LocalGenerator, TokenCounts
+from base.prompt import CommentInput, PromptStyle, encode_prompt
+
+# Two comments that share nothing but the prompt's frame: their prompts' common start is the prefix.
+_PROBES = (CommentInput("a"), CommentInput("Z?"))
+
+
+@dataclass
+class Row:
+    """One reply being written: who asked, its controls, and its tokens so far."""
+
+    tag: Any
+    budget: int
+    processors: list[Any]
+    generated: list[int] = field(default_factory=list)
+
+
+class PromptPrefix:
+    """The token ids every prompt of a style starts with, and their keys/values (computed once)."""
+
+    def __init__(self, generator: LocalGenerator, style: PromptStyle) -> None:
+        tokenizer = generator.tokenizer
+        probes = [encode_prompt(tokenizer, style, probe) for probe in _PROBES]
+        n = 0
+        while n < min(map(len, probes)) and probes[0][n] == probes[1][n]:
+            n += 1
+        self.ids = probes[0][:n]
+        self._kv: list[tuple[Any, Any]] | None = None
+        self._generator = generator
+
+    def starts(self, ids: Sequence[int]) -> bool:
+        return len(ids) > len(self.ids) > 0 and list(ids[: len(self.ids)]) == self.ids
+
+    def keys_values(self) -> list[tuple[Any, Any]]:
+        """Per layer (keys, values) of the prefix, shape (1, heads, prefix, head_dim)."""
+        if self._kv is None:
+            import torch
+
+            model = self._generator.model
+            device = next(model.parameters()).device
+            with torch.inference_mode():
+                out = model(input_ids=torch.tensor([self.ids], device=device), use_cache=True)
+            self._kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+        return self._kv
+
+
+class ContinuousDecoder:
+    def __init__(self, generator: LocalGenerator, style: PromptStyle, share_prefix: bool = True) -> None:
+        self.generator = generator
+        self.style = style
+        self.tokenizer = generator.tokenizer
+        self.decoding = generator.decoding
+        self.stop_ids = generator.stop_token_ids()
+        self.sentence_ends = sentence_end_token_ids(self.tokenizer)
+        self.prefix = PromptPrefix(generator, style) if share_prefix else None
+        self.sign_off_tail = len(self.tokenizer.encode(style.sign_off, add_special_tokens=False)) + 2 \
+            if style.sign_off else 0
+        self.rows: list[Row] = []
+        self.stats = TokenCounts()  # this decoder's; the generator's own counts everything
+        self._cache: Any = None  # DynamicCache of the rows, (rows, heads, width, head_dim) per layer
+        self._mask: Any = None  # (rows, width): 1 for real tokens, 0 for padding
+        self._last: Any = None  # (rows,): the token each row feeds next
+
+    @property
+    def size(self) -> int:
+        return len(self.rows)
+
+    # --- joining ----------------------------------------------------------------------------------
+    def join(self, items: Sequence[CommentInput], tags: Sequence[Any]) -> list[tuple[Any, str]]:
+        """Prefill `items` (prepared comments) and add them to the batch; replies already finished
+        by their first token are returned as (tag, raw completion)."""
+        import torch
+
+        prompts = [encode_prompt(self.tokenizer, self.style, item) for item in items]
+        shared = self.prefix is not None and all(self.prefix.starts(p) for p in prompts)
+        with self.generator._lock, torch.inference_mode():
+            logits, cache, mask = self._prefill(prompts, shared)
+        computed = sum(len(p) - (len(self.prefix.ids) if shared else 0) for p in prompts)
+        self._count(prompt_tokens=sum(map(len, prompts)), prompt_tokens_computed=computed)
+        rows = [Row(tag, budget, logits_processors(self.decoding, 0, [budget], self.stop_ids, self.sentence_ends))
+                for tag, budget in zip(tags, (self.decoding.budget(item.comment) for item in items))]
+        self._append(rows, cache, mask)
+        return self._advance(logits, first=len(self.rows) - len(rows))
+
+    def _prefill(self, prompts: list[list[int]], shared: bool) -> tuple[Any, Any, Any]:
+        """Logits of each prompt's last position (n, vocab), its cache and its attention mask.
+
+        With the shared prefix, row i is [prefix][padding][suffix i] (the prefix's cache, broadcast);
+        without, [padding][prompt i]. Positions count real tokens only, so padding changes nothing."""
+        import torch
+        from transformers import DynamicCache
+
+        device = next(self.generator.model.parameters()).device
+        skip = len(self.prefix.ids) if shared else 0
+        suffixes = [p[skip:] for p in prompts]
+        width = max(map(len, suffixes))
+        pad = self.tokenizer.pad_token_id
+        ids = torch.tensor([[pad] * (width - len(s)) + s for s in suffixes], device=device)
+        mask = torch.tensor([[1] * skip + [0] * (width - len(s)) + [1] * len(s) for s in suffixes], device=device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, skip:]
+        cache = None
+        if shared:
+            cache = DynamicCache(ddp_cache_data=[(k.expand(len(prompts), -1, -1, -1), v.expand(len(prompts), -1, -1, -1))
+                                                 for k, v in self.prefix.keys_values()])
+        out = self.generator.model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                                   past_key_values=cache, use_cache=True, logits_to_keep=1)
+        return out.logits[:, -1, :].float(), out.past_key_values, mask
+
+    def _append(self, rows: list[Row], cache: Any, mask: Any) -> None:
+        """Add the new rows' cache to the batch's, padding the shorter side on the left."""
+        import torch
+        import torch.nn.functional as F
+
+        if self._cache is None:
+            self._cache, self._mask, self.rows = cache, mask, list(rows)
+            self._last = torch.zeros(len(rows), dtype=torch.long, device=mask.device)
+            return
+        width = max(self._mask.shape[1], mask.shape[1])
+        for old, new in zip(self._cache.layers, cache.layers):
+            a, b = width - old.keys.shape[2], width - new.keys.shape[2]
+            old.keys = torch.cat([F.pad(old.keys, (0, 0, a, 0)), F.pad(new.keys, (0, 0, b, 0))])
+            old.values = torch.cat([F.pad(old.values, (0, 0, a, 0)), F.pad(new.values, (0, 0, b, 0))])
+        self._mask = torch.cat([F.pad(self._mask, (width - self._mask.shape[1], 0)),
+                                F.pad(mask, (width - mask.shape[1], 0))])
+        self._last = torch.cat([self._last, torch.zeros(len(rows), dtype=torch.long, device=mask.device)])
+        self.rows += rows
+
+    # --- decoding ---------------------------------------------------------------------------------
+    def step(self) -> list[tuple[Any, str]]:
+        """One token for every row; the replies that ended, as (tag, raw completion)."""
+        import torch
+
+        if not self.rows:
+            return []
+        mask = torch.cat([self._mask, self._mask.new_ones(len(self.rows), 1)], dim=1)
+        positions = self._mask.sum(dim=1, keepdim=True)  # each row's next position: its real tokens so far
+        with self.generator._lock, torch.inference_mode():
+            out = self.generator.model(input_ids=self._last[:, None], attention_mask=mask, position_ids=positions,
+                                       past_key_values=self._cache, use_cache=True, logits_to_keep=1)
+        self._cache, self._mask = out.past_key_values, mask
+        self._count(steps=1)
+        return self._advance(out.logits[:, -1, :].float(), first=0)
+
+    def _advance(self, logits: Any, first: int) -> list[tuple[Any, str]]:
+        """Choose the next token of rows `first`.. from their logits; remove and return those that ended."""
+        finished: list[int] = []
+        for offset, row_logits in enumerate(logits):
+            index = first + offset
+            row = self.rows[index]
+            token = self._choose(row, row_logits)
+            if token in self.stop_ids:
+                finished.append(index)
+                continue
+            row.generated.append(token)
+            self._last[index] = token
+            self._count(generated_tokens=1)
+            if len(row.generated) >= row.budget or self._signed_off(row):
+                finished.append(index)
+        done = [(self.rows[i].tag, self.tokenizer.decode(self.rows[i].generated, skip_special_tokens=True))
+                for i in finished]
+        self._remove(finished)
+        return done
+
+    def _count(self, **added: int) -> None:
+        for counts in (self.stats, self.generator.stats):
+            for name, n in added.items():
+                setattr(counts, name, getattr(counts, name) + n)
+
+    def _choose(self, row: Row, logits: Any) -> int:
+        import torch
+
+        scores = logits[None, :].clone()
+        history = torch.tensor([row.generated], dtype=torch.long, device=logits.device)
+        for processor in row.processors:
+            scores = processor(history, scores)
+        if self.decoding.do_sample:
+            probs = torch.softmax(scores / self.decoding.temperature, dim=-1)
+            return int(torch.multinomial(probs, 1))
+        return int(scores.argmax())
+
+    def _signed_off(self, row: Row) -> bool:
+        if not self.sign_off_tail:
+            return False
+        tail = self.tokenizer.decode(row.generated[-self.sign_off_tail:], skip_special_tokens=True)
+        return self.style.sign_off in tail
+
+    # --- leaving ----------------------------------------------------------------------------------
+    def drop(self, tags: Sequence[Any]) -> None:
+        """Remove the rows of `tags` (requests nobody waits for any more) without answering them."""
+        gone = {id(tag) for tag in tags}
+        self._remove([i for i, row in enumerate(self.rows) if id(row.tag) in gone])
+
+    def reset(self) -> list[Any]:
+        """Empty the batch (after a failed step); the tags of the rows that were in it."""
+        tags = [row.tag for row in self.rows]
+        self._remove(list(range(len(self.rows))))
+        return tags
+
+    def _remove(self, indices: list[int]) -> None:
+        """Cut rows out of the batch, then the leading columns that are padding in every row left."""
+        if not indices:
+            return
+        import torch
+
+        leaving = set(indices)
+        keep = [i for i in range(len(self.rows)) if i not in leaving]
+        self.rows = [self.rows[i] for i in keep]
+        if not keep:
+            self._cache = self._mask = self._last = None
+            return
+        index = torch.tensor(keep, device=self._mask.device)
+        mask = self._mask.index_select(0, index)
+        start = int((mask.cumsum(dim=1) == 0).sum(dim=1).min())  # columns before any row's first token
+        for layer in self._cache.layers:
+            layer.keys = layer.keys.index_select(0, index)[:, :, start:]
+            layer.values = layer.values.index_select(0, index)[:, :, start:]
+        self._mask, self._last = mask[:, start:], self._last.index_select(0, index)

@@ -1,0 +1,118 @@
+"""Continuous batching on the real SmolLM2 (float32, CPU): comments join and leave a running batch.
+
+What a user would notice: the replies are the very replies one-at-a-time generation writes (same
+controls, same stops), with or without the shared prompt prefix's cache; a short reply that joins
+a batch of long ones is answered in a few steps, without waiting for them; in the service's lane
+a bad comment fails alone, a request nobody waits for any more leaves the batch, and a closed
+lane refuses new work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from base.decoding import Decoding
+from base.generation import LocalGenerator
+from base.prompt import CommentInput, PromptStyle
+from responder.responder import CommentFailed, Reply, Responder
+from responder.service.batcher import ShuttingDown
+from responder.service.continuous import ContinuousBatcher
+
+STYLE = PromptStyle("You are a data scientist who replies to comments under your videos.", "Keep exploring!")
+QUESTIONS = ["how big does my A/B test need to be?", "when tuning xgboost do I search over the number of trees too?"]
+THANKS = "Great video, thanks!"
+
+
+def generator(embedded_generator, max_new_tokens: int = 24, short: int = 40) -> LocalGenerator:
+    """The session's model with its own decoding (no second load)."""
+    return LocalGenerator(embedded_generator.model, embedded_generator.tokenizer, "SmolLM2",
+                          decoding=Decoding(max_new_tokens=max_new_tokens, short_reply_tokens=short))
+
+
+@pytest.mark.parametrize("share_prefix", [True, False], ids=["prefix-cache", "no-prefix-cache"])
+def test_replies_equal_one_at_a_time_generation(embedded_generator, share_prefix):
+    from base.continuous import ContinuousDecoder
+
+    gen = generator(embedded_generator)
+    comments = [*QUESTIONS, THANKS, "first!"]
+    alone = {c: gen.generate([CommentInput(c)], STYLE)[0] for c in comments}
+
+    decoder = ContinuousDecoder(gen, STYLE, share_prefix=share_prefix)
+    got = dict(decoder.join([CommentInput(c) for c in QUESTIONS], QUESTIONS))
+    for _ in range(3):  # the batch is running when the other two join, with a longer cache
+        got.update(decoder.step())
+    got.update(decoder.join([CommentInput(c) for c in comments[2:]], comments[2:]))
+    while decoder.size:
+        got.update(decoder.step())
+
+    assert got == alone
+    assert all(reply.strip() for reply in got.values())
+    stats = decoder.stats
+    if share_prefix:  # the system turn is computed once, not once per prompt
+        assert stats.prompt_tokens - stats.prompt_tokens_computed == 4 * len(decoder.prefix.ids) > 4 * 20
+    else:
+        assert stats.prompt_tokens_computed == stats.prompt_tokens
+
+
+def test_a_short_reply_joins_a_running_batch_and_leaves_it_first(embedded_generator):
+    from base.continuous import ContinuousDecoder
+
+    decoder = ContinuousDecoder(generator(embedded_generator, max_new_tokens=40, short=4), STYLE)
+    finished = decoder.join([CommentInput(c) for c in QUESTIONS], QUESTIONS)
+    for _ in range(4):
+        finished += decoder.step()
+    assert finished == [] and decoder.size == 2
+    finished += decoder.join([CommentInput(THANKS)], [THANKS])
+    steps = 0
+    while THANKS not in dict(finished):
+        finished += decoder.step()
+        steps += 1
+    assert steps <= 4  # its own 4-token budget, not the questions' 40
+    assert [row.tag for row in decoder.rows] == QUESTIONS  # still writing; their cache rows intact
+    while decoder.size:
+        finished += decoder.step()
+    assert set(dict(finished)) == {*QUESTIONS, THANKS}
+
+
+def run_lane(embedded_generator, scenario, max_new_tokens: int = 24, **lane_options):
+    """Run `scenario(lane)` on a started ContinuousBatcher around the real model."""
+    responder = Responder(generator(embedded_generator, max_new_tokens), STYLE)
+
+    async def main():
+        lane = ContinuousBatcher(responder, max_batch_size=4, queue_size=8, **lane_options)
+        lane.start()
+        try:
+            return await scenario(lane)
+        finally:
+            await lane.stop()
+
+    return asyncio.run(main())
+
+
+def test_lane_fails_a_bad_comment_alone(embedded_generator):
+    async def scenario(lane):
+        return await asyncio.gather(lane.submit(CommentInput(QUESTIONS[0])), lane.submit(CommentInput("ok \ud800")),
+                                    lane.submit(CommentInput(THANKS)), return_exceptions=True)
+
+    good, bad, thanks = run_lane(embedded_generator, scenario)
+    assert isinstance(good, Reply) and good.reply.strip() and isinstance(thanks, Reply) and thanks.reply.strip()
+    assert isinstance(bad, CommentFailed) and "surrogate" in str(bad)
+
+
+def test_lane_drops_a_reply_nobody_waits_for_and_refuses_work_once_closed(embedded_generator):
+    async def scenario(lane):
+        with pytest.raises(asyncio.TimeoutError):
+            await lane.submit(CommentInput(QUESTIONS[1]))  # 200 tokens take longer than 0.3 s
+        for _ in range(100):  # it leaves the batch at the next step
+            if lane.decoder.size == 0:
+                break
+            await asyncio.sleep(0.05)
+        left = lane.decoder.size
+        lane.close()
+        with pytest.raises(ShuttingDown):
+            await lane.submit(CommentInput(THANKS))
+        return left
+
+    assert run_lane(embedded_generator, scenario, max_new_tokens=200, timeout_s=0.3) == 0
