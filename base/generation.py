@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from base.decoding import Decoding, logits_processors, sentence_end_token_ids
+from base.decoding import Decoding, logits_processors, opening_ban_ids, sentence_end_token_ids
 from base.prompt import CommentInput, PromptStyle, encode_prompt
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,8 @@ class LocalGenerator:
             eos_token_id=stop_ids,
             pad_token_id=self.tokenizer.pad_token_id,
             logits_processor=logits_processors(self.decoding, width, budgets, stop_ids,
-                                               sentence_end_token_ids(self.tokenizer)),
+                                               sentence_end_token_ids(self.tokenizer),
+                                               opening_ban_ids(self.tokenizer, stop_ids, style.sign_off)),
             **self._sampling(),
         )
         if style.sign_off:

@@ -55,3 +55,24 @@ def test_local_generation_keeps_every_reply_within_its_budget(tiny_model_dir):
     lengths = [len(generator.tokenizer.encode(text, add_special_tokens=False)) for text in raw]
     assert lengths[0] <= 8 and lengths[1] <= 24 and lengths[1] > 8, (lengths, raw)
     assert prompts  # the prompts themselves are not cut
+
+
+def test_a_reply_never_opens_with_its_sign_off_a_blank_or_the_end(tokenizer):
+    from base.decoding import ReplyOpening, opening_ban_ids
+
+    sign_off = "Keep exploring! - Nadia"
+    stop = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    banned = opening_ban_ids(tokenizer, [stop], sign_off)
+    keep = tokenizer.encode(sign_off, add_special_tokens=False)[0]
+    newline = tokenizer.encode("\n", add_special_tokens=False)[0]
+    that = tokenizer.encode("That", add_special_tokens=False)[0]
+    assert {stop, keep, newline} <= set(banned) and that not in banned
+
+    # The model's favourite opening is the sign-off; the reply starts with its next best word.
+    scores = torch.zeros(2, len(tokenizer))
+    scores[:, keep], scores[:, newline], scores[:, that] = 5.0, 4.0, 3.0
+    opening = ReplyOpening(banned, prompt_width=7)
+    first = opening(torch.zeros(2, 7, dtype=torch.long), scores.clone())
+    assert first.argmax(dim=1).tolist() == [that, that]
+    later = opening(torch.zeros(2, 8, dtype=torch.long), scores.clone())  # words written: the sign-off may come
+    assert later.argmax(dim=1).tolist() == [keep, keep]
