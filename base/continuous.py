@@ -23,7 +23,6 @@ One thread drives a decoder; it takes the generator's lock around each model cal
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -43,49 +42,6 @@ class Row:
     budget: int
     processors: list[Any]
     generated: list[int] = field(default_factory=list)
-
-
-SPARE_COLUMNS = 64
-
-
-def _spare_layers(cache: Any) -> Any:
-    """`cache` with every layer a spare-column layer (after a prefill, a join or a leave)."""
-    layer = _spare_layer_class()
-    cache.layers = [layer(old.keys, old.values) for old in cache.layers]
-    return cache
-
-
-@functools.cache
-def _spare_layer_class() -> type:
-    from transformers.cache_utils import DynamicLayer
-
-    class SpareLayer(DynamicLayer):
-        """Keys/values in a buffer with spare columns: a decoding step writes one column, where
-        DynamicLayer concatenates, copying the whole batch's cache at every step of every layer."""
-
-        def __init__(self, keys: Any, values: Any) -> None:
-            super().__init__()
-            self.dtype, self.device, self.is_initialized = keys.dtype, keys.device, True
-            self._store(keys, values, SPARE_COLUMNS)
-
-        def _store(self, keys: Any, values: Any, room: int) -> None:
-            rows, heads, width, dim = keys.shape
-            self._k = keys.new_empty(rows, heads, width + room, dim)
-            self._v = values.new_empty(rows, values.shape[1], width + room, values.shape[3])
-            self._k[:, :, :width], self._v[:, :, :width] = keys, values
-            self._n = width
-            self.keys, self.values = self._k[:, :, :width], self._v[:, :, :width]
-
-        def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
-            new = key_states.shape[-2]
-            if self._n + new > self._k.shape[2]:
-                self._store(self.keys, self.values, max(SPARE_COLUMNS, self._n))  # double the room
-            self._k[:, :, self._n:self._n + new], self._v[:, :, self._n:self._n + new] = key_states, value_states
-            self._n += new
-            self.keys, self.values = self._k[:, :, :self._n], self._v[:, :, :self._n]
-            return self.keys, self.values
-
-    return SpareLayer
 
 
 class PromptPrefix:
@@ -187,7 +143,7 @@ class ContinuousDecoder:
         import torch.nn.functional as F
 
         if self._cache is None:
-            self._cache, self._mask, self.rows = _spare_layers(cache), mask, list(rows)
+            self._cache, self._mask, self.rows = cache, mask, list(rows)
             self._last = torch.zeros(len(rows), dtype=torch.long, device=mask.device)
             return
         width = max(self._mask.shape[1], mask.shape[1])
@@ -195,7 +151,6 @@ class ContinuousDecoder:
             a, b = width - old.keys.shape[2], width - new.keys.shape[2]
             old.keys = torch.cat([F.pad(old.keys, (0, 0, a, 0)), F.pad(new.keys, (0, 0, b, 0))])
             old.values = torch.cat([F.pad(old.values, (0, 0, a, 0)), F.pad(new.values, (0, 0, b, 0))])
-        _spare_layers(self._cache)
         self._mask = torch.cat([F.pad(self._mask, (width - self._mask.shape[1], 0)),
                                 F.pad(mask, (width - mask.shape[1], 0))])
         self._last = torch.cat([self._last, torch.zeros(len(rows), dtype=torch.long, device=mask.device)])
@@ -290,5 +245,4 @@ class ContinuousDecoder:
         for layer in self._cache.layers:
             layer.keys = layer.keys.index_select(0, index)[:, :, start:]
             layer.values = layer.values.index_select(0, index)[:, :, start:]
-        _spare_layers(self._cache)
         self._mask, self._last = mask[:, start:], self._last.index_select(0, index)

@@ -116,3 +116,22 @@ def test_lane_drops_a_reply_nobody_waits_for_and_refuses_work_once_closed(embedd
         return left
 
     assert run_lane(embedded_generator, scenario, max_new_tokens=200, timeout_s=0.3) == 0
+
+
+def test_the_end_of_the_grace_period_answers_comments_still_joining(embedded_generator):
+    import threading
+
+    release = threading.Event()
+
+    async def scenario(lane):
+        prepare = lane.responder.prepare
+        lane.responder.prepare = lambda request: (release.wait(30), prepare(request))[1]  # a long prefill
+        answers = asyncio.gather(*(lane.submit(CommentInput(c)) for c in QUESTIONS), return_exceptions=True)
+        while not lane._joining:
+            await asyncio.sleep(0.01)
+        failed = lane.fail_all(ShuttingDown)  # what the end of the shutdown grace period does
+        release.set()
+        return failed, await answers
+
+    failed, answers = run_lane(embedded_generator, scenario)
+    assert failed == 2 and all(isinstance(a, ShuttingDown) for a in answers)

@@ -50,6 +50,7 @@ class ContinuousBatcher:
         self.timeout_s = timeout_s
         self.on_batch = on_batch  # called with (replies in the batch, seconds) after each step
         self._waiting: collections.deque[_Request] = collections.deque()
+        self._joining: list[_Request] = []  # taken from the queue, being prepared and prefilled
         self._lock = threading.Lock()  # guards _waiting between the event loop and the worker
         self._wake = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -82,10 +83,12 @@ class ContinuousBatcher:
             self._thread.start()
 
     async def stop(self) -> None:
+        """Stop the worker after its current model call (a long prefill is not waited for: the
+        thread is a daemon, and everyone still waiting is answered now)."""
         self._stopping = True
         self._wake.set()
         if self._thread is not None:
-            await asyncio.to_thread(self._thread.join, 60)
+            await asyncio.to_thread(self._thread.join, 2.0)
             self._thread = None
         self.fail_all(ShuttingDown)
 
@@ -96,7 +99,7 @@ class ContinuousBatcher:
     def fail_all(self, error: Callable[[], BaseException]) -> int:
         """Answer every request still waiting or decoding with `error()`; how many there were."""
         with self._lock:
-            pending = list(self._waiting) + [row.tag for row in self.decoder.rows]
+            pending = list(self._waiting) + list(self._joining) + [row.tag for row in self.decoder.rows]
         failed = 0
         for p in pending:
             if not p.future.done():
@@ -140,6 +143,10 @@ class ContinuousBatcher:
         joining = self._take(self.max_batch_size - self.decoder.size)
         if joining:
             self._join(joining)
+            with self._lock:
+                self._joining = []
+        if self._stopping:
+            return
         self.decoder.drop([row.tag for row in self.decoder.rows if row.tag.future.done()])
         if self.decoder.size == 0:
             self._wake.wait(0.5)
@@ -154,6 +161,7 @@ class ContinuousBatcher:
                 p = self._waiting.popleft()
                 if not p.future.done():  # timed out or cancelled while waiting
                     taken.append(p)
+            self._joining = list(taken)
         return taken
 
     def _join(self, joining: list[_Request]) -> None:
@@ -217,4 +225,7 @@ class ContinuousBatcher:
             else:
                 p.future.set_result(result)
 
-        self._loop.call_soon_threadsafe(settle)
+        try:
+            self._loop.call_soon_threadsafe(settle)
+        except RuntimeError:  # the event loop is closed: the server has stopped, nobody to answer
+            pass
