@@ -19,7 +19,7 @@ by the fp32 matmul rate measured here, now. Recomputation (gradient checkpointin
 work, so it counts against a side; share of floor is floor / measured seconds, at most 100%.
 
     nice .venv/bin/python benchmarks/finetune_bench.py [--data FILE] [--heldout FILE] [--pairs 50]
-        [--epochs 1] [--store DIR] [--json]
+        [--epochs 1] [--store DIR] [--threads N] [--json]
 Real-length stand-in: --data samples/pairs/long_pairs.csv --heldout samples/pairs/long_heldout.csv
 (benchmarks/long_pairs.py).
 """
@@ -88,6 +88,8 @@ def tutorial(args) -> dict:
     from finetune.loss import evaluate
 
     hf_logging.set_verbosity_error()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     cfg, train, held = load_data(args.data, args.heldout, args.pairs)
     style, max_length = cfg.prompt.style, cfg.data.max_length
     base = resolve_base_model(cfg.model.base_model)
@@ -131,7 +133,7 @@ def ours(args, store: str | None = None) -> dict:
         out = Path(tmp) / "run"
         cmd = [sys.executable, "-c", "from finetune.cli import main; main()", "run", "--config", "default",
                "--data", str(data), "--eval-data", args.heldout, "--output", str(out),
-               "--epochs", str(args.epochs), "samples.count=0", "train.patience=0",
+               "--epochs", str(args.epochs), "samples.count=0", "train.patience=0", f"model.threads={args.threads}",
                *(["--store", store] if store else [])]
         proc = subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=ROOT)
         if proc.returncode:
@@ -151,11 +153,13 @@ def ours(args, store: str | None = None) -> dict:
             "checkpointing_line": next((x for x in log.splitlines() if x.startswith("Activation checkpointing")), "")}
 
 
-def matmul_rate() -> float:
-    """fp32 matmul FLOP/s on this machine, now, with torch's default threads (one per core, as both
-    sides train)."""
+def matmul_rate(threads: int) -> float:
+    """fp32 matmul FLOP/s on this machine, now, with the threads both sides train with (0: torch's
+    default, one per core)."""
     import torch
 
+    if threads:
+        torch.set_num_threads(threads)
     a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
     for _ in range(3):
         a @ b
@@ -191,7 +195,8 @@ def compare(a: dict, b: dict, c: dict | None, rate: float, args) -> dict:
             "eval_loss_delta": b["eval_loss"] - a["eval_loss"],
             "floor_share": {name: side["floor_share"] for name, (side, _) in sides.items()},
             "matmul_gflops": rate / 1e9, "data": args.data, "heldout": args.heldout, "pairs": args.pairs,
-            "epochs": args.epochs, "store": args.store, **{name: side for name, (side, _) in sides.items()}}
+            "epochs": args.epochs, "store": args.store, "threads": args.threads,
+            **{name: side for name, (side, _) in sides.items()}}
 
 
 def print_report(r: dict, out) -> None:
@@ -225,6 +230,8 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=50, help="first N training pairs")
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--store", help="also run (c): finetune run --store DIR (context-aware training)")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch threads for both sides and the floor's matmul rate (0: one per core); 1 on a busy machine")
     ap.add_argument("--json", action="store_true", help="standard output: one JSON object")
     ap.add_argument("--only", choices=["tutorial"], help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -234,14 +241,15 @@ def main() -> None:
         return
     out = sys.stderr if args.json else sys.stdout
     load_before = os.getloadavg()
-    rate_before = matmul_rate()
+    rate_before = matmul_rate(args.threads)
     say = lambda text: print(text, file=out, flush=True)
     say(f"Benchmark: SmolLM2-135M-Instruct, first {args.pairs} pairs of {args.data}, {args.epochs} epoch(s), "
         f"held-out {args.heldout}; load average {load_before[0]:.2f}")
     say("(a) tutorial recipe (HF Trainer, NF4+DQ fp32 compute, grad checkpointing, pad=EOS, loss on all tokens, "
         "paged_adamw_8bit, 4x4) ...")
     proc = subprocess.run([sys.executable, __file__, "--only", "tutorial", "--data", args.data, "--heldout",
-                           args.heldout, "--pairs", str(args.pairs), "--epochs", str(args.epochs)],
+                           args.heldout, "--pairs", str(args.pairs), "--epochs", str(args.epochs),
+                           "--threads", str(args.threads)],
                           check=False, capture_output=True, text=True)
     if proc.returncode:
         raise SystemExit(f"tutorial run failed:\n{proc.stderr[-3000:]}")
@@ -254,7 +262,7 @@ def main() -> None:
         c = ours(args, args.store)
     # The floor takes the better of two rates (before and after the runs): a busy machine must not
     # lower the floor and flatter the shares.
-    result = compare(a, b, c, max(rate_before, matmul_rate()), args)
+    result = compare(a, b, c, max(rate_before, matmul_rate(args.threads)), args)
     result["load_average"] = {"before": list(load_before), "after": list(os.getloadavg())}
     print_report(result, out)
     say(f"load average before {load_before[0]:.2f}, after {result['load_average']['after'][0]:.2f} (1 min)")

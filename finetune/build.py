@@ -77,6 +77,8 @@ def bound_heap_retention() -> None:
     libc = _libc()
     if libc is not None and hasattr(libc, "mallopt"):
         libc.mallopt(-3, 256 * 1024)  # M_MMAP_THRESHOLD
+
+
 def release_free_heap() -> None:
     """Give the heap's free pages back to the system (glibc malloc_trim), between optimizer steps.
 
