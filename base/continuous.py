@@ -2,11 +2,15 @@
 
 `ContinuousDecoder` keeps one batch of replies being written and its key/value cache. Between two
 decoding steps new comments `join`: their prompts are prefilled together and their keys/values
-appended to the batch's cache (each row left-padded to the batch's length, with an attention mask
+written into the batch's cache (each row left-padded to the batch's length, with an attention mask
 and per-row positions, as `generate` pads a batch). Each `step` writes one token for every row; a
-reply that ends leaves the batch at once (its row is cut out of the cache) and is returned, so
-nobody waits for the longest reply of a batch, and a comment that arrives mid-batch does not wait
-for the batch to end.
+reply that ends leaves the batch at once and is returned, so nobody waits for the longest reply of
+a batch, and a comment that arrives mid-batch does not wait for the batch to end.
+
+Rows are slots: a reply that ends frees its slot (it idles there, computed but ignored), and the
+next comment to join is written into it, so neither leaving nor joining copies the whole batch's
+cache (cutting a row out of it at every reply's end cost a quarter of the time). When half the
+slots are idle (nobody came to take them), `compact` drops them.
 
 Every prompt starts with the same tokens (the system turn: persona and sign-off, most of a short
 comment's prompt). Their keys/values are computed once (`PromptPrefix`) and reused for every
@@ -85,15 +89,19 @@ class ContinuousDecoder:
         self.prefix = PromptPrefix(generator, style) if share_prefix else None
         self.sign_off_tail = len(self.tokenizer.encode(style.sign_off, add_special_tokens=False)) + 2 \
             if style.sign_off else 0
-        self.rows: list[Row] = []
+        self.slots: list[Row | None] = []  # None: an idle slot, free for the next comment
         self.stats = TokenCounts()  # this decoder's; the generator's own counts everything
         self._cache: Any = None  # DynamicCache of the rows, (rows, heads, width, head_dim) per layer
         self._mask: Any = None  # (rows, width): 1 for real tokens, 0 for padding
         self._last: Any = None  # (rows,): the token each row feeds next
 
     @property
+    def rows(self) -> list[Row]:
+        return [row for row in self.slots if row is not None]
+
+    @property
     def size(self) -> int:
-        return len(self.rows)
+        return sum(row is not None for row in self.slots)
 
     # --- joining ----------------------------------------------------------------------------------
     def join(self, items: Sequence[CommentInput], tags: Sequence[Any]) -> list[tuple[Any, str]]:
@@ -110,8 +118,8 @@ class ContinuousDecoder:
         rows = [Row(tag, budget, logits_processors(self.decoding, 0, [budget], self.stop_ids, self.sentence_ends,
                                                    self.opening_bans))
                 for tag, budget in zip(tags, (self.decoding.budget(item.comment) for item in items))]
-        self._append(rows, cache, mask)
-        return self._advance(logits, first=len(self.rows) - len(rows))
+        with torch.inference_mode():  # the cache and mask are inference tensors, updated in place
+            return self._advance(logits, self._place(rows, cache, mask))
 
     def _prefill(self, prompts: list[list[int]], shared: bool) -> tuple[Any, Any, Any]:
         """Logits of each prompt's last position (n, vocab), its cache and its attention mask.
@@ -137,47 +145,77 @@ class ContinuousDecoder:
                                    past_key_values=cache, use_cache=True, logits_to_keep=1)
         return out.logits[:, -1, :].float(), out.past_key_values, mask
 
-    def _append(self, rows: list[Row], cache: Any, mask: Any) -> None:
-        """Add the new rows' cache to the batch's, padding the shorter side on the left."""
+    def _place(self, rows: list[Row], cache: Any, mask: Any) -> list[int]:
+        """Write the new rows' cache into idle slots (new slots when there are none); their slots."""
         import torch
         import torch.nn.functional as F
 
         if self._cache is None:
-            self._cache, self._mask, self.rows = cache, mask, list(rows)
+            self._cache, self._mask, self.slots = cache, mask, list(rows)
             self._last = torch.zeros(len(rows), dtype=torch.long, device=mask.device)
-            return
-        width = max(self._mask.shape[1], mask.shape[1])
+            return list(range(len(rows)))
+        width = self._mask.shape[1]
+        if mask.shape[1] > width:  # a longer prompt: widen the batch (padding on the left)
+            self._widen(mask.shape[1])
+            width = mask.shape[1]
+        idle = [i for i, row in enumerate(self.slots) if row is None]
+        reuse, extra = idle[: len(rows)], len(rows) - len(idle[: len(rows)])
+        pad = width - mask.shape[1]
         for old, new in zip(self._cache.layers, cache.layers):
-            a, b = width - old.keys.shape[2], width - new.keys.shape[2]
-            old.keys = torch.cat([F.pad(old.keys, (0, 0, a, 0)), F.pad(new.keys, (0, 0, b, 0))])
-            old.values = torch.cat([F.pad(old.values, (0, 0, a, 0)), F.pad(new.values, (0, 0, b, 0))])
-        self._mask = torch.cat([F.pad(self._mask, (width - self._mask.shape[1], 0)),
-                                F.pad(mask, (width - mask.shape[1], 0))])
-        self._last = torch.cat([self._last, torch.zeros(len(rows), dtype=torch.long, device=mask.device)])
-        self.rows += rows
+            keys, values = F.pad(new.keys, (0, 0, pad, 0)), F.pad(new.values, (0, 0, pad, 0))
+            if reuse:
+                old.keys[reuse], old.values[reuse] = keys[: len(reuse)], values[: len(reuse)]
+            if extra:
+                old.keys, old.values = torch.cat([old.keys, keys[len(reuse):]]), torch.cat([old.values, values[len(reuse):]])
+        mask = F.pad(mask, (pad, 0))
+        if reuse:
+            self._mask[reuse] = mask[: len(reuse)]
+        if extra:
+            self._mask = torch.cat([self._mask, mask[len(reuse):]])
+            self._last = torch.cat([self._last, self._last.new_zeros(extra)])
+            self.slots += [None] * extra
+        places = reuse + list(range(len(self.slots) - extra, len(self.slots)))
+        for slot, row in zip(places, rows):
+            self.slots[slot] = row
+        return places
+
+    def _widen(self, width: int) -> None:
+        import torch.nn.functional as F
+
+        grow = width - self._mask.shape[1]
+        for layer in self._cache.layers:
+            layer.keys, layer.values = F.pad(layer.keys, (0, 0, grow, 0)), F.pad(layer.values, (0, 0, grow, 0))
+        self._mask = F.pad(self._mask, (grow, 0))
 
     # --- decoding ---------------------------------------------------------------------------------
     def step(self) -> list[tuple[Any, str]]:
         """One token for every row; the replies that ended, as (tag, raw completion)."""
         import torch
 
-        if not self.rows:
+        if not self.size:
             return []
-        mask = torch.cat([self._mask, self._mask.new_ones(len(self.rows), 1)], dim=1)
-        positions = self._mask.sum(dim=1, keepdim=True)  # each row's next position: its real tokens so far
-        with self.generator._lock, torch.inference_mode():
-            out = self.generator.model(input_ids=self._last[:, None], attention_mask=mask, position_ids=positions,
-                                       past_key_values=self._cache, use_cache=True, logits_to_keep=1)
-        self._cache, self._mask = out.past_key_values, mask
-        self._count(steps=1)
-        return self._advance(out.logits[:, -1, :].float(), first=0)
+        with torch.inference_mode():  # the cache and mask are inference tensors, updated in place
+            if 2 * (len(self.slots) - self.size) >= len(self.slots):
+                self.compact()  # as many idle rows as busy ones: computing them costs more than a copy
+            self._trim()
+            mask = torch.cat([self._mask, self._mask.new_ones(len(self.slots), 1)], dim=1)
+            positions = self._mask.sum(dim=1, keepdim=True)  # each row's next position: its real tokens so far
+            with self.generator._lock:
+                out = self.generator.model(input_ids=self._last[:, None], attention_mask=mask, position_ids=positions,
+                                           past_key_values=self._cache, use_cache=True, logits_to_keep=1)
+            self._cache, self._mask = out.past_key_values, mask
+            self._count(steps=1)
+            logits = out.logits[:, -1, :].float()
+            live = [i for i, row in enumerate(self.slots) if row is not None]
+            return self._advance(logits[live], live)
 
-    def _advance(self, logits: Any, first: int) -> list[tuple[Any, str]]:
-        """Choose the next token of rows `first`.. from their logits; remove and return those that ended."""
+    def _advance(self, logits: Any, slots: list[int]) -> list[tuple[Any, str]]:
+        """Choose the next token of the rows in `slots` from their logits (one per slot, in order);
+        free and return those that ended."""
         finished: list[int] = []
-        for offset, row_logits in enumerate(logits):
-            index = first + offset
-            row = self.rows[index]
+        for index, row_logits in zip(slots, logits):
+            row = self.slots[index]
+            assert row is not None
             token = self._choose(row, row_logits)
             if token in self.stop_ids:
                 finished.append(index)
@@ -187,9 +225,9 @@ class ContinuousDecoder:
             self._count(generated_tokens=1)
             if len(row.generated) >= row.budget or self._signed_off(row):
                 finished.append(index)
-        done = [(self.rows[i].tag, self.tokenizer.decode(self.rows[i].generated, skip_special_tokens=True))
+        done = [(self.slots[i].tag, self.tokenizer.decode(self.slots[i].generated, skip_special_tokens=True))
                 for i in finished]
-        self._remove(finished)
+        self._free(finished)
         return done
 
     def _count(self, **added: int) -> None:
@@ -217,32 +255,41 @@ class ContinuousDecoder:
 
     # --- leaving ----------------------------------------------------------------------------------
     def drop(self, tags: Sequence[Any]) -> None:
-        """Remove the rows of `tags` (requests nobody waits for any more) without answering them."""
+        """Free the rows of `tags` (requests nobody waits for any more) without answering them."""
         gone = {id(tag) for tag in tags}
-        self._remove([i for i, row in enumerate(self.rows) if id(row.tag) in gone])
+        self._free([i for i, row in enumerate(self.slots) if row is not None and id(row.tag) in gone])
 
     def reset(self) -> list[Any]:
         """Empty the batch (after a failed step); the tags of the rows that were in it."""
         tags = [row.tag for row in self.rows]
-        self._remove(list(range(len(self.rows))))
+        self._free(list(range(len(self.slots))))
         return tags
 
-    def _remove(self, indices: list[int]) -> None:
-        """Cut rows out of the batch, then the leading columns that are padding in every row left."""
-        if not indices:
-            return
+    def _free(self, slots: list[int]) -> None:
+        """Make `slots` idle; with no row left, the batch and its cache go."""
+        for i in slots:
+            self.slots[i] = None
+        if not self.size:
+            self.slots, self._cache, self._mask, self._last = [], None, None, None
+
+    def compact(self) -> None:
+        """Drop the idle slots (copies the batch's cache: when no comment is waiting to fill them)."""
         import torch
 
-        leaving = set(indices)
-        keep = [i for i in range(len(self.rows)) if i not in leaving]
-        self.rows = [self.rows[i] for i in keep]
-        if not keep:
-            self._cache = self._mask = self._last = None
+        keep = [i for i, row in enumerate(self.slots) if row is not None]
+        if len(keep) == len(self.slots):
             return
         index = torch.tensor(keep, device=self._mask.device)
-        mask = self._mask.index_select(0, index)
-        start = int((mask.cumsum(dim=1) == 0).sum(dim=1).min())  # columns before any row's first token
         for layer in self._cache.layers:
-            layer.keys = layer.keys.index_select(0, index)[:, :, start:]
-            layer.values = layer.values.index_select(0, index)[:, :, start:]
-        self._mask, self._last = mask[:, start:], self._last.index_select(0, index)
+            layer.keys, layer.values = layer.keys.index_select(0, index), layer.values.index_select(0, index)
+        self._mask, self._last = self._mask.index_select(0, index), self._last.index_select(0, index)
+        self.slots = [self.slots[i] for i in keep]
+
+    def _trim(self) -> None:
+        """Cut the leading columns no row in use reads (idle slots keep reading their last ones)."""
+        live = [i for i, row in enumerate(self.slots) if row is not None]
+        start = int((self._mask[live].cumsum(dim=1) == 0).sum(dim=1).min())
+        if start:
+            for layer in self._cache.layers:  # views: the step's concatenation copies them anyway
+                layer.keys, layer.values = layer.keys[:, :, start:], layer.values[:, :, start:]
+            self._mask = self._mask[:, start:]

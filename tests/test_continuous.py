@@ -71,9 +71,14 @@ def test_a_short_reply_joins_a_running_batch_and_leaves_it_first(embedded_genera
         steps += 1
     assert steps <= 4  # its own 4-token budget, not the questions' 40
     assert [row.tag for row in decoder.rows] == QUESTIONS  # still writing; their cache rows intact
+    # The next comment takes the slot THANKS left, and is answered as if it were alone.
+    finished += decoder.join([CommentInput("What mic do you use?")], ["mic"])
+    assert len(decoder.slots) == 3
     while decoder.size:
         finished += decoder.step()
-    assert set(dict(finished)) == {*QUESTIONS, THANKS}
+    assert set(dict(finished)) == {*QUESTIONS, THANKS, "mic"}
+    alone = decoder.generator.generate([CommentInput("What mic do you use?")], STYLE)[0]
+    assert dict(finished)["mic"] == alone
 
 
 def run_lane(embedded_generator, scenario, max_new_tokens: int = 24, **lane_options):
