@@ -475,8 +475,8 @@ def print_flood(figures: dict) -> bool:
     print(f"flooded: p50 {percentile(fl, 0.5):6.1f} s  p95 {f95:6.1f} s  {ft:.2f} replies/s  "
           f"({fw:.1f} s, {fs.count(200)}/64 answered 200)")
     (qb, qc), (fb, fc) = figures["batches"]
-    print(f"reply batches: quiet {qb:.0f} for {qc:.0f} comments, flooded {fb:.0f} for {fc:.0f} comments "
-          "(a comment that misses a batch waits a whole batch more)")
+    print(f"reply lane (responder_batch_size: decoding steps when continuous, batches when static): quiet "
+          f"{qb:.0f} for {qc:.0f} rows, flooded {fb:.0f} for {fc:.0f} rows")
     total = sum(figures["flood_counts"].values())
     print(f"flood: {total} requests in {figures['flood_s']:.0f} s: {json.dumps(figures['flood_counts'])}")
     p95_ok, tput_ok, all_ok = f95 <= 1.25 * q95, ft >= 0.8 * qt, fs.count(200) == qs.count(200) == 64
