@@ -140,6 +140,7 @@ class ContinuousBatcher:
 
     def _turn(self) -> None:
         """Let waiting comments join, drop replies nobody waits for, decode one step."""
+        self._wake.clear()  # before looking at the queue: a comment queued after this wakes the wait below
         joining = self._take(self.max_batch_size - self.decoder.size)
         if joining:
             self._join(joining)
@@ -150,7 +151,6 @@ class ContinuousBatcher:
         self.decoder.drop([row.tag for row in self.decoder.rows if row.tag.future.done()])
         if self.decoder.size == 0:
             self._wake.wait(0.5)
-            self._wake.clear()
             return
         self._step()
 
