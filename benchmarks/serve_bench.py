@@ -42,10 +42,9 @@ import time
 from pathlib import Path
 
 import httpx
+from finetune_bench import matmul_rate
 from rich.console import Console
 from rich.table import Table
-
-from finetune_bench import matmul_rate
 
 ROOT = Path(__file__).resolve().parent.parent
 SIGN_OFF = "Keep exploring! - Nadia"
@@ -225,7 +224,7 @@ class OneAtATime:
 def median_of(rounds: list[dict]) -> dict:
     keys = [k for k, v in rounds[0].items() if isinstance(v, (int, float))]
     merged = {k: statistics.median(r[k] for r in rounds) for k in keys}
-    merged["failures"] = sum((r.get("failures", []) for r in rounds), [])
+    merged["failures"] = [f for r in rounds for f in r.get("failures", [])]
     return merged
 
 

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from base.errors import UpstreamError, UserError
-from base.prompt import CommentInput, Passage
 from base.generation import LocalGenerator
+from base.prompt import CommentInput, Passage
 from base.settings import Settings
 from responder.responder import Reply, Responder
 from responder.service.batcher import Batcher, Process, ShuttingDown
