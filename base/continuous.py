@@ -205,7 +205,6 @@ class ContinuousDecoder:
                 out = self.generator.model(input_ids=self._last[:, None], attention_mask=mask, position_ids=positions,
                                            past_key_values=self._cache, use_cache=True, logits_to_keep=1)
             self._cache, self._mask = out.past_key_values, mask
-            self._count(steps=1)
             logits = out.logits[:, -1, :].float()
             live = [i for i, row in enumerate(self.slots) if row is not None]
             return self._advance(logits[live], live)

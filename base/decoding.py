@@ -92,17 +92,10 @@ class ReplyOpening:
 
 def opening_ban_ids(tokenizer: Any, stop_ids: Sequence[int], sign_off: str) -> list[int]:
     """What a reply may not start with: end of turn, a token of only whitespace, the sign-off's start."""
-    cached = getattr(tokenizer, "_reply_blank_ids", None)
-    if cached is None:
-        vocab = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
-        cached = [i for i, tok in enumerate(vocab) if tok and not tokenizer.convert_tokens_to_string([tok]).strip()]
-        try:
-            tokenizer._reply_blank_ids = cached
-        except AttributeError:
-            pass
+    blanks = _token_ids_where(tokenizer, "_reply_blank_ids", lambda token, text: bool(token) and not text.strip())
     starts = {tokenizer.encode(text, add_special_tokens=False)[0] for text in (sign_off, " " + sign_off)} \
         if sign_off.strip() else set()
-    return sorted(set(stop_ids) | set(cached) | starts)
+    return sorted(set(stop_ids) | set(blanks) | starts)
 
 
 class ReplyNoRepeatNGram:
@@ -148,14 +141,21 @@ class ReplyBudget:
 
 def sentence_end_token_ids(tokenizer: Any) -> list[int]:
     """Ids of tokens whose text ends a sentence (".", "!", "?", "…", possibly after a quote or emoji)."""
-    cached = getattr(tokenizer, "_reply_sentence_end_ids", None)
+    return _token_ids_where(tokenizer, "_reply_sentence_end_ids",
+                            lambda token, text: text.rstrip().endswith((".", "!", "?", "…", '."', '!"')))
+
+
+def _token_ids_where(tokenizer: Any, cache_name: str, keep: Any) -> list[int]:
+    """Ids of the tokens for which `keep(token, text)` holds: a scan of the whole vocabulary, done once
+    per tokenizer (kept on it as `cache_name`)."""
+    cached = getattr(tokenizer, cache_name, None)
     if cached is not None:
         return cached
     vocab = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
     texts = [tokenizer.convert_tokens_to_string([tok]) if tok else "" for tok in vocab]
-    ids = [i for i, text in enumerate(texts) if text.rstrip().endswith((".", "!", "?", "…", '."', '!"'))]
+    ids = [i for i, (tok, text) in enumerate(zip(vocab, texts)) if keep(tok, text)]
     try:
-        tokenizer._reply_sentence_end_ids = ids
+        setattr(tokenizer, cache_name, ids)
     except AttributeError:  # a tokenizer that refuses new attributes: recompute next time
         pass
     return ids

@@ -31,7 +31,6 @@ class TokenCounts:
     prompt_tokens: int = 0  # tokens of every prompt
     prompt_tokens_computed: int = 0  # of those, computed (the rest came from a prefix cache)
     generated_tokens: int = 0
-    steps: int = 0  # decoding steps of a continuous batch
 
 
 class LocalGenerator:

@@ -21,11 +21,11 @@ from pathlib import Path
 import pytest
 
 from tests.support import (
-    NADIA,
     LiveServer,
     Parrot,
     copy_tokenizer_files,
     free_port,
+    seeded_lora_adapter,
     tiny_llama,
     train_parrot,
     write_corpus,
@@ -103,24 +103,7 @@ def tiny_generator(tiny_model_dir):
 def tiny_adapter(tmp_path_factory, tiny_model_dir) -> Path:
     """A LoRA adapter on the tiny model with non-zero B (so merging changes the weights), saved as
     `finetune run` saves one: `<run>/adapter` with adapter_info (NF4, the Nadia style)."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    from base.adapter_info import write_adapter_info
-
-    out = tmp_path_factory.mktemp("run") / "adapter"
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
-                                                  task_type="CAUSAL_LM"))
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for name, p in peft_model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.02)
-    peft_model.save_pretrained(out)
-    write_adapter_info(out, str(tiny_model_dir), "nf4", NADIA)
-    return out
+    return seeded_lora_adapter(tiny_model_dir, tmp_path_factory.mktemp("run") / "adapter", rank=4, std=0.02, seed=1)
 
 
 @pytest.fixture(scope="session")

@@ -168,6 +168,28 @@ def tiny_llama(base_model_dir: Path, seed: int = 0):
     return AutoModelForCausalLM.from_config(config)
 
 
+def seeded_lora_adapter(base_dir: Path, out: Path, rank: int, std: float, seed: int) -> Path:
+    """A LoRA adapter (q and v projections) on `base_dir` with B drawn from N(0, std), so that it changes
+    what the model writes, saved as `finetune run` saves one: adapter_info says NF4 and the Nadia style."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from base.adapter_info import write_adapter_info
+
+    model = AutoModelForCausalLM.from_pretrained(base_dir)
+    peft_model = get_peft_model(model, LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=["q_proj", "v_proj"],
+                                                  task_type="CAUSAL_LM"))
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, std)
+    peft_model.save_pretrained(out)
+    write_adapter_info(out, str(base_dir), "nf4", NADIA)
+    return out
+
+
 def copy_tokenizer_files(src: Path, dst: Path) -> None:
     for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "generation_config.json"):
         if (src / name).exists():

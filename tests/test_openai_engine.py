@@ -24,7 +24,7 @@ from base.decoding import Decoding
 from base.errors import UpstreamError, UserError
 from base.prompt import CommentInput, encode_prompt
 from tests.openai_engine import TransformersServe, VLLMDialect, serve_missing
-from tests.support import NADIA, SIGN_OFF
+from tests.support import NADIA, SIGN_OFF, seeded_lora_adapter
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(serve_missing() is not None, reason=serve_missing() or "")]
@@ -45,24 +45,11 @@ def engine(tmp_path_factory):
 @pytest.fixture(scope="module")
 def merged_model(tmp_path_factory, base_model_dir):
     """A LoRA adapter on SmolLM2-135M (non-zero B, as after training), merged by `finetune merge`'s code."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    from base.adapter_info import read_adapter_info, write_adapter_info
+    from base.adapter_info import read_adapter_info
     from finetune.merge import merge
 
     run = tmp_path_factory.mktemp("run")
-    model = AutoModelForCausalLM.from_pretrained(base_model_dir)
-    peft_model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"],
-                                                  task_type="CAUSAL_LM"))
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for name, p in peft_model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.002)
-    peft_model.save_pretrained(run / "adapter")
-    write_adapter_info(run / "adapter", str(base_model_dir), "nf4", NADIA)
+    seeded_lora_adapter(base_model_dir, run / "adapter", rank=8, std=0.002, seed=0)
     out = run / "merged"
     merge(read_adapter_info(run), str(base_model_dir), out, "bfloat16")
     return out
