@@ -126,10 +126,15 @@ class Precision:
     reason: str
 
 
-def choose_precision(device: str = "auto") -> Precision:
+def choose_precision(device: str = "auto", compute_dtype: str = "auto", training: bool = False) -> Precision:
     """Device and compute dtype, with the reason to show in logs.
 
-    On a CPU bf16 matmul is many times slower than fp32 (no bf16 units), so CPUs compute in fp32.
+    `compute_dtype` other than auto is taken as given. Auto: bf16 on CUDA GPUs that support it
+    (fp16 on older ones, fp16 on Apple MPS). On a CPU, training computes in bf16 where the CPU has
+    bf16 dot-product instructions (AVX512-BF16 or AMX): bf16 matmuls ran 2.3x fp32's rate on such
+    a CPU here, and a QLoRA step 2.1x faster. Serving stays in float32 on a CPU: its batches gained
+    only 1.2x, and the replies would change. Without those instructions bf16 matmul is several
+    times slower than fp32, so such CPUs compute in fp32.
     """
     import torch
 
@@ -140,15 +145,30 @@ def choose_precision(device: str = "auto") -> Precision:
             device = "mps"
         else:
             device = "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("device 'cuda' requested but torch sees no CUDA GPU; use device=auto or cpu")
+    if compute_dtype != "auto":
+        return Precision(device, compute_dtype, f"{compute_dtype} compute, as set")
     if device == "cuda":
-        if not torch.cuda.is_available():
-            raise UserError("device 'cuda' requested but torch sees no CUDA GPU; use device=auto or cpu")
         if torch.cuda.is_bf16_supported():
             return Precision("cuda", "bfloat16", "CUDA GPU with bf16 support: bf16 compute")
         return Precision("cuda", "float16", "CUDA GPU without bf16: fp16 compute")
     if device == "mps":
         return Precision("mps", "float16", "Apple MPS: fp16 compute")
-    return Precision("cpu", "float32", "CPU: float32 compute (bf16 matmul has no hardware support here)")
+    if not cpu_has_bf16():
+        return Precision("cpu", "float32", "CPU without bf16 instructions: float32 compute")
+    if training:
+        return Precision("cpu", "bfloat16", "CPU with bf16 instructions: bf16 compute, fp32 adapter and optimizer")
+    return Precision("cpu", "float32", "CPU: float32 compute for serving")
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has bf16 dot-product instructions (AVX512-BF16 or AMX tiles)."""
+    import torch
+
+    cpu = torch.cpu
+    return bool(getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
+                or getattr(cpu, "_is_amx_tile_supported", lambda: False)())
 
 
 def torch_dtype(name: str) -> Any:

@@ -1,9 +1,11 @@
 """`finetune run` against the tutorial QLoRA recipe: same model, same data, one epoch, side by side.
 
 (a) tutorial: HF Trainer + PEFT, bitsandbytes NF4 + double quantization with the default float32
-    compute dtype, gradient checkpointing (prepare_model_for_kbit_training), pad-to-longest
-    collator with pad = EOS, loss on every token, paged_adamw_8bit, batch 4 x accumulation 4.
-(b) `finetune run` (the default preset's recipe, one epoch).
+    compute dtype (--tutorial-compute bfloat16: the bf16 compute dtype GPU tutorials set),
+    gradient checkpointing (prepare_model_for_kbit_training), pad-to-longest collator with
+    pad = EOS, loss on every token, paged_adamw_8bit, batch 4 x accumulation 4.
+(b) `finetune run` (the default preset's recipe, one epoch; its compute dtype is its own choice:
+    bf16 on a CPU with bf16 instructions, else float32; each side's is printed).
 (c) with --store DIR: (b) again with passages from that knowledge base in the training prompts
     (context-aware training: prompts several times longer); no tutorial counterpart.
 Both sides render the same prompts (the default preset's persona), cut examples at the same
@@ -15,11 +17,12 @@ plus backward of the frozen weights (input gradients only: 2 + 2 FLOPs per weigh
 LoRA's (2 + 2 + 2: its weight gradients too), the output head over the positions it runs on (the
 tutorial: every position, padding included; ours: reply positions), and causal attention's score
 and value products (4 x q_dim per query-key pair and layer forward, twice that backward), divided
-by the fp32 matmul rate measured here, now. Recomputation (gradient checkpointing) is not needed
+by the matmul rate measured here, now, in that side's compute dtype (bf16 matmuls run about twice
+fp32's rate on a CPU with bf16 instructions). Recomputation (gradient checkpointing) is not needed
 work, so it counts against a side; share of floor is floor / measured seconds, at most 100%.
 
     nice .venv/bin/python benchmarks/finetune_bench.py [--data FILE] [--heldout FILE] [--pairs 50]
-        [--epochs 1] [--store DIR] [--threads N] [--json]
+        [--epochs 1] [--store DIR] [--threads N] [--tutorial-compute float32|bfloat16] [--json]
 Real-length stand-in: --data samples/pairs/long_pairs.csv --heldout samples/pairs/long_heldout.csv
 (benchmarks/long_pairs.py).
 """
@@ -100,7 +103,7 @@ def tutorial(args) -> dict:
     ds = Dataset.from_dict({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]})
     tokens = sum(map(len, enc["input_ids"]))
 
-    model = load_base_model(base, "nf4", Precision("cpu", "float32", "bitsandbytes default compute dtype"))
+    model = load_base_model(base, "nf4", Precision("cpu", args.tutorial_compute, "the tutorial's"))
     bits = quantized_bits_per_weight(model)
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
     model = get_peft_model(model, LoraConfig(**LORA))
@@ -120,7 +123,7 @@ def tutorial(args) -> dict:
     eval_loss = evaluate(model, eval_ex, 4, tok.pad_token_id, "cpu")
     return {"seconds_per_epoch": seconds, "tokens_per_s": tokens / seconds, "eval_loss": eval_loss,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "bits_per_weight": bits,
-            "tokens_per_epoch": tokens, "threads": torch.get_num_threads(),
+            "tokens_per_epoch": tokens, "threads": torch.get_num_threads(), "compute": args.tutorial_compute,
             "computed_per_epoch": {k: v / args.epochs for k, v in collator.computed.items()}}
 
 
@@ -150,17 +153,19 @@ def ours(args, store: str | None = None) -> dict:
             "peak_rss_mb": summary["peak_rss_mb"], "bits_per_weight": summary["bits_per_weight"],
             "tokens_per_epoch": tokens, "computed_per_epoch": computed, "estimate": summary["estimate"],
             "activation_checkpointing": summary.get("activation_checkpointing"),
+            "compute": next((x.split(", compute ", 1)[1].split(" ")[0] for x in log.splitlines()
+                             if x.startswith("Device:") and ", compute " in x), ""),
             "checkpointing_line": next((x for x in log.splitlines() if x.startswith("Activation checkpointing")), "")}
 
 
-def matmul_rate(threads: int) -> float:
-    """fp32 matmul FLOP/s on this machine, now, with the threads both sides train with (0: torch's
-    default, one per core)."""
+def matmul_rate(threads: int, dtype: str = "float32") -> float:
+    """Matmul FLOP/s on this machine, now, in `dtype`, with the threads both sides train with (0:
+    torch's default, one per core)."""
     import torch
 
     if threads:
         torch.set_num_threads(threads)
-    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    a, b = (torch.randn(1024, 1024).to(getattr(torch, dtype)) for _ in range(2))
     for _ in range(3):
         a @ b
     n, t0 = 0, time.time()
@@ -168,6 +173,10 @@ def matmul_rate(threads: int) -> float:
         a @ b
         n += 1
     return n * 2 * 1024**3 / (time.time() - t0)
+
+
+def matmul_rates(threads: int) -> dict[str, float]:
+    return {dtype: matmul_rate(threads, dtype) for dtype in ("float32", "bfloat16")}
 
 
 def floor_flops(shape, rank: int, computed: dict) -> float:
@@ -179,7 +188,7 @@ def floor_flops(shape, rank: int, computed: dict) -> float:
             + 4 * shape.vocab * h * computed["head"] + 12 * q * layers * computed["attention_pairs"])
 
 
-def compare(a: dict, b: dict, c: dict | None, rate: float, args) -> dict:
+def compare(a: dict, b: dict, c: dict | None, rates: dict[str, float], args) -> dict:
     """The JSON object: ratios as plain numbers, each side's figures, the floor."""
     from base.models import resolve_base_model
     from finetune.estimate import shape_from_model
@@ -188,14 +197,16 @@ def compare(a: dict, b: dict, c: dict | None, rate: float, args) -> dict:
     shape = shape_from_model(resolve_base_model(cfg.model.base_model))
     sides = {"tutorial": (a, LORA["r"]), "ours": (b, cfg.lora.r), **({"ours_store": (c, cfg.lora.r)} if c else {})}
     for side, rank in sides.values():
-        side["floor_seconds"] = floor_flops(shape, rank, side["computed_per_epoch"]) / rate
+        side["floor_seconds"] = floor_flops(shape, rank, side["computed_per_epoch"]) / rates[side["compute"] or "float32"]
         side["floor_share"] = side["floor_seconds"] / side["seconds_per_epoch"]
     return {"speedup": a["seconds_per_epoch"] / b["seconds_per_epoch"],
             "peak_rss_ratio": b["peak_rss_mb"] / a["peak_rss_mb"],
             "eval_loss_delta": b["eval_loss"] - a["eval_loss"],
             "floor_share": {name: side["floor_share"] for name, (side, _) in sides.items()},
-            "matmul_gflops": rate / 1e9, "data": args.data, "heldout": args.heldout, "pairs": args.pairs,
+            "matmul_gflops": rates["float32"] / 1e9, "matmul_gflops_bf16": rates["bfloat16"] / 1e9,
+            "data": args.data, "heldout": args.heldout, "pairs": args.pairs,
             "epochs": args.epochs, "store": args.store, "threads": args.threads,
+            "tutorial_compute": args.tutorial_compute,
             **{name: side for name, (side, _) in sides.items()}}
 
 
@@ -213,14 +224,16 @@ def print_report(r: dict, out) -> None:
               + (f"{fmt.format(c[key]):>14}" if c else ""), file=out)
     print(f"\nspeed-up per epoch: {r['speedup']:.2f}x (goal >= 3x); peak RSS b/a: {r['peak_rss_ratio']:.2f} "
           f"(goal <= 0.8); eval loss b - a: {r['eval_loss_delta']:+.4f} (goal <= 0); matmul "
-          f"{r['matmul_gflops']:.1f} GFLOP/s fp32", file=out)
+          f"{r['matmul_gflops']:.1f} GFLOP/s fp32, {r['matmul_gflops_bf16']:.1f} bf16 (each side's floor at its "
+          "compute dtype's rate)", file=out)
+    print(f"compute dtype: (a) {a['compute']}, (b) {b['compute']}" + (f", (c) {c['compute']}" if c else ""), file=out)
     for name, side in (("(b)", b), ("(c)", c)):
         if side:
             e = side["estimate"]
             print(f"{name} estimate {e['total_mb']:.0f} MB, {e['total_mb'] / side['peak_rss_mb']:.0%} of the measured "
                   f"peak: training {e['training_mb']:.0f} = runtime {e['runtime_mb']:.0f} + weights "
                   f"{e['weights_mb']:.0f} + adapter/optimizer {e['adapter_and_optimizer_mb']:.0f} + activations "
-                  f"{e['activations_mb']:.0f}; loading {e['loading_mb']:.0f}. {side['checkpointing_line']}", file=out)
+                  f"{e['activations_mb']:.0f} + freed heap {e.get('heap_mb', 0):.0f}; loading {e['loading_mb']:.0f}. {side['checkpointing_line']}", file=out)
 
 
 def main() -> None:
@@ -232,6 +245,8 @@ def main() -> None:
     ap.add_argument("--store", help="also run (c): finetune run --store DIR (context-aware training)")
     ap.add_argument("--threads", type=int, default=0,
                     help="torch threads for both sides and the floor's matmul rate (0: one per core); 1 on a busy machine")
+    ap.add_argument("--tutorial-compute", choices=["float32", "bfloat16"], default="float32",
+                    help="the tutorial side's compute dtype (bitsandbytes' default: float32)")
     ap.add_argument("--json", action="store_true", help="standard output: one JSON object")
     ap.add_argument("--only", choices=["tutorial"], help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -241,7 +256,7 @@ def main() -> None:
         return
     out = sys.stderr if args.json else sys.stdout
     load_before = os.getloadavg()
-    rate_before = matmul_rate(args.threads)
+    rates_before = matmul_rates(args.threads)
     say = lambda text: print(text, file=out, flush=True)
     say(f"Benchmark: SmolLM2-135M-Instruct, first {args.pairs} pairs of {args.data}, {args.epochs} epoch(s), "
         f"held-out {args.heldout}; load average {load_before[0]:.2f}")
@@ -249,7 +264,7 @@ def main() -> None:
         "paged_adamw_8bit, 4x4) ...")
     proc = subprocess.run([sys.executable, __file__, "--only", "tutorial", "--data", args.data, "--heldout",
                            args.heldout, "--pairs", str(args.pairs), "--epochs", str(args.epochs),
-                           "--threads", str(args.threads)],
+                           "--threads", str(args.threads), "--tutorial-compute", args.tutorial_compute],
                           check=False, capture_output=True, text=True)
     if proc.returncode:
         raise SystemExit(f"tutorial run failed:\n{proc.stderr[-3000:]}")
@@ -262,7 +277,8 @@ def main() -> None:
         c = ours(args, args.store)
     # The floor takes the better of two rates (before and after the runs): a busy machine must not
     # lower the floor and flatter the shares.
-    result = compare(a, b, c, max(rate_before, matmul_rate(args.threads)), args)
+    rates_after = matmul_rates(args.threads)
+    result = compare(a, b, c, {k: max(rates_before[k], rates_after[k]) for k in rates_after}, args)
     result["load_average"] = {"before": list(load_before), "after": list(os.getloadavg())}
     print_report(result, out)
     say(f"load average before {load_before[0]:.2f}, after {result['load_average']['after'][0]:.2f} (1 min)")

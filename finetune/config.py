@@ -88,6 +88,9 @@ class ModelConfig(Section):
     quantization: Annotated[Text, _choice("nf4", "none")] = "nf4"  # nf4 = QLoRA (NF4 + double quant); none = LoRA
     device: Annotated[Text, _choice("auto", "cpu", "cuda", "mps")] = "auto"
     threads: Count = 0  # torch CPU threads; 0 = one per physical core
+    # auto: bf16 on CUDA GPUs that support it and on CPUs with bf16 instructions, else fp16 (older
+    # GPUs, MPS) or float32 (other CPUs). The adapter and its optimizer state stay float32.
+    compute_dtype: Annotated[Text, _choice("auto", "float32", "bfloat16", "float16")] = "auto"
 
     @field_validator("base_model")
     @classmethod
@@ -100,7 +103,7 @@ class ModelConfig(Section):
 class LoraConfig(Section):
     r: Positive = 8
     alpha: Positive = 32
-    dropout: Annotated[Float, _rule(lambda v: 0 <= v < 1, "must be in [0, 1)")] = 0.05
+    dropout: Annotated[Float, _rule(lambda v: 0 <= v < 1, "must be in [0, 1)")] = 0.0  # see presets/default.yaml
     # "all-linear" (QLoRA: every linear layer but the output head) or a list of module names.
     target_modules: Annotated[Any, _rule(
         lambda v: v == "all-linear" or (isinstance(v, list) and v and all(isinstance(x, str) and x for x in v)),

@@ -127,16 +127,21 @@ def activations(shape: Shape, batch: int, seq: int, checkpointing: bool) -> floa
     return shape.layers * per_layer + logits_bytes(shape, batch, seq)
 
 
-def recipe_layer_values(shape: Shape, rank: int, dropout: bool) -> float:
-    """Values one decoder layer keeps for backward per position in `finetune run` (LoRA on every
-    linear layer), counted from the tensors autograd saves, keys and values aside: both RMSNorms'
-    inputs and outputs (4h), rotated queries and the attention output (2 q_dim), gate, up,
-    silu(gate) and the down projection's input (4i), the seven LoRA A outputs (7r), attention's
-    log-sum-exp (one per head). LoRA dropout keeps each adapted layer's dropped input and its mask
-    besides (9h + q_dim + i). tests/test_finetune_memory.py checks it against autograd's own count."""
-    h, i = shape.hidden, shape.intermediate
-    values = 4 * h + 2 * shape.q_dim + 4 * i + 7 * rank + shape.heads
-    return values + (9 * h + shape.q_dim + i if dropout else 0)
+def recipe_layer_bytes(shape: Shape, rank: int, dropout: bool, compute_bytes: int = 4, adapter_bytes: int = 4) -> float:
+    """Bytes one decoder layer keeps for backward per position in `finetune run` (LoRA on every
+    linear layer), counted from the tensors autograd saves, keys and values aside. In the compute
+    dtype: both RMSNorms' inputs and outputs (4h), rotated queries and the attention output
+    (2 q_dim), gate, up, silu(gate) and the down projection's input (4i). In the adapter's dtype:
+    the seven LoRA A outputs (7r). In float32: attention's log-sum-exp (one per head). The adapted
+    layers' inputs (5h + q_dim + i: q, k, v, gate and up each read a norm's output) are kept again,
+    in the adapter's dtype, when LoRA changes them: dropped out (and the masks besides, 4h), or cast
+    to the adapter's dtype when the compute dtype differs. tests/test_finetune_memory.py checks it
+    against autograd's own count."""
+    h, i, q = shape.hidden, shape.intermediate, shape.q_dim
+    kept = (4 * h + 2 * q + 4 * i) * compute_bytes + 7 * rank * adapter_bytes + 4 * shape.heads
+    if dropout or compute_bytes != adapter_bytes:
+        kept += (5 * h + q + i) * adapter_bytes
+    return kept + (4 * h * adapter_bytes if dropout else 0)
 
 
 def attention_values(shape: Shape, positions: int, prefix: int, rows: int) -> float:
@@ -150,18 +155,18 @@ def attention_values(shape: Shape, positions: int, prefix: int, rows: int) -> fl
 
 
 def recipe_activations(shape: Shape, positions: int, prefix: int, rank: int, dropout: bool,
-                       checkpointing: bool, value_bytes: int = 4, rows: int = 1) -> float:
+                       checkpointing: bool, compute_bytes: int = 4, rows: int = 1, adapter_bytes: int = 4) -> float:
     """Bytes one micro-batch keeps for backward in `finetune run`: `positions` through the decoder
     in `rows` rows (rows x padded width, less the shared prefix), the `prefix` run once (never
     checkpointed). With checkpointing a layer keeps only its input, and one layer's activations are
     rebuilt at a time. Besides: the final norm's input, the reply positions' hidden states and their
-    gradient (at most `positions` of them), one chunk of head logits."""
-    per_layer = recipe_layer_values(shape, rank, dropout)
-    one_layer = positions * per_layer + attention_values(shape, positions, prefix, rows)
-    body = shape.layers * positions * shape.hidden + one_layer if checkpointing else shape.layers * one_layer
-    prefix_run = shape.layers * prefix * (per_layer + 2 * shape.kv_dim) if rows > 1 else 0
-    head = 3 * positions * shape.hidden
-    return (body + prefix_run + head) * value_bytes + head_chunk_bytes(shape)
+    gradient (at most `positions` of them), what the head keeps at once."""
+    per_layer = recipe_layer_bytes(shape, rank, dropout, compute_bytes, adapter_bytes)
+    one_layer = positions * per_layer + attention_values(shape, positions, prefix, rows) * compute_bytes
+    body = shape.layers * positions * shape.hidden * compute_bytes + one_layer if checkpointing else shape.layers * one_layer
+    prefix_run = shape.layers * prefix * (per_layer + 2 * shape.kv_dim * compute_bytes) if rows > 1 else 0
+    head = 3 * positions * shape.hidden * compute_bytes
+    return body + prefix_run + head + head_chunk_bytes(shape)
 
 
 def table(shape: Shape, rank: int = 64, batch: int = 4, seq: int = 512) -> list[Row]:
@@ -221,13 +226,14 @@ def run_activations(model: Any, cfg: Any, examples: list, checkpointing: bool) -
     t = cfg.train
     lengths = sorted(len(e.input_ids) for e in examples) or [1]
     prefix = common_prefix_len(examples)
-    value_bytes = min(4, next((p.element_size() for p in model.parameters() if p.requires_grad), 4))
+    adapter_bytes = next((p.element_size() for p in model.parameters() if p.requires_grad), 4)
+    compute_bytes = model.get_input_embeddings().weight.element_size()
     shape = shape_of(model)
 
     def kept(rows: int, width: int) -> float:
         shared = prefix if rows > 1 else 0
         return recipe_activations(shape, rows * (width - shared), shared, cfg.lora.r, cfg.lora.dropout > 0,
-                                  checkpointing, value_bytes, rows)
+                                  checkpointing, compute_bytes, rows, adapter_bytes)
 
     if not t.micro_batch_tokens:
         return kept(min(t.micro_batch_size, len(lengths)), lengths[-1])
@@ -235,20 +241,30 @@ def run_activations(model: Any, cfg: Any, examples: list, checkpointing: bool) -
     return max(kept(1, lengths[-1]), kept(max(1, t.micro_batch_tokens // median), median))
 
 
+# glibc's heap on a CPU holds freed blocks of the forward pass (temporaries, shapes the next
+# micro-batch cannot reuse) beside the kept activations: measured 0.74x the activations in bf16
+# (50 long pairs, 1,931 MB peak) and 0.7x in float32 (0.85 GB for 1.2 GB). The trainer gives free
+# pages back after every micro-batch, which stops the creep from step to step, not this.
+CPU_HEAP_RETENTION = 0.75
+
+
 def estimate_for_run(model: Any, cfg: Any, examples: list, checkpointing: bool, rss_before_mb: float,
                      rss_with_model_mb: float, base_dir: str) -> dict[str, float]:
     """The estimate for the run just made, recorded beside the measured peak in metrics.jsonl.
 
     training: the process (measured with the model loaded, less the weights) + weights + adapter
-    and optimizer + activations of the largest micro-batch; loading: the process before the model
-    + the checkpoint's float weights, read while they are quantized, + the weights. The total is
-    the larger of the two (on short pairs loading is the peak)."""
+    and optimizer + activations of the largest micro-batch + on a CPU, the heap's freed blocks
+    (`CPU_HEAP_RETENTION`); loading: the process before the model + the checkpoint's float
+    weights, read while they are quantized, + the weights. The total is the larger of the two (on
+    short pairs loading is the peak)."""
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     moments = 2 if cfg.train.optimizer in ("auto", "adamw_8bit", "paged_adamw_8bit") else 8  # 8-bit or fp32 Adam
     weights = weights_bytes(model) / 2**20
+    activations_mb = run_activations(model, cfg, examples, checkpointing) / 2**20
+    on_cpu = next(model.parameters()).device.type == "cpu"
     terms = {"runtime_mb": max(0.0, rss_with_model_mb - weights), "weights_mb": weights,
              "adapter_and_optimizer_mb": trainable * (4 + 4 + moments) / 2**20,
-             "activations_mb": run_activations(model, cfg, examples, checkpointing) / 2**20}
+             "activations_mb": activations_mb, "heap_mb": CPU_HEAP_RETENTION * activations_mb if on_cpu else 0.0}
     out = {k: round(v, 1) for k, v in terms.items()}
     out["training_mb"] = round(sum(terms.values()), 1)
     out["loading_mb"] = round(rss_before_mb + checkpoint_bytes(base_dir) / 2**20 + weights, 1)

@@ -154,7 +154,7 @@ class Recipe:
 
         from base.models import choose_precision
 
-        self.precision = choose_precision(self.cfg.model.device)
+        self.precision = choose_precision(self.cfg.model.device, self.cfg.model.compute_dtype, training=True)
         self.device = self.precision.device
         threads = self.cfg.model.threads or physical_cores()
         if self.device == "cpu":
@@ -362,6 +362,8 @@ class Recipe:
             batch = collate(self.train_ex, mb, self.pad_id, self.device)
             loss_sum, _ = reply_loss_sum(self.model, batch, self.cfg.train.share_prefix, self.checkpointing)
             (loss_sum / max(1, n_reply)).backward()
+            if self.device == "cpu":
+                release_free_heap()
             loss_total += float(loss_sum.detach())
             n_tokens += int(batch["attention_mask"].sum())
             for key, value in positions(batch, self.cfg.train.share_prefix).items():
@@ -372,8 +374,6 @@ class Recipe:
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        if self.device == "cpu":
-            release_free_heap()
         self.step += 1
         self.step_in_epoch += 1
         self.epoch_tokens += n_tokens

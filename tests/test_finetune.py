@@ -195,10 +195,14 @@ def nf4_run(tiny_model_dir, pairs_csv, tmp_path_factory):
 
 def test_two_step_run_learns_and_writes_every_output(nf4_run, tiny_model_dir):
     from peft import PeftModel
+    from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
+
+    from base.models import cpu_has_bf16
 
     out, log = nf4_run
     assert "Optimizer: adamw_8bit" in log and "NF4 + double quantization" in log
+    assert f"compute {'bfloat16' if cpu_has_bf16() else 'float32'} (" in log
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in records if r["kind"] == "step"]
     evals = [r for r in records if r["kind"] == "eval"]
@@ -212,6 +216,8 @@ def test_two_step_run_learns_and_writes_every_output(nf4_run, tiny_model_dir):
                  "adapter/responder.json"):
         assert (out / name).stat().st_size > 0, name
     assert not list(out.rglob(".*tmp*")), "temporary files left behind"
+    adapter = load_file(out / "adapter" / "adapter_model.safetensors")
+    assert {str(t.dtype) for t in adapter.values()} == {"torch.float32"}  # 16-bit compute, float32 adapter
     cfg = json.loads((out / "adapter" / "adapter_config.json").read_text())
     assert not cfg.get("modules_to_save")  # vLLM refuses adapters with modules_to_save
     info = json.loads((out / "adapter" / "responder.json").read_text())
@@ -223,6 +229,18 @@ def test_two_step_run_learns_and_writes_every_output(nf4_run, tiny_model_dir):
     evaluation = json.loads((out / "eval.json").read_text())
     assert set(evaluation["modes"]) == {"base", "tuned"}
     assert len(evaluation["replies"]) == sum(m["count"] for m in evaluation["modes"].values()) >= 2
+
+
+def test_training_computes_in_bf16_only_on_cpus_with_bf16_instructions(monkeypatch):
+    from base import models
+    from finetune.config import load_config
+
+    for has_bf16, training_dtype in ((True, "bfloat16"), (False, "float32")):
+        monkeypatch.setattr(models, "cpu_has_bf16", lambda has=has_bf16: has)
+        assert models.choose_precision("cpu", training=True).compute_dtype == training_dtype
+        assert models.choose_precision("cpu").compute_dtype == "float32"  # serving keeps its replies
+    assert models.choose_precision("cpu", "float32", training=True).compute_dtype == "float32"
+    assert load_config(None, [], {"data.path": "x.csv"}).model.compute_dtype == "auto"
 
 
 def test_finished_run_is_not_silently_retrained(nf4_run, tiny_model_dir, pairs_csv):

@@ -266,8 +266,9 @@ def saved_bytes(model, batch, checkpoint):
     return sum(seen.values())
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("dropout", [0.0, 0.05], ids=["no-dropout", "dropout"])
-def test_activation_estimate_matches_what_autograd_keeps(tiny_model_dir, step_examples, tokenizer, dropout):
+def test_activation_estimate_matches_what_autograd_keeps(tiny_model_dir, step_examples, tokenizer, dropout, dtype):
     from base.models import Precision
     from finetune.build import build_model
     from finetune.config import load_config
@@ -275,16 +276,17 @@ def test_activation_estimate_matches_what_autograd_keeps(tiny_model_dir, step_ex
     from finetune.loss import collate, positions, shared_prefix_len
 
     cfg = load_config(None, [f"lora.dropout={dropout}"], {"data.path": "x.csv", "model.base_model": str(tiny_model_dir)})
-    model = build_model(cfg, str(tiny_model_dir), Precision("cpu", "float32", "test"))  # NF4, as training
+    model = build_model(cfg, str(tiny_model_dir), Precision("cpu", dtype, "test"))  # NF4, as training
     model.train()
-    shape = shape_of(model)
+    shape, compute = shape_of(model), 4 if dtype == "float32" else 2
     for idx in ([3], [0, 2, 4]):
         batch = collate(step_examples, idx, tokenizer.pad_token_id, "cpu")
         prefix = shared_prefix_len(batch)
         body = positions(batch)["decoder"] - prefix  # rows x (width - prefix)
         for checkpoint in (False, True):
             counted = saved_bytes(model, batch, checkpoint)
-            estimate = recipe_activations(shape, body, prefix, cfg.lora.r, dropout > 0, checkpoint, rows=len(idx))
+            estimate = recipe_activations(shape, body, prefix, cfg.lora.r, dropout > 0, checkpoint, compute,
+                                          rows=len(idx))
             estimate -= head_chunk_bytes(shape)  # a transient, not kept
             if checkpoint:  # the layer rebuilt in backward is not kept after the forward pass
                 assert counted <= estimate, (idx, counted, estimate)
