@@ -129,8 +129,8 @@ class Precision:
 def choose_precision(device: str = "auto", compute_dtype: str = "auto", training: bool = False) -> Precision:
     """Device and compute dtype, with the reason to show in logs.
 
-    `compute_dtype` other than auto is taken as given. Auto: bf16 on CUDA GPUs that support it
-    (fp16 on older ones, fp16 on Apple MPS). On a CPU, training computes in bf16 where the CPU has
+    `compute_dtype` other than auto is taken as given. Auto: bf16 on CUDA GPUs that support it,
+    fp16 on older GPUs and on Apple MPS. On a CPU, training computes in bf16 where the CPU has
     bf16 dot-product instructions (AVX512-BF16 or AMX): bf16 matmuls ran 2.3x fp32's rate on such
     a CPU here, and a QLoRA step 2.1x faster. Serving stays in float32 on a CPU: its batches gained
     only 1.2x, and the replies would change. Without those instructions bf16 matmul is several
