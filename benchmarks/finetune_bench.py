@@ -153,8 +153,7 @@ def ours(args, store: str | None = None) -> dict:
             "peak_rss_mb": summary["peak_rss_mb"], "bits_per_weight": summary["bits_per_weight"],
             "tokens_per_epoch": tokens, "computed_per_epoch": computed, "estimate": summary["estimate"],
             "activation_checkpointing": summary.get("activation_checkpointing"),
-            "compute": next((x.split(", compute ", 1)[1].split(" ")[0] for x in log.splitlines()
-                             if x.startswith("Device:") and ", compute " in x), ""),
+            "compute": summary["compute_dtype"],
             "checkpointing_line": next((x for x in log.splitlines() if x.startswith("Activation checkpointing")), "")}
 
 
@@ -197,7 +196,7 @@ def compare(a: dict, b: dict, c: dict | None, rates: dict[str, float], args) -> 
     shape = shape_from_model(resolve_base_model(cfg.model.base_model))
     sides = {"tutorial": (a, LORA["r"]), "ours": (b, cfg.lora.r), **({"ours_store": (c, cfg.lora.r)} if c else {})}
     for side, rank in sides.values():
-        side["floor_seconds"] = floor_flops(shape, rank, side["computed_per_epoch"]) / rates[side["compute"] or "float32"]
+        side["floor_seconds"] = floor_flops(shape, rank, side["computed_per_epoch"]) / rates[side["compute"]]
         side["floor_share"] = side["floor_seconds"] / side["seconds_per_epoch"]
     return {"speedup": a["seconds_per_epoch"] / b["seconds_per_epoch"],
             "peak_rss_ratio": b["peak_rss_mb"] / a["peak_rss_mb"],
@@ -233,7 +232,8 @@ def print_report(r: dict, out) -> None:
             print(f"{name} estimate {e['total_mb']:.0f} MB, {e['total_mb'] / side['peak_rss_mb']:.0%} of the measured "
                   f"peak: training {e['training_mb']:.0f} = runtime {e['runtime_mb']:.0f} + weights "
                   f"{e['weights_mb']:.0f} + adapter/optimizer {e['adapter_and_optimizer_mb']:.0f} + activations "
-                  f"{e['activations_mb']:.0f} + freed heap {e.get('heap_mb', 0):.0f}; loading {e['loading_mb']:.0f}. {side['checkpointing_line']}", file=out)
+                  f"{e['activations_mb']:.0f} + freed heap {e['heap_mb']:.0f}; loading {e['loading_mb']:.0f}. "
+                  f"{side['checkpointing_line']}", file=out)
 
 
 def main() -> None:

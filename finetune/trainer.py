@@ -508,6 +508,7 @@ class Recipe:
         summary = {"kind": "summary", "best_eval_loss": min(r["eval_loss"] for r in evals) if evals else None,
                    "first_eval_loss": evals[0]["eval_loss"] if evals else None, "bits_per_weight": self.bits,
                    **peak_memory_mb(self.device), "activation_checkpointing": self.checkpointing,
+                   "compute_dtype": self.precision.compute_dtype,
                    "estimate": estimate_for_run(self.model, self.cfg, self.train_ex, self.checkpointing, *self.rss_mb,
                                                 self.prep.base_dir)}
         records = [r for r in self.records if r["kind"] != "summary"] + [summary]
