@@ -1,11 +1,17 @@
 """Continuous (in-flight) batching for the local model: replies join and leave a running batch.
 
-`ContinuousDecoder` keeps one batch of replies being written and its key/value cache. Between two
-decoding steps new comments `join`: their prompts are prefilled together and their keys/values
-written into the batch's cache (each row left-padded to the batch's length, with an attention mask
-and per-row positions, as `generate` pads a batch). Each `step` writes one token for every row; a
-reply that ends leaves the batch at once and is returned, so nobody waits for the longest reply of
-a batch, and a comment that arrives mid-batch does not wait for the batch to end.
+`ContinuousDecoder` keeps one batch of replies being written and its key/value cache (each row
+left-padded to the batch's length, with an attention mask and per-row positions, as `generate`
+pads a batch). Each `step` writes one token for every row; a reply that ends leaves the batch at
+once and is returned, so nobody waits for the longest reply of a batch, and a comment that arrives
+mid-batch does not wait for the batch to end.
+
+New comments join inside a step, `step(items, tags)`: their prompts are prefilled in the same
+forward pass as the batch's next token (`base.packed_pass`), and their keys/values written into
+the batch's cache. Before, each joining group had a forward pass of its own, and every reply in
+the batch waited for it: a quarter of the lane's time (measured at 16 replies, 48 new tokens).
+`join` still prefills apart: into an empty batch, for a model whose attention a packed pass does
+not reproduce (`fuses_joins` is false), and when a packed pass failed (`FusedJoinFailed`).
 
 Rows are slots: a reply that ends frees its slot (it idles there, computed but ignored), and the
 next comment to join is written into it, so neither leaving nor joining copies the whole batch's
@@ -28,11 +34,13 @@ One thread drives a decoder; it takes the generator's lock around each model cal
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from base.decoding import logits_processors, opening_ban_ids, sentence_end_token_ids
 from base.generation import LocalGenerator, TokenCounts
+from base.packed_pass import GrowingColumns, PackedPass, passable_config, routed_through_pass
 from base.prompt import CommentInput, PromptStyle, encode_prompt
 
 # Two comments that share nothing but the prompt's frame: their prompts' common start is the prefix.
@@ -78,8 +86,14 @@ class PromptPrefix:
         return self._kv
 
 
+class FusedJoinFailed(RuntimeError):
+    """The forward pass that decodes the batch and prefills joining prompts failed; the batch is as
+    it was, so the comments can still join apart (`join`) and the batch step on."""
+
+
 class ContinuousDecoder:
-    def __init__(self, generator: LocalGenerator, style: PromptStyle, share_prefix: bool = True) -> None:
+    def __init__(self, generator: LocalGenerator, style: PromptStyle, share_prefix: bool = True,
+                 packed: bool = True) -> None:
         self.generator = generator
         self.style = style
         self.tokenizer = generator.tokenizer
@@ -95,6 +109,16 @@ class ContinuousDecoder:
         self._cache: Any = None  # DynamicCache of the rows, (rows, heads, width, head_dim) per layer
         self._mask: Any = None  # (rows, width): 1 for real tokens, 0 for padding
         self._last: Any = None  # (rows,): the token each row feeds next
+        self._columns = GrowingColumns()  # the room the cache grows into, step by step
+        # None: each step and each join is a plain forward pass of the model (packed=False, or a model
+        # whose attention a packed pass does not reproduce)
+        self._pass_config = passable_config(generator.model) if packed else None
+
+    @property
+    def fuses_joins(self) -> bool:
+        """Whether comments can join inside a decoding step (`step(items, tags)`), rather than in a
+        forward pass of their own (`join`)."""
+        return self._pass_config is not None
 
     @property
     def rows(self) -> list[Row]:
@@ -110,19 +134,29 @@ class ContinuousDecoder:
         by their first token are returned as (tag, raw completion)."""
         import torch
 
+        prompts, skip = self._encode(items)
+        with self.generator._lock, torch.inference_mode():
+            logits, cache, mask = self._prefill(prompts, skip)
+        self._count_prompts(prompts, skip)
+        with torch.inference_mode():  # the cache and mask are inference tensors, updated in place
+            return self._advance(logits, self._place(self._new_rows(items, tags), cache, mask))
+
+    def _encode(self, items: Sequence[CommentInput]) -> tuple[list[list[int]], int]:
+        """The prompts of `items`, and how many of their first tokens the shared prefix's cache covers
+        (0 without it)."""
         prompts = [encode_prompt(self.tokenizer, self.style, item) for item in items]
         shared = self.prefix is not None and all(self.prefix.starts(p) for p in prompts)
-        with self.generator._lock, torch.inference_mode():
-            logits, cache, mask = self._prefill(prompts, shared)
-        computed = sum(len(p) - (len(self.prefix.ids) if shared else 0) for p in prompts)
-        self._count(prompt_tokens=sum(map(len, prompts)), prompt_tokens_computed=computed)
-        rows = [Row(tag, budget, logits_processors(self.decoding, 0, [budget], self.stop_ids, self.sentence_ends,
+        return prompts, len(self.prefix.ids) if shared and self.prefix is not None else 0
+
+    def _count_prompts(self, prompts: list[list[int]], skip: int) -> None:
+        self._count(prompt_tokens=sum(map(len, prompts)), prompt_tokens_computed=sum(len(p) - skip for p in prompts))
+
+    def _new_rows(self, items: Sequence[CommentInput], tags: Sequence[Any]) -> list[Row]:
+        return [Row(tag, budget, logits_processors(self.decoding, 0, [budget], self.stop_ids, self.sentence_ends,
                                                    self.opening_bans))
                 for tag, budget in zip(tags, (self.decoding.budget(item.comment) for item in items))]
-        with torch.inference_mode():  # the cache and mask are inference tensors, updated in place
-            return self._advance(logits, self._place(rows, cache, mask))
 
-    def _prefill(self, prompts: list[list[int]], shared: bool) -> tuple[Any, Any, Any]:
+    def _prefill(self, prompts: list[list[int]], skip: int) -> tuple[Any, Any, Any]:
         """Logits of each prompt's last position (n, vocab), its cache and its attention mask.
 
         With the shared prefix, row i is [prefix][padding][suffix i] (the prefix's cache, broadcast);
@@ -131,7 +165,6 @@ class ContinuousDecoder:
         from transformers import DynamicCache
 
         device = next(self.generator.model.parameters()).device
-        skip = len(self.prefix.ids) if shared else 0
         suffixes = [p[skip:] for p in prompts]
         width = max(map(len, suffixes))
         pad = self.tokenizer.pad_token_id
@@ -139,7 +172,8 @@ class ContinuousDecoder:
         mask = torch.tensor([[1] * skip + [0] * (width - len(s)) + [1] * len(s) for s in suffixes], device=device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, skip:]
         cache = None
-        if shared:
+        if skip:
+            assert self.prefix is not None
             cache = DynamicCache(ddp_cache_data=[(k.expand(len(prompts), -1, -1, -1), v.expand(len(prompts), -1, -1, -1))
                                                  for k, v in self.prefix.keys_values()])
         out = self.generator.model(input_ids=ids, attention_mask=mask, position_ids=positions,
@@ -189,16 +223,24 @@ class ContinuousDecoder:
         self._mask = F.pad(self._mask, (grow, 0))
 
     # --- decoding ---------------------------------------------------------------------------------
-    def step(self) -> list[tuple[Any, str]]:
-        """One token for every row; the replies that ended, as (tag, raw completion)."""
+    def step(self, items: Sequence[CommentInput] = (), tags: Sequence[Any] = ()) -> list[tuple[Any, str]]:
+        """One token for every row; the replies that ended, as (tag, raw completion).
+
+        `items` (prepared comments, with their `tags`) join in the same forward pass, when
+        `fuses_joins` and the batch is running: their prompts are prefilled beside the step and
+        their first tokens chosen. If that pass fails, `FusedJoinFailed` is raised and the batch is
+        as it was (the comments can still `join` apart)."""
         import torch
 
         if not self.size:
             return []
+        assert not items or self.fuses_joins, "this model's comments join apart: use join()"
         with torch.inference_mode():  # the cache and mask are inference tensors, updated in place
-            if 2 * (len(self.slots) - self.size) >= len(self.slots):
-                self.compact()  # as many idle rows as busy ones: computing them costs more than a copy
+            if 2 * (len(self.slots) - self.size - len(items)) >= len(self.slots):
+                self.compact()  # as many idle rows as busy ones (after the joiners took theirs)
             self._trim()
+            if self.fuses_joins:
+                return self._packed_step(items, tags)
             mask = torch.cat([self._mask, self._mask.new_ones(len(self.slots), 1)], dim=1)
             positions = self._mask.sum(dim=1, keepdim=True)  # each row's next position: its real tokens so far
             with self.generator._lock:
@@ -208,6 +250,55 @@ class ContinuousDecoder:
             logits = out.logits[:, -1, :].float()
             live = [i for i, row in enumerate(self.slots) if row is not None]
             return self._advance(logits[live], live)
+
+    def _packed_step(self, items: Sequence[CommentInput], tags: Sequence[Any]) -> list[tuple[Any, str]]:
+        """The step, and the prefill of `items` if any, in one forward pass (`base.packed_pass`)."""
+        import torch
+
+        prompts, skip = self._encode(items)
+        suffixes = [p[skip:] for p in prompts]
+        prefix = self.prefix.keys_values() if skip and self.prefix is not None else None
+        packed = PackedPass(self._cache, self._mask, self._columns, prefix, suffixes)
+        device = self._mask.device
+        ids = torch.tensor([self._last.tolist() + [t for s in suffixes for t in s]], device=device)
+        positions = torch.cat([self._mask.sum(dim=1)] + [torch.arange(skip, skip + len(s), device=device)
+                                                         for s in suffixes])[None]
+        ends = [start + length - 1 for start, length in packed.spans]  # the joiners' last prompt tokens
+        keep = torch.tensor([*range(packed.slots), *ends], device=device)
+        try:
+            with self.generator._lock, routed_through_pass(self._pass_config):
+                out = self.generator.model(input_ids=ids, position_ids=positions, use_cache=False, logits_to_keep=keep,
+                                           packed_pass=packed)
+        except Exception as exc:
+            if items:  # nothing of the batch has changed yet
+                raise FusedJoinFailed(f"{type(exc).__name__}: {exc}") from exc
+            raise
+        logits = out.logits[0].float()
+        self._count_prompts(prompts, skip)
+        for layer, (keys, values) in zip(self._cache.layers, packed.slot_kv):
+            layer.keys, layer.values = keys, values
+        self._mask = torch.cat([self._mask, self._mask.new_ones(len(self.slots), 1)], dim=1)
+        live = [i for i, row in enumerate(self.slots) if row is not None]
+        finished = self._advance(logits[live], live)
+        if not items:
+            return finished
+        cache, mask = self._stack(packed.joined_kv, [skip + len(s) for s in suffixes])
+        places = self._place(self._new_rows(items, tags), cache, mask)
+        return finished + self._advance(logits[packed.slots:], places)
+
+    @staticmethod
+    def _stack(joined: list[list[tuple[Any, Any]]], lengths: list[int]) -> tuple[Any, Any]:
+        """The joiners' keys/values (per layer, one (1, heads, length, dim) pair each) as one cache,
+        left-padded to the longest, and its attention mask."""
+        import torch
+        import torch.nn.functional as F
+        from transformers import DynamicCache
+
+        width = max(lengths)
+        stacked = [tuple(torch.cat([F.pad(pair[i], (0, 0, width - pair[i].shape[2], 0)) for pair in layer])
+                         for i in (0, 1)) for layer in joined]
+        mask = torch.tensor([[0] * (width - n) + [1] * n for n in lengths], device=stacked[0][0].device)
+        return DynamicCache(ddp_cache_data=stacked), mask
 
     def _advance(self, logits: Any, slots: list[int]) -> list[tuple[Any, str]]:
         """Choose the next token of the rows in `slots` from their logits (one per slot, in order);
@@ -271,6 +362,7 @@ class ContinuousDecoder:
             self.slots[i] = None
         if not self.size:
             self.slots, self._cache, self._mask, self._last = [], None, None, None
+            self._columns = GrowingColumns()
 
     def compact(self) -> None:
         """Drop the idle slots (copies the batch's cache: when no comment is waiting to fill them)."""

@@ -32,18 +32,24 @@ def generator(embedded_generator, max_new_tokens: int = 24, short: int = 40) -> 
 
 
 @pytest.mark.parametrize("share_prefix", [True, False], ids=["prefix-cache", "no-prefix-cache"])
-def test_replies_equal_one_at_a_time_generation(embedded_generator, share_prefix):
+@pytest.mark.parametrize("packed", [True, False], ids=["joins-in-step", "joins-apart"])
+def test_replies_equal_one_at_a_time_generation(embedded_generator, share_prefix, packed):
     from base.continuous import ContinuousDecoder
 
     gen = generator(embedded_generator)
     comments = [*QUESTIONS, THANKS, "first!"]
     alone = {c: gen.generate([CommentInput(c)], STYLE)[0] for c in comments}
 
-    decoder = ContinuousDecoder(gen, STYLE, share_prefix=share_prefix)
+    decoder = ContinuousDecoder(gen, STYLE, share_prefix=share_prefix, packed=packed)
+    assert decoder.fuses_joins == packed  # SmolLM2 (Llama) attends as a packed pass computes
     got = dict(decoder.join([CommentInput(c) for c in QUESTIONS], QUESTIONS))
     for _ in range(3):  # the batch is running when the other two join, with a longer cache
         got.update(decoder.step())
-    got.update(decoder.join([CommentInput(c) for c in comments[2:]], comments[2:]))
+    late = [CommentInput(c) for c in comments[2:]]
+    if packed:  # prefilled inside the batch's next step
+        got.update(decoder.step(late, comments[2:]))
+    else:
+        got.update(decoder.join(late, comments[2:]))
     while decoder.size:
         got.update(decoder.step())
 
@@ -54,6 +60,36 @@ def test_replies_equal_one_at_a_time_generation(embedded_generator, share_prefix
         assert stats.prompt_tokens - stats.prompt_tokens_computed == 4 * len(decoder.prefix.ids) > 4 * 20
     else:
         assert stats.prompt_tokens_computed == stats.prompt_tokens
+
+
+def test_a_failed_joining_step_leaves_the_batch_as_it_was(embedded_generator, monkeypatch):
+    from base.continuous import ContinuousDecoder, FusedJoinFailed
+    from base.packed_pass import PackedPass
+
+    gen = generator(embedded_generator)
+    alone = {c: gen.generate([CommentInput(c)], STYLE)[0] for c in [*QUESTIONS, THANKS]}
+    decoder = ContinuousDecoder(gen, STYLE)
+    got = dict(decoder.join([CommentInput(c) for c in QUESTIONS], QUESTIONS))
+    got.update(decoder.step())
+
+    attend = PackedPass.attend
+
+    def fail_halfway(self, module, *args, **kwargs):  # some layers have written their column already
+        if self.spans and module.layer_idx == 10:
+            raise RuntimeError("out of memory")
+        return attend(self, module, *args, **kwargs)
+
+    monkeypatch.setattr(PackedPass, "attend", fail_halfway)
+    counted = decoder.stats.prompt_tokens
+    with pytest.raises(FusedJoinFailed, match="out of memory"):
+        decoder.step([CommentInput(THANKS)], [THANKS])
+    assert decoder.size == 2 and decoder.stats.prompt_tokens == counted
+    monkeypatch.setattr(PackedPass, "attend", attend)
+
+    got.update(decoder.join([CommentInput(THANKS)], [THANKS]))  # what the lane does next
+    while decoder.size:
+        got.update(decoder.step())
+    assert got == alone
 
 
 def test_a_short_reply_joins_a_running_batch_and_leaves_it_first(embedded_generator):
@@ -94,6 +130,30 @@ def run_lane(embedded_generator, scenario, max_new_tokens: int = 24, **lane_opti
             await lane.stop()
 
     return asyncio.run(main())
+
+
+def test_lane_answers_comments_whose_joining_step_failed(embedded_generator, monkeypatch):
+    from base.continuous import ContinuousDecoder, FusedJoinFailed
+
+    failures = []
+    step = ContinuousDecoder.step
+
+    def fail_first_join(self, items=(), tags=()):
+        if items and not failures:
+            failures.append(len(items))
+            raise FusedJoinFailed("RuntimeError: out of memory")
+        return step(self, items, tags)
+
+    monkeypatch.setattr(ContinuousDecoder, "step", fail_first_join)
+
+    async def scenario(lane):
+        first = asyncio.ensure_future(lane.submit(CommentInput(QUESTIONS[0])))
+        while not lane.decoder.size:  # the batch runs: the next comments join inside a step
+            await asyncio.sleep(0.01)
+        return await asyncio.gather(first, *(lane.submit(CommentInput(c)) for c in (QUESTIONS[1], THANKS)))
+
+    replies = run_lane(embedded_generator, scenario)
+    assert failures and all(isinstance(r, Reply) and r.reply.strip() for r in replies)
 
 
 def test_lane_fails_a_bad_comment_alone(embedded_generator):

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from base.continuous import ContinuousDecoder
+from base.continuous import ContinuousDecoder, FusedJoinFailed
 from base.prompt import CommentInput
 from responder.responder import Responder
 from responder.service.batcher import QueueFull, ShuttingDown
@@ -141,18 +141,21 @@ class ContinuousBatcher:
     def _turn(self) -> None:
         """Let waiting comments join, drop replies nobody waits for, decode one step."""
         self._wake.clear()  # before looking at the queue: a comment queued after this wakes the wait below
-        joining = self._take(self.max_batch_size - self.decoder.size)
-        if joining:
-            self._join(joining)
-            with self._lock:
-                self._joining = []
+        joining = self._prepare(self._take(self.max_batch_size - self.decoder.size))
         if self._stopping:
             return
         self.decoder.drop([row.tag for row in self.decoder.rows if row.tag.future.done()])
-        if self.decoder.size == 0:
-            self._wake.wait(0.5)
-            return
-        self._step()
+        if joining and self.decoder.size and self.decoder.fuses_joins:
+            self._step(joining)  # they join inside the step: nobody waits for a prefill of their own
+        else:
+            if joining:
+                self._join(joining)
+            if self.decoder.size == 0:
+                self._joined()
+                self._wake.wait(0.5)
+                return
+            self._step()
+        self._joined()
 
     def _take(self, room: int) -> list[_Request]:
         taken: list[_Request] = []
@@ -164,22 +167,28 @@ class ContinuousBatcher:
             self._joining = list(taken)
         return taken
 
-    def _join(self, joining: list[_Request]) -> None:
-        """Prepare the comments and prefill them into the batch; one that fails, fails alone."""
+    def _prepare(self, taken: list[_Request]) -> list[_Request]:
+        """Check, retrieve and fit each comment (`Responder.prepare`); one that fails, fails alone."""
         ready: list[_Request] = []
-        for p in joining:
+        for p in taken:
             try:
                 p.item = self.responder.prepare(p.request)
                 ready.append(p)
             except Exception as exc:  # noqa: BLE001 - this request's answer
                 self._settle(p, exc)
+        return ready
+
+    def _joined(self) -> None:
+        with self._lock:
+            self._joining = []
+
+    def _join(self, ready: list[_Request]) -> None:
+        """Prefill the comments into the batch in a pass of their own; one that fails, fails alone."""
         groups = [ready] if ready else []
         while groups:
             group = groups.pop()
             try:
-                now = time.perf_counter()
-                for p in group:
-                    p.joined = now
+                self._stamp(group)
                 self._answer(self.decoder.join([p.item for p in group], group))
             except Exception as exc:  # noqa: BLE001 - find the comment that fails
                 if len(group) == 1:
@@ -188,14 +197,29 @@ class ContinuousBatcher:
                 else:
                     groups += [[p] for p in group]
 
-    def _step(self) -> None:
+    @staticmethod
+    def _stamp(joining: list[_Request]) -> None:
+        now = time.perf_counter()
+        for p in joining:
+            p.joined = now
+
+    def _step(self, joining: list[_Request] | None = None) -> None:
+        """One decoding step, with `joining` prefilled in it; a step that fails fails the batch."""
+        joining = joining or []
+        self._stamp(joining)
         start = time.perf_counter()
-        size = self.decoder.size
+        size = self.decoder.size + len(joining)
         try:
-            finished = self.decoder.step()
+            finished = self.decoder.step([p.item for p in joining], joining)
+        except FusedJoinFailed as exc:
+            log.warning("%d comments could not join inside the decoding step (%s); prefilling them apart",
+                        len(joining), exc)
+            self._join(joining)
+            self._step()
+            return
         except Exception as exc:  # noqa: BLE001 - every reply in the batch gets the error
             log.exception("a decoding step of %d replies failed", size)
-            for p in self.decoder.reset():
+            for p in [*self.decoder.reset(), *joining]:
                 self._settle(p, exc)
             return
         if self.on_batch is not None:
