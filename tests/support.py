@@ -178,9 +178,9 @@ def seeded_lora_adapter(base_dir: Path, out: Path, rank: int, std: float, seed: 
     from base.adapter_info import write_adapter_info
 
     model = AutoModelForCausalLM.from_pretrained(base_dir)
+    torch.manual_seed(seed)  # A's initialisation too: the same adapter every run
     peft_model = get_peft_model(model, LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=["q_proj", "v_proj"],
                                                   task_type="CAUSAL_LM"))
-    torch.manual_seed(seed)
     with torch.no_grad():
         for name, p in peft_model.named_parameters():
             if "lora_B" in name:
