@@ -255,25 +255,13 @@ class ContinuousDecoder:
         """The step, and the prefill of `items` if any, in one forward pass (`base.packed_pass`)."""
         import torch
 
-        prompts, skip = self._encode(items)
-        suffixes = [p[skip:] for p in prompts]
-        prefix = self.prefix.keys_values() if skip and self.prefix is not None else None
-        packed = PackedPass(self._cache, self._mask, self._columns, prefix, suffixes)
-        device = self._mask.device
-        ids = torch.tensor([self._last.tolist() + [t for s in suffixes for t in s]], device=device)
-        positions = torch.cat([self._mask.sum(dim=1)] + [torch.arange(skip, skip + len(s), device=device)
-                                                         for s in suffixes])[None]
-        ends = [start + length - 1 for start, length in packed.spans]  # the joiners' last prompt tokens
-        keep = torch.tensor([*range(packed.slots), *ends], device=device)
         try:
-            with self.generator._lock, routed_through_pass(self._pass_config):
-                out = self.generator.model(input_ids=ids, position_ids=positions, use_cache=False, logits_to_keep=keep,
-                                           packed_pass=packed)
+            prompts, skip = self._encode(items)
+            logits, packed = self._packed_forward([p[skip:] for p in prompts], skip)
         except Exception as exc:
             if items:  # nothing of the batch has changed yet
                 raise FusedJoinFailed(f"{type(exc).__name__}: {exc}") from exc
             raise
-        logits = out.logits[0].float()
         self._count_prompts(prompts, skip)
         for layer, (keys, values) in zip(self._cache.layers, packed.slot_kv):
             layer.keys, layer.values = keys, values
@@ -282,9 +270,28 @@ class ContinuousDecoder:
         finished = self._advance(logits[live], live)
         if not items:
             return finished
-        cache, mask = self._stack(packed.joined_kv, [skip + len(s) for s in suffixes])
+        cache, mask = self._stack(packed.joined_kv, [len(p) for p in prompts])
         places = self._place(self._new_rows(items, tags), cache, mask)
         return finished + self._advance(logits[packed.slots:], places)
+
+    def _packed_forward(self, suffixes: list[list[int]], skip: int) -> tuple[Any, PackedPass]:
+        """Run the packed pass: the next-token scores of every slot, then of every joiner, and the
+        pass (with the keys/values it computed)."""
+        import torch
+
+        device = self._mask.device
+        ids = torch.tensor([self._last.tolist() + [t for s in suffixes for t in s]], device=device)
+        positions = torch.cat([self._mask.sum(dim=1)] + [torch.arange(skip, skip + len(s), device=device)
+                                                         for s in suffixes])[None]
+        with self.generator._lock:
+            prefix = self.prefix.keys_values() if skip and self.prefix is not None else None
+            packed = PackedPass(self._cache, self._mask, self._columns, prefix, suffixes)
+            ends = [start + length - 1 for start, length in packed.spans]  # the joiners' last prompt tokens
+            keep = torch.tensor([*range(packed.slots), *ends], device=device)
+            with routed_through_pass(self._pass_config):
+                out = self.generator.model(input_ids=ids, position_ids=positions, use_cache=False,
+                                           logits_to_keep=keep, packed_pass=packed)
+        return out.logits[0].float(), packed
 
     @staticmethod
     def _stack(joined: list[list[tuple[Any, Any]]], lengths: list[int]) -> tuple[Any, Any]:

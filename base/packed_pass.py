@@ -14,7 +14,8 @@ and the pass travels as a keyword argument, which transformers hands down to the
 The new keys/values are kept aside (`PackedPass.slot_kv`, `.joined_kv`) and become part of the
 batch only once the whole pass has succeeded. The slots' keys/values are windows of larger buffers
 (`GrowingColumns`): a step writes its column in place rather than copying the whole cache, as a
-concatenation does (measured: a fifth of a 16-reply step at 120 cached tokens).
+concatenation does. Measured with 16 replies, float32: 135-142 vs 159-161 ms a step at 519 cached
+tokens (a prompt with passages), no difference at 100.
 """
 
 from __future__ import annotations

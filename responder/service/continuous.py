@@ -5,10 +5,12 @@ static `Batcher`'s interface and rules (a bounded queue refused with `QueueFull`
 request, `close` and `fail_all` for the drain), over a `base.continuous.ContinuousDecoder`.
 
 One worker thread loops: take waiting comments (as many as the batch has room for), prepare them
-(check, retrieve, fit: `Responder.prepare`) and prefill them into the batch, then decode one step
-for every reply in it; a reply that ends is answered at once. A comment that cannot be prepared
-or prefilled fails alone (a joining group that fails is retried comment by comment); a step that
-fails fails the replies in the batch, and the lane goes on. A request that timed out or was
+(check, retrieve, fit: `Responder.prepare`), then decode one step for every reply in the batch with
+the new comments prefilled in the same forward pass (into an empty batch, or with a model that
+cannot, they are prefilled first, in a pass of their own); a reply that ends is answered at once.
+A comment that cannot be prepared or prefilled fails alone (a joining step that fails leaves the
+batch as it was and its comments join apart; a joining group that fails is retried comment by
+comment); a step that fails fails the replies in the batch, and the lane goes on. A request that timed out or was
 cancelled leaves the batch at the next step, so nothing is computed for nobody.
 """
 
@@ -146,16 +148,16 @@ class ContinuousBatcher:
             return
         self.decoder.drop([row.tag for row in self.decoder.rows if row.tag.future.done()])
         if joining and self.decoder.size and self.decoder.fuses_joins:
-            self._step(joining)  # they join inside the step: nobody waits for a prefill of their own
-        else:
-            if joining:
-                self._join(joining)
-            if self.decoder.size == 0:
-                self._joined()
-                self._wake.wait(0.5)
-                return
-            self._step()
-        self._joined()
+            self._step(joining)  # they join inside the step: the batch waits for no prefill of theirs
+            self._joined()
+            return
+        if joining:
+            self._join(joining)
+            self._joined()
+        if self.decoder.size == 0:
+            self._wake.wait(0.5)
+            return
+        self._step()
 
     def _take(self, room: int) -> list[_Request]:
         taken: list[_Request] = []
@@ -179,6 +181,7 @@ class ContinuousBatcher:
         return ready
 
     def _joined(self) -> None:
+        """The comments taken are in the batch (or answered): `fail_all` finds them there now."""
         with self._lock:
             self._joining = []
 
