@@ -146,7 +146,7 @@ class ContinuousDecoder:
         (0 without it)."""
         prompts = [encode_prompt(self.tokenizer, self.style, item) for item in items]
         shared = self.prefix is not None and all(self.prefix.starts(p) for p in prompts)
-        return prompts, len(self.prefix.ids) if shared and self.prefix is not None else 0
+        return prompts, len(self.prefix.ids) if shared else 0  # type: ignore[union-attr]
 
     def _count_prompts(self, prompts: list[list[int]], skip: int) -> None:
         self._count(prompt_tokens=sum(map(len, prompts)), prompt_tokens_computed=sum(len(p) - skip for p in prompts))

@@ -87,7 +87,7 @@ class PackedPass:
         # Token i of a suffix sees the whole prefix and the suffix up to itself.
         self.causal = {n: torch.ones(n, skip + n, dtype=torch.bool, device=mask.device).tril(skip)[None, None]
                        for n in set(map(len, suffixes))}
-        layers = len(cache.layers) if cache is not None else len(prefix or ())
+        layers = len(cache.layers)
         self.slot_kv: list[tuple[Any, Any]] = [(None, None)] * layers  # the slots' cache with this step's column
         self.joined_kv: list[list[tuple[Any, Any]]] = [[] for _ in range(layers)]  # each suffix's, prefix included
 
