@@ -61,6 +61,8 @@ class LocalGenerator:
         With `quantization="none"` the adapter is merged into the float weights (`merge_and_unload`),
         so a generate step costs exactly what the base model costs: the fastest choice on a CPU
         when memory allows. With NF4 the adapter stays a separate LoRA layer over 4-bit weights.
+        On a CPU, the float32 linear layers (the output head in both) compute through oneDNN with
+        packed weights (`base.packed_linear`): about 1.8x faster decoding steps for float32.
         """
         from base.models import choose_precision, load_adapter, load_base_model, load_tokenizer, resolve_base_model
 
@@ -75,6 +77,10 @@ class LocalGenerator:
             adapter_name = adapter_dir.name if adapter_dir.name != "adapter" else adapter_dir.parent.name
             model = load_adapter(model, adapter_dir, merge=quantization == "none")
         model.eval()
+        if precision.device == "cpu":
+            from base.packed_linear import pack_linears
+
+            log.info("%d linear layers packed for oneDNN", pack_linears(model))
         return cls(model, tokenizer, model_name or base_model, adapter_name, max_new_tokens, decoding)
 
     def encode(self, items: Sequence[CommentInput], style: PromptStyle) -> list[list[int]]:

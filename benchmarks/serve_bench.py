@@ -245,7 +245,8 @@ def bench_quantization(args, quantization: str, adapter: Path, comments: list[st
                     rounds[side].append(single.round(baseline))
                 else:
                     rounds[side].append(load_round(services[side], comments, args.clients))
-                console.print(f"  {rounds[side][-1]['replies_s']:.3f} replies/s, p50 {rounds[side][-1]['p50']:.1f} s")
+                last = rounds[side][-1]
+                console.print(f"  {last['replies_s']:.3f} replies/s, p50 {last['p50']:.1f} s, lone {last['lone_s']:.1f} s")
         del single
         return {side: median_of(r) for side, r in rounds.items()}
     finally:
