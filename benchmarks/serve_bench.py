@@ -7,7 +7,9 @@ For each quantization it starts the real service (`responder serve`) twice on lo
 default model, `--batching continuous` and `--batching static`, and loads the same model in this
 process for the one-at-a-time side (one `generate` call per comment, same prompt, same decoding).
 The three sides run in interleaved rounds (the order turns round each round), so a machine that
-gets busier halfway cannot tilt a ratio; each figure is the median over the rounds. In a service
+gets busier halfway cannot tilt a ratio: each ratio is the median over the rounds of that round's
+ratio (its two sides ran within a minute of each other: this machine's speed drifts by 10-20% over
+several minutes), and each absolute figure the median over the rounds. In a service
 round, `--clients` concurrent clients send the comments over HTTP, and one more "lone" request
 arrives a second in, while the batch is full: its latency is compared with the same comment's
 one-at-a-time latency.
@@ -229,7 +231,7 @@ def median_of(rounds: list[dict]) -> dict:
 
 
 def bench_quantization(args, quantization: str, adapter: Path, comments: list[str]) -> dict:
-    """Interleaved rounds of continuous, static and one at a time; the median of each side."""
+    """Interleaved rounds of continuous, static and one at a time: each side's figures, per round."""
     services = {b: Service(args, quantization, b, adapter, len(comments) + 1) for b in ("continuous", "static")}
     try:
         for service in services.values():
@@ -248,28 +250,38 @@ def bench_quantization(args, quantization: str, adapter: Path, comments: list[st
                 last = rounds[side][-1]
                 console.print(f"  {last['replies_s']:.3f} replies/s, p50 {last['p50']:.1f} s, lone {last['lone_s']:.1f} s")
         del single
-        return {side: median_of(r) for side, r in rounds.items()}
+        return rounds
     finally:
         for service in services.values():
             service.stop()
 
 
-def summarise(quantization: str, sides: dict, params: int, rate: float) -> dict:
-    cont, static, single = sides["continuous"], sides["static"], sides["single"]
+def paired(a: list[dict], b: list[dict], key: str) -> float:
+    """The median over the rounds of side a's figure over side b's in the same round."""
+    return statistics.median(ra[key] / rb[key] for ra, rb in zip(a, b))
+
+
+def summarise(rounds: dict[str, list[dict]], params: int, rate: float) -> dict:
+    cont, static, single = (median_of(rounds[side]) for side in ("continuous", "static", "single"))
 
     def floor_share(side: dict) -> float:
         return 2 * params * side["computed_tokens"] / rate / side["wall"]
 
+    def ratio(a: str, b: str, key: str) -> float:
+        return paired(rounds[a], rounds[b], key)
+
     return {
-        "ratio": cont["replies_s"] / single["replies_s"], "p50_s": cont["p50"], "p95_s": cont["p95"],
+        "ratio": ratio("continuous", "single", "replies_s"), "p50_s": cont["p50"], "p95_s": cont["p95"],
         "replies_per_s": cont["replies_s"], "floor_share": floor_share(cont),
-        "static": {"ratio": static["replies_s"] / single["replies_s"], "p50_s": static["p50"],
+        "static": {"ratio": ratio("static", "single", "replies_s"), "p50_s": static["p50"],
                    "replies_per_s": static["replies_s"], "floor_share": floor_share(static)},
         "one_at_a_time": {"replies_per_s": single["replies_s"], "p50_s": single["p50"],
                           "floor_share": floor_share(single)},
         "lone": {"continuous_s": cont["lone_s"], "static_s": static["lone_s"], "alone_s": single["lone_s"],
-                 "continuous_ratio": cont["lone_s"] / single["lone_s"],
-                 "static_ratio": static["lone_s"] / single["lone_s"]},
+                 "continuous_ratio": ratio("continuous", "single", "lone_s"),
+                 "static_ratio": ratio("static", "single", "lone_s")},
+        "vs_static": {"p50_ratio": ratio("continuous", "static", "p50"),
+                      "throughput_ratio": ratio("continuous", "static", "replies_s")},
         "prefix_cache": {"prompt_tokens": cont["prompt_tokens"], "prompt_tokens_computed": cont["prompt_computed"],
                          "saved_share": 1 - cont["prompt_computed"] / max(cont["prompt_tokens"], 1)},
         "failures": cont["failures"] + static["failures"],
@@ -333,10 +345,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         adapter = args.adapter or make_adapter(args.base_model, Path(tmp) / "bench-adapter")
         for q in modes:
-            results[q] = summarise(q, bench_quantization(args, q, adapter, comments), params, rate)
-    results["static_vs_continuous"] = {
-        q: {"p50_ratio": results[q]["p50_s"] / results[q]["static"]["p50_s"],
-            "throughput_ratio": results[q]["replies_per_s"] / results[q]["static"]["replies_per_s"]} for q in modes}
+            results[q] = summarise(bench_quantization(args, q, adapter, comments), params, rate)
+    results["static_vs_continuous"] = {q: results[q].pop("vs_static") for q in modes}
     load_after = os.getloadavg()
     results["machine"] = {"cpus": os.cpu_count(), "load_before": load_before[:3], "load_after": load_after[:3],
                           "matmul_gflops": rate / 1e9, "non_embedding_params": params, "comments": len(comments),
