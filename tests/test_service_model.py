@@ -81,3 +81,36 @@ def test_cli_respond_with_an_unreadable_file_is_one_line(tmp_path):
     out = _cli("respond", "--file", str(tmp_path / "missing.txt"))
     assert out.returncode == 2
     assert out.stderr.startswith("Error: cannot read comments file") and out.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("batching", ["static", "continuous"])
+def test_the_model_loads_and_computes_in_one_thread(tiny_adapter, tmp_path, monkeypatch, batching):
+    """Loaded in one thread and run in another, the model's OpenMP threads outnumber the cores and
+    every step waits for them to wake (`responder/service/model_thread.py`)."""
+    import threading
+
+    import responder.factory
+    from base.continuous import ContinuousDecoder
+    from base.generation import LocalGenerator
+    from responder.service.app import create_app
+
+    threads: dict[str, set[int]] = {"load": set(), "compute": set()}
+
+    def recorded(kind: str, fn):
+        def call(*args, **kwargs):
+            threads[kind].add(threading.get_ident())
+            return fn(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(responder.factory, "build_responder", recorded("load", responder.factory.build_responder))
+    for cls, name in ((LocalGenerator, "generate"), (ContinuousDecoder, "join"), (ContinuousDecoder, "step")):
+        monkeypatch.setattr(cls, name, recorded("compute", getattr(cls, name)))
+    settings = Settings(adapter=tiny_adapter, quantization="none", device="cpu", store=tmp_path / "none",
+                        max_new_tokens=4, max_wait_ms=0, batching=batching)
+    with LiveServer(create_app(settings)) as srv:
+        deadline = time.time() + 120
+        while httpx.get(srv.url + "/readyz").status_code != 200:
+            assert time.time() < deadline, httpx.get(srv.url + "/healthz").json()
+            time.sleep(0.1)
+        assert all(r.status_code == 200 for r in post_many(srv.url + "/respond", ["first!", "thanks a lot!"]))
+    assert len(threads["load"]) == 1 and threads["compute"] == threads["load"]

@@ -65,7 +65,8 @@ class Batcher(Generic[T, R]):
                  queue_size: int = 64, timeout_s: float = 300.0,
                  on_batch: Callable[[int, float], None] | None = None, name: str = "generate",
                  yield_to: Callable[[], bool] | None = None, share: float = 1.0,
-                 may_start: Callable[[], bool] | None = None) -> None:
+                 may_start: Callable[[], bool] | None = None,
+                 executor: concurrent.futures.Executor | None = None) -> None:
         self.process = process
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000
@@ -77,8 +78,9 @@ class Batcher(Generic[T, R]):
         self.may_start = may_start
         self._queue: asyncio.Queue[_Pending] | None = None
         self._task: asyncio.Task | None = None
-        # One thread: batches run one after another, each using every core.
-        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=name)
+        # One thread: batches run one after another, each using every core. The replies' lane is
+        # given the thread the model was loaded in (`model_thread.py`); it shuts it down at stop.
+        self._executor = executor or concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=name)
         self._last_batch_s = 1.0
         self._current: list[_Pending] = []  # the batch being computed
         self.busy = False  # computing a batch

@@ -4,7 +4,7 @@ The replies' lane when `batching = "continuous"` (the default for the local back
 static `Batcher`'s interface and rules (a bounded queue refused with `QueueFull`, a timeout per
 request, `close` and `fail_all` for the drain), over a `base.continuous.ContinuousDecoder`.
 
-One worker thread loops: take waiting comments (as many as the batch has room for), prepare them
+One worker loops, in the thread the model was loaded in (`model_thread.py`): take waiting comments (as many as the batch has room for), prepare them
 (check, retrieve, fit: `Responder.prepare`), then decode one step for every reply in the batch with
 the new comments prefilled in the same forward pass (into an empty batch, or with a model that
 cannot, they are prefilled first, in a pass of their own); a reply that ends is answered at once.
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import logging
 import threading
 import time
@@ -28,6 +29,7 @@ from base.continuous import ContinuousDecoder, FusedJoinFailed
 from base.prompt import CommentInput
 from responder.responder import Responder
 from responder.service.batcher import QueueFull, ShuttingDown
+from responder.service.model_thread import ModelThread
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +46,7 @@ class _Request:
 class ContinuousBatcher:
     def __init__(self, responder: Responder, max_batch_size: int = 16, queue_size: int = 64,
                  timeout_s: float = 300.0, on_batch: Callable[[int, float], None] | None = None,
-                 share_prefix: bool = True) -> None:
+                 share_prefix: bool = True, executor: concurrent.futures.Executor | None = None) -> None:
         self.responder = responder
         self.decoder = ContinuousDecoder(responder.generator, responder.style, share_prefix)  # type: ignore[arg-type]
         self.max_batch_size = max_batch_size
@@ -56,7 +58,8 @@ class ContinuousBatcher:
         self._lock = threading.Lock()  # guards _waiting between the event loop and the worker
         self._wake = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._executor = executor or ModelThread("generate")  # the worker's thread, shut down at stop
+        self._worker: concurrent.futures.Future | None = None
         self._stopping = False
         self._reply_s = 5.0  # how long a reply takes, for Retry-After
         self.closed = False
@@ -79,19 +82,19 @@ class ContinuousBatcher:
 
     # --- lifecycle --------------------------------------------------------------------------------
     def start(self) -> None:
-        if self._thread is None:
+        if self._worker is None:
             self._loop = asyncio.get_running_loop()
-            self._thread = threading.Thread(target=self._run, name="generate", daemon=True)
-            self._thread.start()
+            self._worker = self._executor.submit(self._run)
 
     async def stop(self) -> None:
         """Stop the worker after its current model call (a long prefill is not waited for: the
         thread is a daemon, and everyone still waiting is answered now)."""
         self._stopping = True
         self._wake.set()
-        if self._thread is not None:
-            await asyncio.to_thread(self._thread.join, 2.0)
-            self._thread = None
+        if self._worker is not None:
+            await asyncio.to_thread(concurrent.futures.wait, [self._worker], 2.0)
+            self._worker = None
+        self._executor.shutdown(wait=False, cancel_futures=True)
         self.fail_all(ShuttingDown)
 
     def close(self) -> None:

@@ -4,7 +4,8 @@ With a responder given, the queues start with the app. Without one, the model lo
 background task after startup, so `/healthz` and `/readyz` answer at once (`/readyz` is 503, and
 `/respond` 503, until it is loaded; a loading error goes to the log, never to a caller).
 
-Two queues, each with its own worker thread and bound:
+Two queues, each with its own worker thread and bound (the replies' is the thread the model was
+loaded in: `model_thread.py` says why):
 - `batcher`: replies (`/respond`, `/respond/batch`), continuous batching (`continuous.py`) or
   batched generates (`batcher.py`, `--batching static`);
 - `retrieval`: `/retrieve` alone. It never takes a place in the replies' queue; it never computes
@@ -32,6 +33,7 @@ from responder.responder import Reply, Responder
 from responder.service.batcher import Batcher, Process, ShuttingDown
 from responder.service.continuous import ContinuousBatcher
 from responder.service.metrics import Metrics
+from responder.service.model_thread import ModelThread
 from responder.service.shutdown import chain_signal_handlers
 
 log = logging.getLogger(__name__)
@@ -62,6 +64,7 @@ class ServiceState:
         self.responder = responder
         self.error: str | None = None  # the full loading error: logged, not shown
         self.metrics = Metrics()
+        self.model_thread = ModelThread()  # loads the model, then computes the replies
         self.batcher: ReplyLane | None = None
         self.retrieval: Batcher | None = None
         self.model = public_name(settings.base_model)
@@ -88,6 +91,7 @@ class ServiceState:
         for lane in (self.batcher, self.retrieval):
             if lane is not None:
                 await lane.stop()
+        self.model_thread.shutdown(wait=False, cancel_futures=True)
         if self._store_lock is not None:
             self._store_lock.release()
 
@@ -124,7 +128,7 @@ class ServiceState:
             self.model, self.quantization = public_name(plan.base_model), plan.quantization
             self.adapter = public_name(plan.adapter.path) if plan.adapter else "no adapter"
             self._store_lock = await asyncio.to_thread(self._lock_store)
-            self.responder = await asyncio.to_thread(build_responder, settings)
+            self.responder = await asyncio.wrap_future(self.model_thread.submit(build_responder, settings))
             self._start_queues()
             log.warning("Model loaded: %s + %s (%s)", plan.base_model, plan.adapter_label, plan.quantization)
         except UserError as exc:
@@ -150,7 +154,7 @@ class ServiceState:
         self.knowledge_base = describe_knowledge_base(self.settings, self.responder)
         s = self.settings
         self.responder.max_comment_tokens = s.max_comment_tokens
-        self.batcher = reply_lane(self.responder, s, self.metrics.observe_batch)
+        self.batcher = reply_lane(self.responder, s, self.metrics.observe_batch, self.model_thread)
         # Small batches: a retrieval already computing when a reply batch ends is short.
         self.retrieval = Batcher(retrieve_process(self.responder), max_batch_size=4, max_wait_ms=0,
                                  queue_size=s.retrieve_queue_size, timeout_s=s.retrieve_timeout_s,
@@ -171,14 +175,16 @@ class ServiceState:
         return not replies.gathering and replies.depth == 0 and time.perf_counter() - replies.last_done > SETTLE_S
 
 
-def reply_lane(responder: Responder, s: Settings, on_batch: Callable[[int, float], None]) -> ReplyLane:
+def reply_lane(responder: Responder, s: Settings, on_batch: Callable[[int, float], None],
+               model_thread: ModelThread) -> ReplyLane:
     """The replies' queue: continuous batching for the local model, unless static is asked for (or
-    generation runs on an OpenAI-compatible server, which batches by itself)."""
+    generation runs on an OpenAI-compatible server, which batches by itself). Either computes in
+    `model_thread`, where the model was loaded."""
     if s.batching == "continuous" and isinstance(responder.generator, LocalGenerator):
         return ContinuousBatcher(responder, s.max_batch_size, s.queue_size, s.request_timeout_s, on_batch,
-                                 share_prefix=s.prefix_cache)
+                                 share_prefix=s.prefix_cache, executor=model_thread)
     return Batcher(batch_process(responder), s.max_batch_size, s.max_wait_ms, s.queue_size,
-                   s.request_timeout_s, on_batch)
+                   s.request_timeout_s, on_batch, executor=model_thread)
 
 
 def describe_knowledge_base(settings: Settings, responder: Responder) -> str:
