@@ -248,7 +248,8 @@ def bench_quantization(args, quantization: str, adapter: Path, comments: list[st
                 else:
                     rounds[side].append(load_round(services[side], comments, args.clients))
                 last = rounds[side][-1]
-                console.print(f"  {last['replies_s']:.3f} replies/s, p50 {last['p50']:.1f} s, lone {last['lone_s']:.1f} s")
+                console.print(f"  {last['replies_s']:.3f} replies/s, p50 {last['p50']:.1f} s, "
+                              f"lone {last['lone_s']:.1f} s")
         del single
         return rounds
     finally:

@@ -6,14 +6,16 @@ through PEFT (the adapter's weights get gradients); a disabled adapter is really
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 
 from base.generation import LocalGenerator
-from base.prompt import CommentInput, PromptStyle, encode_prompt
+from base.prompt import CommentInput, encode_prompt
+from tests.test_continuous import QUESTIONS, STYLE, THANKS
 
-STYLE = PromptStyle("You are a data scientist who replies to comments under your videos.", "Keep exploring!")
-COMMENTS = ["how big does my A/B test need to be?", "Great video, thanks!"]
+COMMENTS = [QUESTIONS[0], THANKS]
 
 
 @pytest.fixture(scope="module")
@@ -24,18 +26,18 @@ def nf4_lora(base_model_dir, tmp_path_factory) -> LocalGenerator:
     return LocalGenerator.load(str(base_model_dir), adapter, "nf4", "cpu", max_new_tokens=16)
 
 
+@contextlib.contextmanager
 def peft_forward(model):
-    """Each fused layer back on PEFT's forward, for the comparison, and then fused again."""
-    class Unfused:
-        def __enter__(self):
-            self.layers = [m for m in model.modules() if hasattr(m, "_peft_forward")]
-            for m in self.layers:
-                m.forward, m._fused = m._peft_forward, m.forward
-
-        def __exit__(self, *exc):
-            for m in self.layers:
-                m.forward = m._fused
-    return Unfused()
+    """Inside, each fused layer computes with PEFT's own forward again."""
+    layers = [m for m in model.modules() if hasattr(m, "_peft_forward")]
+    fused = [m.forward for m in layers]
+    for m in layers:
+        m.forward = m._peft_forward
+    try:
+        yield
+    finally:
+        for m, forward in zip(layers, fused):
+            m.forward = forward
 
 
 def test_fused_layers_score_and_reply_as_peft(nf4_lora):

@@ -13,11 +13,10 @@ import torch
 
 from base.generation import LocalGenerator
 from base.packed_linear import pack_linears
-from base.prompt import CommentInput, PromptStyle, encode_prompt
+from base.prompt import CommentInput, encode_prompt
+from tests.test_continuous import QUESTIONS, STYLE, THANKS
 
-STYLE = PromptStyle("You are a data scientist who replies to comments under your videos.", "Keep exploring!")
-COMMENTS = ["how big does my A/B test need to be?", "Great video, thanks!",
-            "when tuning xgboost do I search over the number of trees too?"]
+COMMENTS = [*QUESTIONS, THANKS]
 
 
 @pytest.fixture(scope="module")

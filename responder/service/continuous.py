@@ -8,10 +8,10 @@ One worker loops, in the thread the model was loaded in (`model_thread.py`): tak
 comments (as many as the batch has room for), prepare them (check, retrieve, fit:
 `Responder.prepare`), then decode one step for every reply in the batch with the new comments
 prefilled in the same forward pass (into an empty batch, or with a model that cannot, they are
-prefilled first, in a pass of their own); a reply that ends is answered at once.
-A comment that cannot be prepared or prefilled fails alone (a joining step that fails leaves the
-batch as it was and its comments join apart; a joining group that fails is retried comment by
-comment); a step that fails fails the replies in the batch, and the lane goes on. A request that timed out or was
+prefilled first, in a pass of their own); a reply that ends is answered at once. A comment that
+cannot be prepared or prefilled fails alone (a joining step that fails leaves the batch as it was
+and its comments join apart; a joining group that fails is retried comment by comment); a step
+that fails fails the replies in the batch, and the lane goes on. A request that timed out or was
 cancelled leaves the batch at the next step, so nothing is computed for nobody.
 """
 
