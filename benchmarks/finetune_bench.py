@@ -236,6 +236,19 @@ def print_report(r: dict, out) -> None:
                   f"{side['checkpointing_line']}", file=out)
 
 
+def check_pairs(*files: str) -> None:
+    """Before any work: a pairs file that cannot be read is one line on stderr, exit code 2."""
+    from base.errors import UserError
+    from finetune.data import load_pairs
+
+    for path in files:
+        try:
+            load_pairs(path)
+        except UserError as exc:
+            print(f"Error: {exc}", file=sys.stderr)
+            sys.exit(exc.exit_code)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=DEFAULT_DATA, help="training pairs (CSV or JSONL); default samples/pairs/train.csv")
@@ -251,6 +264,7 @@ def main() -> None:
     ap.add_argument("--only", choices=["tutorial"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     args.data, args.heldout = str(Path(args.data).resolve()), str(Path(args.heldout).resolve())
+    check_pairs(args.data, args.heldout)
     if args.only == "tutorial":
         print(json.dumps(tutorial(args)))
         return

@@ -42,6 +42,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import httpx
 from finetune_bench import matmul_rate
@@ -58,16 +59,26 @@ def fixed_comments(n: int, data: Path | None) -> list[str]:
     """The same n comments every run (a pairs CSV's `comment` column, or a text file one per line;
     by default the sample pairs and demo comments), repeated in order if short."""
     files = [data] if data else [ROOT / "samples" / "pairs" / "train.csv", ROOT / "samples" / "demo_comments.txt"]
+    fix = "pass --data with a pairs CSV (a 'comment' column) or a UTF-8 text file of comments, one per line"
     comments: list[str] = []
     for path in files:
-        if path.suffix == ".csv":
-            with path.open(newline="", encoding="utf-8") as f:
-                comments += [row["comment"] for row in csv.DictReader(f) if row.get("comment", "").strip()]
-        else:
-            comments += [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        try:
+            if path.suffix == ".csv":
+                with path.open(newline="", encoding="utf-8") as f:
+                    comments += [row["comment"] for row in csv.DictReader(f) if (row.get("comment") or "").strip()]
+            else:
+                comments += [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            fail(f"data file '{path}' cannot be read ({type(exc).__name__}); {fix}")
     if not comments:
-        raise SystemExit(f"no comments in {files}")
+        fail(f"no comments in {', '.join(map(str, files))}; {fix}")
     return [comments[i % len(comments)] for i in range(n)]
+
+
+def fail(message: str) -> NoReturn:
+    """Bad input: one line on stderr, exit code 2."""
+    print(f"Error: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 def make_adapter(base_model: str, out: Path) -> Path:
