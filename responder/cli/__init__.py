@@ -1,6 +1,6 @@
 """`responder`: retrieve, answer, serve, batch-answer and post YouTube comments.
 
-Each command lives in its own module (knowledge, serve, auth, fetch, batch, review, post); this module only gathers
+Each command lives in its own module (knowledge, serve, auth, fetch, batch, review, post, triage); this module only gathers
 them. Nothing heavy is imported at module level, so `responder --help` is instant.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import click
 
 from base.clikit import run, setup_logging
-from responder.cli import auth, batch, fetch, knowledge, post, review, serve
+from responder.cli import auth, batch, fetch, knowledge, post, review, serve, triage
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -19,7 +19,7 @@ def cli(verbose: bool) -> None:
     setup_logging(verbose)
 
 
-for module in (knowledge, serve, auth, fetch, batch, review, post):
+for module in (knowledge, serve, auth, fetch, batch, review, post, triage):
     for command in module.COMMANDS:
         cli.add_command(command)
 
