@@ -26,9 +26,10 @@ import os
 import re
 import tempfile
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from base.errors import UserError
 from knowledge.triage_rules import emoji_intent, match_rule, normalise
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
     from knowledge.embedder import Embedder
 
 INTENTS = ("question", "request", "thanks", "criticism", "spam", "instructions", "other")
+# Intents whose comments are never drafted: orders to the bot must not reach the model, spam gets no reply.
+NEVER_DRAFTED = frozenset({"instructions", "spam"})
 TRAINING_FILE = Path(__file__).resolve().parent / "data" / "triage_train.csv"
 # Bump when the features change: the cache key includes it, so an old fitted model is not reused.
 FEATURE_VERSION = 1
@@ -143,7 +146,7 @@ def decide(probabilities: Sequence[float], classes: Sequence[str]) -> tuple[str,
     return best, scores[best]
 
 
-def fit_model(embedder: "Embedder", rows: Sequence[tuple[str, str]]) -> Any:
+def fit_model(embedder: Embedder, rows: Sequence[tuple[str, str]]) -> Any:
     """A LogisticRegression fitted on the (comment, label) rows."""
     from sklearn.linear_model import LogisticRegression
 
@@ -172,7 +175,7 @@ def _default_cache_dir() -> Path:
     return Path(load_settings().model_cache) / "triage"
 
 
-def _load_or_fit(embedder: "Embedder", training_file: Path, cache_dir: Path | None) -> Any:
+def _load_or_fit(embedder: Embedder, training_file: Path, cache_dir: Path | None) -> Any:
     """The fitted model: from this process, else from the cache folder, else fitted now (and cached)."""
     import joblib
 
@@ -213,14 +216,14 @@ def _save(model: Any, folder: Path, target: Path) -> None:
 class TriageClassifier:
     """Rules first, then the fitted classifier; safe to share across threads."""
 
-    def __init__(self, embedder: "Embedder", model: Any) -> None:
+    def __init__(self, embedder: Embedder, model: Any) -> None:
         self.embedder = embedder
         self.model = model
         self.classes = [str(c) for c in model.classes_]
 
     @classmethod
-    def load(cls, embedder: "Embedder | None" = None, training_file: Path | str | None = None,
-             cache_dir: Path | str | None = None) -> "TriageClassifier":
+    def load(cls, embedder: Embedder | None = None, training_file: Path | str | None = None,
+             cache_dir: Path | str | None = None) -> TriageClassifier:
         """The classifier over `embedder` (None: the default embedder), fitted once and cached."""
         if embedder is None:
             from base.settings import DEFAULT_EMBEDDER

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 # A quoted span: the words a comment wants said ("X", 'X', “X”, «X», „X“, 「X」).
 _QUOTE = r"[\"“”'‘’«»„「『]"
@@ -107,14 +107,14 @@ _REPLY_ONLY = _rx(
     rf"\b(?:end|start|begin|sign|finish)\s+(?:every|each|all|your)\s+(?:\w+\s+)?{_REPLY}",
     rf"\b(?:every|each|all|the next|your next)\s+(?:\w+\s+)?{_REPLY}\s+(?:you write\s+|you give\s+)?"
     r"(?:must|should|has to|have to|needs? to|will|shall)\b",
-    rf"\b(?:reply|respond|answer|say|type|write|print|output)\b[^.!?\n]{{0,50}}\band nothing (?:else|more)\b",
+    r"\b(?:reply|respond|answer|say|type|write|print|output)\b[^.!?\n]{0,50}\band nothing (?:else|more)\b",
     rf"{_LEAD}(?:say|type|write|print|output|reply|respond|answer)\s*(?::\s*)?(?:with\s+)?{_QUOTED}",
     r"\b(?:only|just) (?:one|a single) word\b",
     r"\b(?:write|give|format|make) your (?:answer|reply|response|replies|answers) (?:backwards|in (?:all )?caps|"
     r"in (?:upper|lower) ?case|as an? (?:poem|song|haiku|limerick|rap)|in (?:pirate|rhyme|emoji))",
     r"(?<!do )(?<!did )(?<!can )\byou (?:will |must |shall |can |may )?only (?:answer|reply|respond|speak|write)\b",
     r"\byou (?:will|must|shall) (?:answer|reply|respond) only\b",
-    rf"\b(?:answer|reply|respond|speak|talk|write)\b[^.!?\n]{{0,30}}\bfrom now on\b",
+    r"\b(?:answer|reply|respond|speak|talk|write)\b[^.!?\n]{0,30}\bfrom now on\b",
     # Spanish, German, French, Portuguese, Italian, Russian, Chinese, Hindi/Hinglish, Japanese, Korean, Turkish
     r"\b(?:responde|responda|respondan|contesta|conteste|di|escribe|escriba)\s+(?:solo|solamente|únicamente|"
     r"unicamente|apenas|somente|só)\b",

@@ -120,6 +120,10 @@ class RespondResponse(BaseModel):
     model: str
     adapter: str | None
     timings: Timings
+    intent: str | None = Field(None, description=(
+        "The triage intent when an exact rule decided it (orders to the bot, spam); null otherwise."))
+    screened: str | None = Field(None, description=(
+        "Why no reply was generated, in fixed words that never quote the comment; null when one was."))
 
     @classmethod
     def of(cls, r: Reply) -> "RespondResponse":
@@ -127,6 +131,13 @@ class RespondResponse(BaseModel):
                    model=public_name(r.model), adapter=public_name(r.adapter) or None,
                    timings=Timings(retrieve_ms=r.timings.get("retrieve_ms", 0.0),
                                    generate_ms=r.timings.get("generate_ms", 0.0)))
+
+    @classmethod
+    def skipped(cls, model: str, adapter: str | None, intent: str, reason: str) -> "RespondResponse":
+        """The answer to a comment the policy does not draft: no reply, no model call."""
+        return cls(reply="", sources=[], used_context=False, model=public_name(model),
+                   adapter=public_name(adapter) or None, timings=Timings(retrieve_ms=0.0, generate_ms=0.0),
+                   intent=intent, screened=reason)
 
 
 RespondBatchResponse = RootModel[list[RespondResponse]]

@@ -1,7 +1,8 @@
 """Which comments of an export need a reply: the selection rules behind `responder batch`.
 
 Skipped, each with its reason: already answered by the channel, the channel's own comments,
-blank or emoji-only text, held for review or likely spam, duplicates, threads that cannot take a
+blank or emoji-only text, held for review or likely spam, comments that give the bot orders
+(triage's exact rules), duplicates, threads that cannot take a
 reply, and whatever the user's filters (length, age, limit) leave out.
 """
 
@@ -13,6 +14,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Iterable
 
 from base.prompt import has_words
+from knowledge.triage import NEVER_DRAFTED
+from knowledge.triage_rules import match_rule
 from responder.youtube.export import Comment, clean_text
 
 # Moderation states (`moderationStatus`, present when the owner exports held comments).
@@ -70,6 +73,9 @@ def skip_reason(comment: Comment, filters: Filters) -> str | None:
         return "empty"
     if not has_words(text) and not filters.keep_empty:
         return "emoji-only"
+    rule = match_rule(text)  # triage's exact rules: orders to the bot never reach the model
+    if rule is not None and rule.intent in NEVER_DRAFTED:
+        return "instructions" if rule.intent == "instructions" else "likely-spam"
     if looks_like_spam(text):
         return "likely-spam"
     if filters.min_length and len(text) < filters.min_length:
