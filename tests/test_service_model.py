@@ -24,9 +24,10 @@ def serve_four(tiny_adapter, tmp_path, batching: str) -> tuple[dict, list[str], 
     """/healthz, the replies to four concurrent comments, and /metrics, from a real server."""
     from responder.service.app import create_app
 
-    # A long max_wait: a static batch closes when the 4th request arrives, however slowly they come.
+    # A long max_wait: a static batch closes when the 3rd request arrives, however slowly they come
+    # (the hostile comment is screened before the queue: it never reaches the model).
     settings = Settings(adapter=tiny_adapter, quantization="none", device="cpu", store=tmp_path / "none",
-                        max_new_tokens=8, max_batch_size=4, max_wait_ms=20_000, batching=batching)
+                        max_new_tokens=8, max_batch_size=3, max_wait_ms=20_000, batching=batching)
     with LiveServer(create_app(settings)) as srv:
         deadline = time.time() + 120
         while httpx.get(srv.url + "/readyz").status_code != 200:
@@ -37,6 +38,8 @@ def serve_four(tiny_adapter, tmp_path, batching: str) -> tuple[dict, list[str], 
         metrics = httpx.get(srv.url + "/metrics").text
     assert health["adapter"] == tiny_adapter.parent.name and health["quantization"] == "none"
     assert health["knowledge_base"].startswith("none:")
+    hostile = responses.pop(2).json()
+    assert hostile["reply"] == "" and hostile["intent"] == "instructions"
     for r in responses:
         assert r.status_code == 200, r.text
         body = r.json()
@@ -48,8 +51,8 @@ def serve_four(tiny_adapter, tmp_path, batching: str) -> tuple[dict, list[str], 
 
 def test_real_model_through_the_service(tiny_adapter, tmp_path):
     _, static_replies, metrics = serve_four(tiny_adapter, tmp_path, "static")
-    # One generate for the four concurrent requests.
-    assert "responder_batch_size_count 1.0" in metrics and "responder_batch_size_sum 4.0" in metrics
+    # One generate for the three concurrent requests that reach the model.
+    assert "responder_batch_size_count 1.0" in metrics and "responder_batch_size_sum 3.0" in metrics
     # Continuous batching (the default) answers with the very same replies.
     _, continuous_replies, _ = serve_four(tiny_adapter, tmp_path, "continuous")
     assert continuous_replies == static_replies
