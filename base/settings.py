@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     no_repeat_ngram_size: int = Field(4, ge=0, le=20,
                                       description="No token n-gram twice within a reply (0: off).")
 
+    # Triage (knowledge/triage_policy.py): what each intent gets, e.g. "criticism=skip,thanks=flag".
+    triage_policy: str | None = Field(
+        None, description="intent=action pairs (draft, flag, skip); unnamed intents keep their default.")
+
     # Generation backend: in-process model, or an OpenAI-compatible server (vLLM).
     backend: Literal["local", "openai"] = "local"
     openai_base_url: str | None = None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from base.adapter_info import AdapterInfo, read_adapter_info
 from base.errors import UserError
@@ -136,6 +136,19 @@ def build_retriever(settings: Settings) -> Any | None:
     from knowledge.store import open_knowledge_base
 
     return open_knowledge_base(settings)
+
+
+def build_triage(settings: Settings, retriever: Any | None = None) -> Callable[[list[str]], list[Any]]:
+    """The triage classifier's `classify`, over the knowledge base's embedder when there is one (loaded
+    once for both), else the configured embedder."""
+    from knowledge.triage import TriageClassifier
+
+    embedder = getattr(retriever, "embedder", None)
+    if embedder is None:
+        from knowledge.embedder import load_embedder
+
+        embedder = load_embedder(settings.embedder, settings.device)
+    return TriageClassifier.load(embedder).classify
 
 
 def build_responder(settings: Settings) -> Responder:

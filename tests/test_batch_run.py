@@ -338,8 +338,10 @@ def test_server_mode_sends_the_api_key_and_the_documented_body(tmp_path, sample,
                                       "--batch-size", "5", "--video-title", "Pandas tips"])
     assert result.exit_code == 0, result.output
     assert svc.problems == [] and [len(r) for r in svc.requests] == [5, 5]
-    assert svc.requests[0][0] == {"comment": "This was so clear, thank you Nadia!", "video_title": "Pandas tips",
-                                  "author": "@priya.codes"}
+    # Questions are drafted first: the sample's first question opens the first request.
+    assert svc.requests[0][0] == {"comment": "my groupby on a string column with 3 million rows takes ages, what "
+                                             "should I change first?", "video_title": "Pandas tips",
+                                  "author": "@tomasz_analytics"}
     answered = [r for r in lines(out_path) if r["status"] == "answered"]
     assert len(answered) == TEN_TO_ANSWER and all(r["reply"].endswith(SIGN) for r in answered)
     assert any(r["used_context"] and r["sources"][0]["url"] == "https://n.dev/g" for r in answered)

@@ -57,28 +57,36 @@ def _default_output(input_path: Path, fmt: str | None) -> Path:
 @click.option("--video-title", default=None, help="Video title given to the model for every comment.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Comments per generate call [default: RESPONDER_MAX_BATCH_SIZE, 16].")
+@click.option("--only", "only", multiple=True, metavar="INTENTS",
+              help="Draft only comments of these intents (comma-separated: question,request,thanks,criticism,"
+                   "other); the others wait for a later run. See `responder triage`.")
 @click.option("--retry-failed", is_flag=True, help="Answer again the comments that failed in earlier runs.")
 @click.option("--backoff", type=click.FloatRange(min=0), default=1.0, hidden=True)
 @store_options
 def batch(input_path: Path | None, video: str | None, output: Path | None, fmt: str | None, server: str | None,
           adapter: Path | None, quantization: str | None, limit: int | None, min_length: int,
           max_age: float | None, keep_empty: bool, channel_id: str | None, video_title: str | None,
-          batch_size: int | None, retry_failed: bool, backoff: float, store: str | None,
+          batch_size: int | None, only: tuple[str, ...], retry_failed: bool, backoff: float, store: str | None,
           chroma_url: str | None) -> None:
     """Answer the comments of a video (a commentThreads.list export, CSV or JSONL) into a replies file.
 
     INPUT is a file from `responder fetch` (or any export); `--video VIDEO` fetches it first.
     Skips threads the channel already answered, the channel's own comments, blank and emoji-only
-    comments, held or likely-spam comments and duplicates. Resumable: re-run with the same -o.
-    Then `responder review REPLIES` to approve, edit or reject the drafts, and post them.
+    comments, held or likely-spam comments and duplicates. Every other comment is triaged
+    (question, request, thanks, criticism, spam, instructions, other): orders to the bot and spam
+    are never drafted, questions are drafted first, and RESPONDER_TRIAGE_POLICY says what each
+    intent gets. Resumable: re-run with the same -o. Then `responder review REPLIES` to approve,
+    edit or reject the drafts, and post them.
     """
     from rich.console import Console
 
     from base.errors import UpstreamError
     from base.settings import load_settings
     from responder.youtube.export import load_comments
+    from knowledge.triage_policy import TriagePolicy, parse_only
     from responder.youtube.selection import Filters, infer_channel_id, select
 
+    only_intents = parse_only(only)
     input_path, output = _input_of(input_path, video, output, fmt)
     comments = load_comments(input_path)  # every input problem surfaces here, before any write
     channel = channel_id or infer_channel_id(comments)
@@ -86,7 +94,9 @@ def batch(input_path: Path | None, video: str | None, output: Path | None, fmt: 
                                         max_age_days=max_age))
     output = output or _default_output(input_path, fmt)
     settings = load_settings(store=store, chroma_url=chroma_url, adapter=adapter, quantization=quantization)
-    run = _Run(selected, settings, server, batch_size or settings.max_batch_size, limit, video_title, backoff)
+    policy = TriagePolicy.parse(settings.triage_policy)
+    run = _Run(selected, settings, server, batch_size or settings.max_batch_size, limit, video_title, backoff,
+               policy, only_intents)
     try:
         summary = run.answer_into(output, fmt, retry_failed)
     except UpstreamError as exc:  # not the user's input: exit 1, and the next run resumes
@@ -119,11 +129,12 @@ class _Run:
     """One `responder batch`: the replies file opened, the answerer chosen, progress shown."""
 
     def __init__(self, selected, settings, server: str | None, size: int, limit: int | None,
-                 video_title: str | None, backoff: float) -> None:
+                 video_title: str | None, backoff: float, policy, only: frozenset[str] | None) -> None:
         from rich.console import Console
 
         self.selected, self.settings, self.server, self.size = selected, settings, server, size
         self.limit, self.video_title, self.backoff = limit, video_title, backoff
+        self.policy, self.only = policy, only
         self.console = Console(stderr=True)
 
     def answer_into(self, output: Path, fmt: str | None, retry_failed: bool):
@@ -135,13 +146,25 @@ class _Run:
                 dropped = replies.drop_failed()
                 if dropped:
                     self.console.print(f"Retrying {dropped} comment(s) that failed before.")
-            _, todo, _, _ = plan(self.selected, replies.done_ids, self.limit)
-            answerer = self._answerer(bool(todo))
+            planned = plan(self.selected, replies.done_ids, self.limit, self._triage(replies.done_ids),
+                           self.policy, self.only)
+            answerer = self._answerer(bool(planned.todo))
             try:
-                return self._run(replies, answerer, len(todo))
+                return self._run(replies, answerer, planned)
             finally:
                 if hasattr(answerer, "close"):
                     answerer.close()
+
+    def _triage(self, done: set[str]):
+        """The triage classifier's `classify`, loaded only when some comment still needs answering."""
+        if not any(reason is None and c.comment_id not in done for c, reason in self.selected):
+            return None
+        from knowledge.embedder import load_embedder
+        from knowledge.triage import TriageClassifier
+
+        with self.console.status("Triaging the comments..."):
+            classifier = TriageClassifier.load(load_embedder(self.settings.embedder))
+        return classifier.classify
 
     def _answerer(self, needed: bool):
         """A client of the running service, the in-process responder (loaded only when needed), or None."""
@@ -157,11 +180,12 @@ class _Run:
         with self.console.status("Loading the model and the knowledge base..."):
             return build_responder(self.settings)
 
-    def _run(self, replies, answerer, total: int):
+    def _run(self, replies, answerer, planned):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        from responder.jobs.batch_run import run_batch
+        from responder.jobs.batch_run import run_plan
 
+        total = len(planned.todo)
         with Progress(TextColumn("[bold]Answering"), BarColumn(), MofNCompleteColumn(),
                       TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=self.console) as progress:
             task = progress.add_task("answer", total=total, rate="")
@@ -173,8 +197,8 @@ class _Run:
                 progress.update(task, advance=n, rate=f"{per_minute:.1f}/min")
 
             try:
-                return run_batch(self.selected, answerer, replies, batch_size=self.size, limit=self.limit,
-                                 video_title=self.video_title, on_progress=advance)
+                return run_plan(planned, answerer, replies, batch_size=self.size, video_title=self.video_title,
+                                policy=self.policy, on_progress=advance)
             except BaseException:
                 progress.live.transient = True  # the error line alone, without a half-full bar above it
                 raise
@@ -187,12 +211,16 @@ def _print_batch_summary(console, summary, output: Path, channel: str | None) ->
     table.add_column("comments")
     table.add_column("count", justify="right")
     table.add_row("answered", str(summary.answered))
+    if summary.needs_creator:
+        table.add_row("  of which need you (criticism, no confident passage)", str(summary.needs_creator))
     for reason, n in sorted(summary.skipped.items()):
         table.add_row(f"skipped: {reason}", str(n))
     for reason, n in sorted(summary.failed.items()):
         table.add_row(f"[red]failed: {reason}[/red]", str(n))
     if summary.already_done:
         table.add_row("already in the output (earlier runs)", str(summary.already_done))
+    if summary.not_selected:
+        table.add_row("left for a later run (--only)", str(summary.not_selected))
     if summary.left_for_later:
         table.add_row("left for the next run (--limit)", str(summary.left_for_later))
     table.add_row("comments per minute", f"{summary.per_minute:.1f}")

@@ -20,6 +20,9 @@ from typing import Any, Callable, Iterable, Protocol, Sequence
 
 from base.errors import UpstreamError, UserError
 from base.prompt import CommentInput
+from knowledge.search import CONFIDENT_SIMILARITY
+from knowledge.triage import Triage, rule_triage
+from knowledge.triage_policy import TriagePolicy, draft_rank
 from responder.jobs.reply_log import ANSWERED, ReplyLog, record
 from responder.responder import CommentFailed, Reply, validate_comment
 from responder.youtube.export import Comment
@@ -31,6 +34,11 @@ class Answerer(Protocol):
     def respond_many(self, requests: Sequence[CommentInput]) -> list[Reply]: ...
 
 
+Triager = Callable[[list[str]], list[Triage]]
+# Skip reasons the selection gives from triage's exact rules: their records carry the rule's intent.
+RULE_SKIPS = frozenset({"instructions", "likely-spam"})
+
+
 # ----------------------------------------------------------------------------------------- runner
 
 @dataclass
@@ -40,6 +48,8 @@ class Summary:
     failed: Counter = field(default_factory=Counter)
     already_done: int = 0
     left_for_later: int = 0  # selected but beyond --limit
+    not_selected: int = 0  # an intent outside --only
+    needs_creator: int = 0  # answered, and marked for the creator's attention
     answering_s: float = 0.0
     repaired_bytes: int = 0
 
@@ -49,54 +59,123 @@ class Summary:
         return attempted / self.answering_s * 60 if self.answering_s > 0 else 0.0
 
 
-def plan(selected: Iterable[tuple[Comment, str | None]], done: set[str], limit: int | None
-         ) -> tuple[list[tuple[Comment, str]], list[Comment], int, int]:
-    """(skips to record, comments to answer now, already in output, left beyond the limit).
+@dataclass
+class Plan:
+    """What one run does: skips to record, comments to answer now (drafting order), the rest counted."""
 
-    A comment id seen twice in the input (overlapping page exports) is recorded once.
+    skips: list[tuple[Comment, str]]
+    todo: list[Comment]
+    already_done: int = 0
+    left_for_later: int = 0  # beyond --limit
+    not_selected: int = 0  # an intent outside --only: a later run drafts them
+    verdicts: dict[str, Triage] = field(default_factory=dict)
+
+
+def plan(selected: Iterable[tuple[Comment, str | None]], done: set[str], limit: int | None,
+         triage: Triager | None = None, policy: TriagePolicy | None = None,
+         only: frozenset[str] | None = None) -> Plan:
+    """Which comments this run records as skipped and which it answers, questions first.
+
+    A comment id seen twice in the input (overlapping page exports) is recorded once. With `triage`
+    (texts -> one Triage each), the comments to answer are triaged in one call: the policy skips
+    some intents, `only` leaves the intents it does not name for a later run, and the rest are
+    answered in `DRAFT_ORDER` (file order within an intent), so `--limit` takes questions first.
     """
-    skips, todo, already, later = [], [], 0, 0
+    policy = policy or TriagePolicy()
+    result = Plan([], [])
+    candidates: list[Comment] = []
     seen: set[str] = set()
     for comment, reason in selected:
         if comment.comment_id in seen:
             continue
         seen.add(comment.comment_id)
         if comment.comment_id in done:
-            already += 1
+            result.already_done += 1
         elif reason is not None:
-            skips.append((comment, reason))
-        elif limit is not None and len(todo) >= limit:
-            later += 1
+            result.skips.append((comment, reason))
+            decided = rule_triage(comment.text) if reason in RULE_SKIPS else None
+            if decided is not None:
+                result.verdicts[comment.comment_id] = decided
         else:
-            todo.append(comment)
-    return skips, todo, already, later
+            candidates.append(comment)
+    if triage is not None and candidates:
+        result.verdicts.update(zip((c.comment_id for c in candidates), triage([c.text for c in candidates])))
+    for comment in candidates:
+        verdict = result.verdicts.get(comment.comment_id)
+        reason = policy.skip_reason(verdict.intent) if verdict else None
+        if reason is not None:
+            result.skips.append((comment, reason))
+        elif only is not None and (verdict is None or verdict.intent not in only):
+            result.not_selected += 1
+        else:
+            result.todo.append(comment)
+    if result.verdicts:
+        result.todo.sort(key=lambda c: draft_rank(_intent_of(result.verdicts, c)))
+    if limit is not None and len(result.todo) > limit:
+        result.left_for_later = len(result.todo) - limit
+        result.todo = result.todo[:limit]
+    return result
+
+
+def _intent_of(verdicts: dict[str, Triage], comment: Comment) -> str | None:
+    verdict = verdicts.get(comment.comment_id)
+    return verdict.intent if verdict else None
 
 
 def run_batch(selected: Sequence[tuple[Comment, str | None]], answerer: Answerer, log_: ReplyLog,
               batch_size: int = 16, limit: int | None = None, video_title: str | None = None,
+              triage: Triager | None = None, policy: TriagePolicy | None = None,
+              only: frozenset[str] | None = None,
               on_planned: Callable[[int], None] | None = None,
               on_progress: Callable[[int], None] | None = None) -> Summary:
     """Answer the selected comments not yet in the output, appending one record per comment."""
-    skips, todo, already, later = plan(selected, log_.done_ids, limit)
-    summary = Summary(already_done=already, left_for_later=later, repaired_bytes=log_.repaired_bytes)
-    log_.append([record(c, f"skipped:{reason}") for c, reason in skips])
-    summary.skipped.update(reason for _, reason in skips)
+    planned = plan(selected, log_.done_ids, limit, triage, policy, only)
     if on_planned:
-        on_planned(len(todo))
+        on_planned(len(planned.todo))
+    return run_plan(planned, answerer, log_, batch_size, video_title, policy, on_progress)
+
+
+def run_plan(planned: Plan, answerer: Answerer | None, log_: ReplyLog, batch_size: int = 16,
+             video_title: str | None = None, policy: TriagePolicy | None = None,
+             on_progress: Callable[[int], None] | None = None) -> Summary:
+    """Record the plan's skips, then answer its comments batch by batch."""
+    policy = policy or TriagePolicy()
+    verdicts = planned.verdicts
+    summary = Summary(already_done=planned.already_done, left_for_later=planned.left_for_later,
+                      not_selected=planned.not_selected, repaired_bytes=log_.repaired_bytes)
+    log_.append([with_triage(record(c, f"skipped:{reason}"), verdicts.get(c.comment_id), policy)
+                 for c, reason in planned.skips])
+    summary.skipped.update(reason for _, reason in planned.skips)
     start = time.perf_counter()
+    todo = planned.todo
     for i in range(0, len(todo), max(1, batch_size)):
         chunk = todo[i:i + batch_size]
-        records = answer_chunk(chunk, answerer, video_title)
+        assert answerer is not None, "a plan with comments to answer needs an answerer"
+        records = [with_triage(r, verdicts.get(c.comment_id), policy)
+                   for c, r in zip(chunk, answer_chunk(chunk, answerer, video_title))]
         log_.append(records)
         for r in records:
             if r["status"] == ANSWERED:
                 summary.answered += 1
+                summary.needs_creator += bool(r.get("needs_creator"))
             else:
                 summary.failed[r["status"].split(":", 1)[1]] += 1
         summary.answering_s = time.perf_counter() - start
         if on_progress:
             on_progress(len(chunk))
     return summary
+
+
+def with_triage(rec: dict[str, Any], verdict: Triage | None, policy: TriagePolicy) -> dict[str, Any]:
+    """The record with its intent, confidence and whether it needs the creator (see triage_policy)."""
+    if verdict is None:
+        return rec
+    best = max((float(s.get("similarity") or 0.0) for s in rec.get("sources") or [] if isinstance(s, dict)),
+               default=None)
+    answered = rec["status"] == ANSWERED
+    rec.update(intent=verdict.intent, confidence=round(verdict.confidence, 4),
+               needs_creator=policy.needs_creator(verdict.intent, best, CONFIDENT_SIMILARITY if answered else None))
+    return rec
 
 
 def answer_chunk(chunk: Sequence[Comment], answerer: Answerer, video_title: str | None) -> list[dict[str, Any]]:

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from base.errors import UserError
 from base.fileio import AppendOnlyLog, json_lines, write_text_atomic
-from responder.jobs.reply_log import encode_csv, output_format, scan_csv, scan_jsonl
+from responder.jobs.reply_log import csv_columns, encode_csv, output_format, scan_csv, scan_jsonl
 
 REVIEW_FIELDS = ("flags_seen", "reviewed_at", "edited", "original_reply", "regenerated_at")
 IN_USE = ("is being written by a running `responder batch`; wait for it to finish (or stop it), then try again "
@@ -101,7 +101,7 @@ class Drafts:
 
     def _encode(self, records: list[dict[str, Any]]) -> bytes:
         # The batch job's own encoder: a rewrite keeps formula cells neutralised.
-        return encode_csv(records, header=True) if self.fmt == "csv" else json_lines(records)
+        return encode_csv(records, True, csv_columns(self.path)) if self.fmt == "csv" else json_lines(records)
 
     def _write_sidecar(self, records: list[dict[str, Any]]) -> None:
         meta = {str(r["comment_id"]): {k: r[k] for k in REVIEW_FIELDS if k in r} for r in records}

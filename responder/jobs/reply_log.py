@@ -33,7 +33,9 @@ log = logging.getLogger(__name__)
 
 
 FIELDS = ["comment_id", "video_id", "author", "comment", "reply", "sources", "used_context", "status",
-          "approved"]
+          "approved", "intent", "confidence", "needs_creator"]
+# The columns of replies files written before triage: appending to one keeps its columns.
+FIELDS_BEFORE_TRIAGE = FIELDS[:9]
 
 
 ANSWERED = "answered"
@@ -113,6 +115,15 @@ def _csv_record(row: dict[str, str]) -> dict[str, Any]:
         record["sources"] = []
     record["used_context"] = row.get("used_context", "").lower() == "true"
     record["approved"] = row.get("approved", "").strip().lower() in ("true", "yes", "1", "y", "x")
+    if "needs_creator" in row:
+        record["needs_creator"] = row["needs_creator"].strip().lower() == "true"
+    try:
+        record["confidence"] = float(row["confidence"]) if row.get("confidence") else None
+    except ValueError:
+        record["confidence"] = None
+    for key in ("intent", "confidence", "needs_creator"):  # a file written before triage has none
+        if record.get(key) in (None, ""):
+            record.pop(key, None)
     return record
 
 
@@ -156,7 +167,7 @@ class ReplyLog:
             self._log.write(self._encode(records, header=self._log.size() == 0), records)
 
     def _encode(self, records: Sequence[dict[str, Any]], header: bool) -> bytes:
-        return json_lines(records) if self.fmt != "csv" else encode_csv(records, header)
+        return json_lines(records) if self.fmt != "csv" else encode_csv(records, header, csv_columns(self.path))
 
     def drop_failed(self) -> int:
         """Rewrite the file without its failed lines (atomically), so they are answered again."""
@@ -176,14 +187,25 @@ class ReplyLog:
         self.close()
 
 
-def encode_csv(records: Sequence[dict[str, Any]], header: bool) -> bytes:
+def csv_columns(path: Path) -> list[str]:
+    """The columns to write to the CSV at `path`: FIELDS, or the older ones of a file written before
+    triage (appends and rewrites keep a file's columns, so every row keeps parsing)."""
+    try:
+        with path.open("rb") as f:
+            first = f.readline().decode("utf-8", "replace").strip()
+    except OSError:
+        return FIELDS
+    return FIELDS_BEFORE_TRIAGE if first == ",".join(FIELDS_BEFORE_TRIAGE) else FIELDS
+
+
+def encode_csv(records: Sequence[dict[str, Any]], header: bool, columns: Sequence[str] = FIELDS) -> bytes:
     """CSV rows of `records` (the FIELDS columns), formula starts neutralised; `scan_csv` reads them back."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     if header:
-        writer.writerow(FIELDS)
+        writer.writerow(columns)
     for r in records:
-        writer.writerow([csv_cell(r.get(k)) for k in FIELDS])
+        writer.writerow([csv_cell(r.get(k)) for k in columns])
     return buf.getvalue().encode("utf-8")
 
 

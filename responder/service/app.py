@@ -23,15 +23,16 @@ from responder.service.errors import HANDLERS
 from responder.service.gate import Gate, check_api_key
 from responder.service.metrics import RequestCounter
 from responder.service.routes import api_router
-from responder.service.state import ServiceState
+from responder.service.state import ServiceState, Triager
 
 SETTINGS_ENV = "RESPONDER_SERVE_SETTINGS_JSON"  # how `serve --workers N` hands settings to workers
 
 
-def create_app(settings: Settings, responder: Responder | None = None) -> FastAPI:
-    """The service. Without `responder`, one is built from `settings` in the background."""
+def create_app(settings: Settings, responder: Responder | None = None, triage: Triager | None = None) -> FastAPI:
+    """The service. Without `responder`, one is built from `settings` in the background, and the
+    triage classifier with it; with one given and no `triage`, comments are triaged by exact rules."""
     check_api_key(settings)
-    state = ServiceState(settings, responder)
+    state = ServiceState(settings, responder, triage)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator
 from pydantic_core import PydanticCustomError
 
 from base.errors import UserError
+from knowledge.triage import Triage
 from base.prompt import MAX_AUTHOR_CHARS, MAX_COMMENT_CHARS, MAX_TITLE_CHARS, CommentInput, Passage
 from responder.responder import DEFAULT_MAX_COMMENT_TOKENS, Reply, source_record, unencodable, validate_comment
 from responder.service.state import public_name
@@ -121,23 +122,32 @@ class RespondResponse(BaseModel):
     adapter: str | None
     timings: Timings
     intent: str | None = Field(None, description=(
-        "The triage intent when an exact rule decided it (orders to the bot, spam); null otherwise."))
+        "What the comment is (question, request, thanks, criticism, spam, instructions, other), by "
+        "triage; null only when the server has no classifier loaded and no exact rule decided."))
+    confidence: float | None = Field(None, description="Triage's confidence in `intent`, 0 to 1.")
+    needs_creator: bool = Field(False, description=(
+        "The triage policy flags this comment for the creator: criticism, an order to the bot, or a "
+        "question or request that no passage answers confidently."))
     screened: str | None = Field(None, description=(
         "Why no reply was generated, in fixed words that never quote the comment; null when one was."))
 
     @classmethod
-    def of(cls, r: Reply) -> "RespondResponse":
+    def of(cls, r: Reply, verdict: Triage | None = None, needs_creator: bool = False) -> "RespondResponse":
         return cls(reply=r.reply, sources=[Source.of(p) for p in r.sources], used_context=r.used_context,
                    model=public_name(r.model), adapter=public_name(r.adapter) or None,
                    timings=Timings(retrieve_ms=r.timings.get("retrieve_ms", 0.0),
-                                   generate_ms=r.timings.get("generate_ms", 0.0)))
+                                   generate_ms=r.timings.get("generate_ms", 0.0)),
+                   intent=verdict.intent if verdict else None, confidence=verdict.confidence if verdict else None,
+                   needs_creator=needs_creator)
 
     @classmethod
-    def skipped(cls, model: str, adapter: str | None, intent: str, reason: str) -> "RespondResponse":
+    def skipped(cls, model: str, adapter: str | None, verdict: Triage, reason: str,
+                needs_creator: bool = False) -> "RespondResponse":
         """The answer to a comment the policy does not draft: no reply, no model call."""
         return cls(reply="", sources=[], used_context=False, model=public_name(model),
                    adapter=public_name(adapter) or None, timings=Timings(retrieve_ms=0.0, generate_ms=0.0),
-                   intent=intent, screened=reason)
+                   intent=verdict.intent, confidence=verdict.confidence, needs_creator=needs_creator,
+                   screened=reason)
 
 
 RespondBatchResponse = RootModel[list[RespondResponse]]

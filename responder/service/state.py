@@ -29,6 +29,8 @@ from base.errors import UpstreamError, UserError
 from base.generation import LocalGenerator
 from base.prompt import CommentInput, Passage
 from base.settings import Settings
+from knowledge.triage import Triage, rule_triage
+from knowledge.triage_policy import TriagePolicy
 from responder.responder import Reply, Responder
 from responder.service.batcher import Batcher, Process, ShuttingDown
 from responder.service.continuous import ContinuousBatcher
@@ -58,10 +60,17 @@ def public_name(value: str | Path | None) -> str:
     return path.parent.name if path.name == "adapter" else path.name
 
 
+Triager = Callable[[list[str]], list[Triage]]
+
+
 class ServiceState:
-    def __init__(self, settings: Settings, responder: Responder | None = None) -> None:
+    def __init__(self, settings: Settings, responder: Responder | None = None,
+                 triage: Triager | None = None) -> None:
         self.settings = settings
         self.responder = responder
+        # The triage classifier (loaded with the model); with a responder given and none, exact rules only.
+        self.triage = triage
+        self.policy = TriagePolicy.parse(settings.triage_policy)  # a bad policy stops `serve` at once
         self.error: str | None = None  # the full loading error: logged, not shown
         self.metrics = Metrics()
         self.model_thread = ModelThread()  # loads the model, then computes the replies
@@ -120,7 +129,7 @@ class ServiceState:
 
     # --- loading ----------------------------------------------------------------------------------
     async def _load(self) -> None:
-        from responder.factory import build_responder, plan_serving
+        from responder.factory import build_responder, build_triage, plan_serving
 
         settings = self.settings
         try:
@@ -129,6 +138,8 @@ class ServiceState:
             self.adapter = public_name(plan.adapter.path) if plan.adapter else "no adapter"
             self._store_lock = await asyncio.to_thread(self._lock_store)
             self.responder = await asyncio.wrap_future(self.model_thread.submit(build_responder, settings))
+            if self.triage is None:
+                self.triage = await asyncio.to_thread(build_triage, settings, self.responder.retriever)
             self._start_queues()
             log.warning("Model loaded: %s + %s (%s)", plan.base_model, plan.adapter_label, plan.quantization)
         except UserError as exc:
@@ -137,6 +148,17 @@ class ServiceState:
         except Exception as exc:  # noqa: BLE001 - logged; /healthz and /readyz say "not ready"
             self.error = f"loading the model failed: {exc.__class__.__name__}: {exc}"
             log.exception("loading the model failed")
+
+    async def classify(self, comments: Sequence[str]) -> list[Triage | None]:
+        """One verdict per comment: the exact rules, then the classifier (off the event loop) for the
+        rest; None where no classifier is loaded and no rule decides."""
+        verdicts = [rule_triage(c) for c in comments]
+        pending = [i for i, v in enumerate(verdicts) if v is None]
+        if pending and self.triage is not None:
+            found = await asyncio.to_thread(self.triage, [comments[i] for i in pending])
+            for i, verdict in zip(pending, found):
+                verdicts[i] = verdict
+        return verdicts
 
     def _lock_store(self) -> Any:
         """A shared lock on an existing embedded store, so that `ingest` cannot write it meanwhile."""

@@ -4,10 +4,11 @@ Before a comment takes a place in the queue it is counted in model tokens (422 w
 `max_comment_tokens`); a /respond/batch body is refused (413) by its item count before any item
 is validated.
 
-A comment that gives the bot orders (chat-template tags, "ignore previous instructions", "reply
-only with ...", in several languages) or is spam (wallets, phone numbers, messenger contacts,
-self-promotion) is caught by triage's exact rules before it is queued: it is answered 200 with an
-empty reply, its intent and a fixed `screened` reason, and never reaches the model.
+Every comment is triaged before it is queued (exact rules, then the classifier) and the triage
+policy applied: a comment whose intent is skipped (orders to the bot, spam; whatever
+RESPONDER_TRIAGE_POLICY adds) is answered 200 with an empty reply, its intent and a fixed
+`screened` reason, and never reaches the model. Every answer carries the intent, its confidence and
+`needs_creator`.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ import asyncio
 from fastapi import APIRouter, Depends, HTTPException, Request
 
 from base.prompt import CommentInput
-from knowledge.triage import NEVER_DRAFTED
-from knowledge.triage_rules import match_rule
+from knowledge.search import CONFIDENT_SIMILARITY
+from knowledge.triage import Triage
 from responder.responder import Reply, Responder
 from responder.service.admission import submit
 from responder.service.deps import BatcherDep, Protected, ResponderDep, StateDep
@@ -31,21 +32,30 @@ router = APIRouter(dependencies=Protected)
 @router.post("/respond", response_model=RespondResponse, summary="Answer one comment")
 async def respond(body: RespondRequest, state: StateDep, responder: ResponderDep,
                   batcher: BatcherDep) -> RespondResponse:
-    skipped = screen(responder, body.comment)
+    verdict = (await state.classify([body.comment]))[0]
+    skipped = screen(state, responder, verdict)
     if skipped is not None:
         return skipped
     request = await checked(responder, body.to_core(), "body")
     state.metrics.queue_depth.set(batcher.depth + 1)
-    return RespondResponse.of((await answer(state, batcher, [request]))[0])
+    return answered(state, (await answer(state, batcher, [request]))[0], verdict)
 
 
-def screen(responder: Responder, comment: str) -> RespondResponse | None:
-    """The answer to a comment that must not be drafted, or None for one that goes to the model."""
-    rule = match_rule(comment)
-    if rule is None or rule.intent not in NEVER_DRAFTED:
+def screen(state: ServiceState, responder: Responder, verdict: Triage | None) -> RespondResponse | None:
+    """The answer to a comment the policy does not draft, or None for one that goes to the model."""
+    reason = state.policy.screened(verdict)
+    if reason is None or verdict is None:
         return None
     generator = responder.generator
-    return RespondResponse.skipped(generator.model_name, generator.adapter_name, rule.intent, rule.reason)
+    return RespondResponse.skipped(generator.model_name, generator.adapter_name, verdict, reason,
+                                   state.policy.needs_creator(verdict.intent))
+
+
+def answered(state: ServiceState, reply: Reply, verdict: Triage | None) -> RespondResponse:
+    """The response to a generated reply, with its intent and whether it needs the creator."""
+    intent = verdict.intent if verdict else None
+    best = max((p.similarity for p in reply.sources), default=None)
+    return RespondResponse.of(reply, verdict, state.policy.needs_creator(intent, best, CONFIDENT_SIMILARITY))
 
 
 async def cap_batch_items(request: Request, state: StateDep) -> None:
@@ -69,13 +79,14 @@ async def respond_batch(body: RespondBatchRequest, state: StateDep, responder: R
                         batcher: BatcherDep) -> list[RespondResponse]:
     if not body.root:
         return []
-    out: list[RespondResponse | None] = [screen(responder, item.comment) for item in body.root]
+    verdicts = await state.classify([item.comment for item in body.root])
+    out: list[RespondResponse | None] = [screen(state, responder, v) for v in verdicts]
     requests = [await checked(responder, item.to_core(), f"body.{n}")
                 for n, item in enumerate(body.root) if out[n] is None]
     if requests:
         state.metrics.queue_depth.set(batcher.depth + len(requests))
         replies = iter(await answer(state, batcher, requests))
-        out = [r if r is not None else RespondResponse.of(next(replies)) for r in out]
+        out = [r if r is not None else answered(state, next(replies), v) for r, v in zip(out, verdicts)]
     return out
 
 
