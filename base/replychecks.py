@@ -9,7 +9,10 @@ Definitions (README, "Reply quality"):
 - echo: the reply mostly restates the comment: the word sets overlap (Jaccard) by 0.6 or more,
   or the reply's words appear, in order, inside the comment;
 - empty: nothing left but the sign-off (no letter or digit of its own);
-- invented link: a link or @mention found in neither the comment nor the passages.
+- invented link: a link or @mention found in neither the comment nor the passages;
+- dictated: the reply repeats words the comment told it to say ("say X", "reply only with 'X'",
+  "end your reply with X"; for a comment triaged as `instructions`, any quoted words too), in case
+  a comment that gives the bot orders slipped past triage.
 """
 
 from __future__ import annotations
@@ -114,6 +117,60 @@ def invisible_characters(text: str) -> list[str]:
     return sorted(f"U+{ord(ch):04X}" for ch in hidden)
 
 
+# What follows an order to say something: the words after it are what the comment dictates.
+_DICTATE = re.compile(
+    r"\b(?:say|repeat|type|print|output|write back|include|(?:reply|respond|answer|end|start|begin|sign(?: off)?)"
+    r"(?: (?:your|the|this|each|every) (?:reply|replies|answer|response|comment))?(?: only| just)? with)"
+    r"\b(?:\s+(?:only|just|exactly|the words?|the phrase|this|these words|after me|back|out loud))*\s*[:,-]?\s*"
+    r"(?P<said>[\"“”'‘’«»„][^\"“”‘’«»„\n]{1,80}[\"“”'‘’«»„]|[^.!?\n<|]{1,80})", re.IGNORECASE)
+_QUOTED = re.compile(r"[\"“”«»„]([^\"“”«»„\n]{1,80})[\"“”«»„]|(?<![\w])['‘’]([^'‘’\n]{1,80})['‘’](?![\w])")
+# Words too common to tell that a reply obeyed ("say more about", "say hi").
+_COMMON = frozenset("a an the and or to of in on for about more it this that me you your my i is be hi hello hey "
+                    "something anything thanks thank please yes no ok okay".split())
+# An unquoted span that starts like prose is a request, not dictation ("say more about groupby").
+_PROSE_START = frozenset("more about something anything hi hello hey thanks thank sorry it that so what how why "
+                         "when if the a an to in of".split())
+DICTATED_MAX_WORDS = 8
+
+
+def dictated_phrases(comment: str, intent: str | None = None) -> list[list[str]]:
+    """The word sequences the comment orders the reply to contain (quoted words too, for `instructions`)."""
+    spans = []
+    for m in _DICTATE.finditer(comment):
+        said = m.group("said")
+        quoted = said[:1] in "\"“”'‘’«»„"
+        if quoted or (words(said)[:1] and words(said)[0] not in _PROSE_START):
+            spans.append(said)
+    if intent == "instructions":
+        spans += [a or b for a, b in _QUOTED.findall(comment)]
+    out = []
+    for span in spans:
+        ws = words(span)[:DICTATED_MAX_WORDS]
+        while ws and ws[-1] in _COMMON:  # "say PWNED to me" dictates "pwned"
+            ws.pop()
+        while ws and ws[0] in _COMMON:
+            ws.pop(0)
+        if ws and not all(w in _COMMON for w in ws) and ws not in out:
+            out.append(ws)
+    return out
+
+
+def dictated_words(reply: str, comment: str, intent: str | None = None, sign_off: str = "") -> list[str]:
+    """The dictated phrases the reply repeats (as text), each once."""
+    said = words(without_sign_off(reply, sign_off))
+    return [" ".join(p) for p in dictated_phrases(comment, intent) if _says(said, p)]
+
+
+def _says(said: list[str], phrase: list[str]) -> bool:
+    """`phrase` occurs in `said`, its last word also as a prefix ("PWNED" in "PWNEDs")."""
+    n = len(phrase)
+    for i in range(len(said) - n + 1):
+        if said[i:i + n - 1] == phrase[:-1] and (said[i + n - 1] == phrase[-1]
+                                                 or (len(phrase[-1]) >= 4 and said[i + n - 1].startswith(phrase[-1]))):
+            return True
+    return False
+
+
 # --- cleaning and screening ---------------------------------------------------------------------
 
 
@@ -146,6 +203,7 @@ class ReplyCheck:
     invented: tuple[str, ...]
     invisible: tuple[str, ...]
     too_long: bool
+    dictated: tuple[str, ...] = ()
 
     @property
     def invented_link(self) -> bool:
@@ -166,11 +224,15 @@ class ReplyCheck:
             out.append("invisible characters: " + ", ".join(self.invisible))
         if self.too_long:
             out.append(f"longer than YouTube's {YOUTUBE_MAX_CHARS:,} characters")
+        if self.dictated:
+            out.append("says what the comment told the bot to say: " + ", ".join(f"'{d}'" for d in self.dictated))
         return out
 
 
-def check_reply(reply: str, comment: str, passages: Iterable[str] = (), sign_off: str = "") -> ReplyCheck:
-    """All checks of `reply` to `comment`, with the passages the prompt held as known sources."""
+def check_reply(reply: str, comment: str, passages: Iterable[str] = (), sign_off: str = "",
+                intent: str | None = None) -> ReplyCheck:
+    """All checks of `reply` to `comment`, with the passages the prompt held as known sources and the
+    comment's triage intent when known."""
     return ReplyCheck(
         loop=is_loop(reply),
         echo=is_echo(reply, comment, sign_off),
@@ -178,4 +240,5 @@ def check_reply(reply: str, comment: str, passages: Iterable[str] = (), sign_off
         invented=tuple(invented_links(reply, [comment, *passages])),
         invisible=tuple(invisible_characters(reply)),
         too_long=len(reply) > YOUTUBE_MAX_CHARS,
+        dictated=tuple(dictated_words(reply, comment, intent, sign_off)),
     )

@@ -45,3 +45,25 @@ def write_drafts(path: Path, drafts: list[dict] | None = None) -> Path:
 
 def read_drafts(path: Path) -> dict[str, dict]:
     return {r["comment_id"]: r for r in map(json.loads, path.read_text(encoding="utf-8").splitlines())}
+
+
+def triaged(record: dict, intent: str, needs_creator: bool = False, confidence: float = 0.9) -> dict:
+    return {**record, "intent": intent, "confidence": confidence, "needs_creator": needs_creator}
+
+
+BY_ID = {d["comment_id"]: d for d in DRAFTS}
+# The same drafts as a batch run with triage writes them, plus a criticism: file order is not review order.
+TRIAGED = [
+    triaged(BY_ID["UgxRunning"], "question"),
+    triaged(BY_ID["UgxThanks"], "thanks"),
+    triaged(BY_ID["UgxGpu"], "question"),
+    triaged(BY_ID["UgxLink"], "question", needs_creator=True),  # no passage answered it
+    triaged(BY_ID["UgxLoop"], "request", needs_creator=True),
+    triaged(BY_ID["UgxXss"], "other", confidence=0.41),
+    triaged(draft("UgxQuiet", "@ana", "the audio is way too quiet in this one, had to max my volume",
+                  f"Sorry about that, I'll fix the levels next time.\n{SIGN}"), "criticism", needs_creator=True),
+    triaged(BY_ID["UgxEmoji"], "thanks", confidence=1.0),
+    BY_ID["UgxFail"],
+]
+# What the review page shows first: those that need the creator, then questions ... thank-yous.
+TRIAGED_REVIEW_ORDER = ["UgxLink", "UgxLoop", "UgxQuiet", "UgxRunning", "UgxGpu", "UgxXss", "UgxThanks"]

@@ -16,7 +16,7 @@ from responder.cli import cli
 from responder.jobs.reply_log import ReplyLog
 from responder.responder import Reply
 from responder.review.app import ReviewConfig, create_app
-from tests.review_support import read_drafts, write_drafts
+from tests.review_support import TRIAGED, TRIAGED_REVIEW_ORDER, read_drafts, write_drafts
 
 H = {"X-Review": "1"}
 LINK_FLAG = "link or @mention not in the comment or sources: @nadia_extra, bit.ly/free-notebook"
@@ -58,6 +58,33 @@ def test_page_shows_drafts_with_flags_sources_and_counts_escaped(tmp_path):
     assert "watch?v=vidSQL00001&amp;lc=UgxRunning" in page
     skipped = client(path).get("/?status=skipped").text
     assert "UgxEmoji" in skipped and "UgxRunning" not in skipped
+
+
+def card_ids(page: str) -> list[str]:
+    import re
+
+    return re.findall(r'<article class="draft[^"]*" id="draft-([^"]+)"', page)
+
+
+def test_drafts_that_need_the_creator_come_first_then_questions_with_counts_per_intent(tmp_path):
+    path = write_drafts(tmp_path / "r.jsonl", TRIAGED)
+    page = client(path).get("/").text
+    assert card_ids(page) == TRIAGED_REVIEW_ORDER
+    assert page.count('<span class="badge needs-you">needs you</span>') == 3
+    for intent, n in {"all": 7, "needs-you": 3, "question": 3, "request": 1, "criticism": 1, "other": 1,
+                      "thanks": 1}.items():
+        assert f'data-intent="{intent}">{"needs you" if intent == "needs-you" else intent} <b>{n}</b>' in page
+    assert 'data-intent="spam"' not in page  # an intent with no draft gets no filter
+    assert card_ids(client(path).get("/?intent=question").text) == ["UgxLink", "UgxRunning", "UgxGpu"]
+    assert card_ids(client(path).get("/?intent=needs-you").text) == ["UgxLink", "UgxLoop", "UgxQuiet"]
+    assert card_ids(client(path).get("/?status=skipped&intent=thanks").text) == ["UgxEmoji"]
+    assert card_ids(client(path).get("/?intent=bogus").text) == TRIAGED_REVIEW_ORDER  # an unknown filter: all
+
+
+def test_drafts_from_before_triage_keep_file_order(tmp_path):
+    page = client(write_drafts(tmp_path / "r.jsonl")).get("/").text
+    assert card_ids(page) == ["UgxRunning", "UgxThanks", "UgxGpu", "UgxLink", "UgxLoop", "UgxXss"]
+    assert 'data-intent="untriaged">untriaged <b>6</b>' in page
 
 
 def test_actions_write_the_file_at_once(tmp_path):

@@ -11,7 +11,7 @@ import pytest
 from responder.review.app import ReviewConfig, create_app
 from tests.browser import launch, why_no_browser
 from tests.fake_youtube import FakeYouTube
-from tests.review_support import read_drafts, write_drafts
+from tests.review_support import TRIAGED, TRIAGED_REVIEW_ORDER, read_drafts, write_drafts
 from tests.test_review import LINK_FLAG, Stub
 
 pytestmark = [pytest.mark.integration, pytest.mark.skipif(why_no_browser() is not None,
@@ -111,4 +111,28 @@ def test_review_in_a_browser_then_post_once(tmp_path, yt, live_server, browser):
     expect(page.locator("#post-body")).to_contain_text("0 approved replies would be posted")
     expect(page.locator("#post-confirm")).to_be_hidden()
     assert yt.count("insert") == 4
+    page.close()
+
+
+def test_the_page_reads_needs_you_first_and_filters_by_intent(tmp_path, live_server, browser):
+    from playwright.sync_api import expect
+
+    server = live_server(create_app(ReviewConfig(replies=write_drafts(tmp_path / "replies.jsonl", TRIAGED),
+                                                 answerer=Stub())))
+    page = browser.new_page()
+    page.goto(server.url)
+    cards = page.locator("article.draft")
+    assert cards.evaluate_all("cs => cs.map(c => c.dataset.id)") == TRIAGED_REVIEW_ORDER
+    expect(cards.first.locator(".badge.needs-you")).to_be_visible()
+    page.locator("#intents").get_by_role("link", name="question 3").click()
+    expect(cards).to_have_count(3)
+    assert cards.evaluate_all("cs => cs.map(c => c.dataset.id)") == ["UgxLink", "UgxRunning", "UgxGpu"]
+    page.keyboard.press("a")  # the keys walk the filtered list in its order, from its first card
+    state_of(page, "UgxLink", "approved")
+    page.keyboard.press("j")
+    page.keyboard.press("r")
+    state_of(page, "UgxRunning", "rejected")
+    saved = read_drafts(tmp_path / "replies.jsonl")
+    assert saved["UgxLink"]["approved"] is True and saved["UgxRunning"]["status"] == "rejected"
+    assert saved["UgxLink"]["intent"] == "question" and saved["UgxLink"]["needs_creator"] is True
     page.close()

@@ -23,8 +23,10 @@ midnight America/Los_Angeles) from the ledger against a daily budget (default 10
 stops cleanly before a call would go over it. `quotaExceeded` from the API also stops the run.
 
 Which lines are posted: `status` is `answered`, `reply` is not empty, `approved` is true (JSON
-true, or true/yes/1 in a CSV; `--all` takes every answered line), and the reply has no flag
-(base.replychecks) that a person did not see when approving or editing it on the review page.
+true, or true/yes/1 in a CSV; `--all` takes every answered line), the reply has no flag
+(base.replychecks) that a person did not see when approving or editing it on the review page, and
+the triage policy drafts the comment's intent: neither its recorded intent nor an exact rule on its
+text (orders to the bot, spam) says skip, whatever a hand edit made of the file.
 """
 
 from __future__ import annotations
@@ -41,8 +43,10 @@ from zoneinfo import ZoneInfo
 
 from base.errors import UserError
 from base.fileio import AppendOnlyLog, read_jsonl, scan_jsonl_log
+from knowledge.triage_policy import TriagePolicy
+from knowledge.triage_rules import match_rule
 from responder.jobs.drafts import Drafts
-from responder.jobs.screening import draft_flags, flags_cleared
+from responder.jobs.screening import configured_policy, draft_flags, flags_cleared
 from responder.youtube.auth import data_dir
 from responder.youtube.client import DEFAULT_API_BASE, Ambiguous, Token, YouTubeClient, YouTubeError, reply_exists
 from responder.youtube.export import LOCAL_ID_PREFIX
@@ -81,8 +85,10 @@ def is_approved(value: Any) -> bool:
     return str(value).strip().lower() in TRUTHY
 
 
-def read_replies(path: Path, take_all: bool = False, sign_off: str = "") -> Selection:
+def read_replies(path: Path, take_all: bool = False, sign_off: str = "",
+                 policy: TriagePolicy | None = None) -> Selection:
     """The replies to post, in file order (JSONL, or CSV when the name ends in .csv)."""
+    policy = policy or configured_policy()
     if not path.is_file():
         raise UserError(f"replies file '{path}' does not exist; pass the output of `responder batch`")
     try:
@@ -95,7 +101,10 @@ def read_replies(path: Path, take_all: bool = False, sign_off: str = "") -> Sele
         if r.get("status") != "answered":
             continue
         cid, text = str(r.get("comment_id") or ""), str(r.get("reply") or "").strip()
-        if not (take_all or is_approved(r.get("approved", False))):
+        skipped = skipped_intent(r, policy)
+        if skipped:
+            sel.not_postable[f"the triage policy skips {skipped} comments"] += 1
+        elif not (take_all or is_approved(r.get("approved", False))):
             sel.not_approved += 1
         elif not text:
             sel.not_postable["empty-reply"] += 1
@@ -109,6 +118,16 @@ def read_replies(path: Path, take_all: bool = False, sign_off: str = "") -> Sele
             seen.add(cid)
             sel.approved.append(ToPost(cid, text, n))
     return sel
+
+
+def skipped_intent(record: dict[str, Any], policy: TriagePolicy) -> str | None:
+    """The intent the policy does not draft that this record's comment has (recorded, or by an exact
+    rule on its text), or None."""
+    rule = match_rule(str(record.get("comment") or ""))
+    for intent in (rule.intent if rule else None, record.get("intent")):
+        if intent and not policy.drafts(str(intent)):
+            return str(intent)
+    return None
 
 
 def _read_jsonl_replies(path: Path) -> list[dict[str, Any]]:

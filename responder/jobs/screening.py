@@ -12,6 +12,7 @@ import os
 from typing import Any, Mapping
 
 from base.replychecks import check_reply
+from knowledge.triage_policy import TriagePolicy
 
 
 def source_texts(record: dict[str, Any]) -> list[str]:
@@ -27,13 +28,21 @@ def draft_flags(record: dict[str, Any], sign_off: str = "") -> list[str]:
     reply = str(record.get("reply") or "")
     if not reply.strip() and record.get("status") != "answered":
         return []
-    return check_reply(reply, str(record.get("comment") or ""), source_texts(record), sign_off).flags
+    return check_reply(reply, str(record.get("comment") or ""), source_texts(record), sign_off,
+                       intent=record.get("intent")).flags
 
 
 def flags_cleared(record: dict[str, Any], flags: list[str]) -> bool:
     """No flags, or every one of them was shown to the person who approved or edited the reply."""
     seen = record.get("flags_seen")
     return not flags or (isinstance(seen, list) and set(flags) <= {str(f) for f in seen})
+
+
+def configured_policy() -> TriagePolicy:
+    """The triage policy of the settings (RESPONDER_TRIAGE_POLICY); a bad one is the user's error."""
+    from base.settings import load_settings
+
+    return TriagePolicy.parse(load_settings().triage_policy)
 
 
 def sign_off_hint(env: Mapping[str, str] = os.environ) -> str:

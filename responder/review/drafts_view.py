@@ -13,11 +13,15 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote
 
+from knowledge.triage_policy import DRAFT_ORDER, draft_rank
 from responder.jobs.posting import is_approved
 from responder.jobs.screening import draft_flags, flags_cleared
 
 FILTERS = ("drafts", "pending", "approved", "rejected", "skipped", "failed", "all")
 DRAFT_STATES = ("pending", "approved", "rejected")
+# The intent filter: every intent, those the creator must look at, and records from before triage.
+NEEDS_YOU, UNTRIAGED = "needs-you", "untriaged"
+INTENT_FILTERS = ("all", NEEDS_YOU, *DRAFT_ORDER, UNTRIAGED)
 
 
 def draft_state(record: dict[str, Any]) -> str:
@@ -51,6 +55,14 @@ class DraftView:
         return link + (f"&lc={quote(self.comment_id)}" if not self.comment_id.startswith("local-") else "")
 
     @property
+    def intent(self) -> str:
+        return str(self.record.get("intent") or "")
+
+    @property
+    def needs_creator(self) -> bool:
+        return self.record.get("needs_creator") is True
+
+    @property
     def reason(self) -> str:
         status = str(self.record.get("status") or "")
         return status.split(":", 1)[1] if ":" in status else ""
@@ -74,6 +86,27 @@ def counts(records: list[dict[str, Any]]) -> dict[str, int]:
     out["drafts"] = sum(c.get(s, 0) for s in DRAFT_STATES)
     out["all"] = len(records)
     return out
+
+
+def in_review_order(views: list[DraftView]) -> list[DraftView]:
+    """Those that need the creator first (criticism, questions without a confident passage, orders to
+    the bot), then by intent in drafting order (questions first, thank-yous last), file order within."""
+    return sorted(views, key=lambda v: (not v.needs_creator, draft_rank(v.intent or None)))
+
+
+def intent_matches(v: DraftView, intent_filter: str) -> bool:
+    if intent_filter == "all":
+        return True
+    if intent_filter == NEEDS_YOU:
+        return v.needs_creator
+    if intent_filter == UNTRIAGED:
+        return not v.intent
+    return v.intent == intent_filter
+
+
+def intent_counts(views: list[DraftView]) -> dict[str, int]:
+    """How many of `views` each intent filter shows."""
+    return {f: sum(intent_matches(v, f) for v in views) for f in INTENT_FILTERS}
 
 
 def keep(state: str, status_filter: str) -> bool:

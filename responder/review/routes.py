@@ -34,17 +34,21 @@ def _error(exc: Exception) -> JSONResponse:
 
 
 @router.get("/", response_class=HTMLResponse)
-def page(review: ReviewDep, status: Annotated[str, Query()] = "drafts") -> HTMLResponse:
+def page(review: ReviewDep, status: Annotated[str, Query()] = "drafts",
+         intent: Annotated[str, Query()] = "all") -> HTMLResponse:
     status = status if status in dv.FILTERS else "drafts"
+    intent = intent if intent in dv.INTENT_FILTERS else "all"
     try:
         records = review.drafts.load()
         states = review.ledger_states()
     except UserError as exc:
         return HTMLResponse(review.render("error.html", message=str(exc)), status_code=409)
     views = [dv.view(r, review.config.sign_off, states.get(str(r.get("comment_id")))) for r in records]
-    shown = [v for v in views if dv.keep(v.state, status)]
+    in_status = dv.in_review_order([v for v in views if dv.keep(v.state, status)])
+    shown = [v for v in in_status if dv.intent_matches(v, intent)]
     return HTMLResponse(review.render("page.html", drafts=shown, counts=dv.counts(records), status=status,
-                                      filters=dv.FILTERS, path=str(review.drafts.path)))
+                                      filters=dv.FILTERS, intent=intent, intent_counts=dv.intent_counts(in_status),
+                                      path=str(review.drafts.path)))
 
 
 def _answer(review: Review, record: dict[str, Any]) -> dict[str, Any]:
