@@ -241,6 +241,62 @@ def test_cli_batch_summary_and_default_channel(tmp_path, sample, fake_factory):
     assert "already in the output" in again.output
 
 
+QUESTIONS = 6  # of the ten, by triage; the other four are thanks
+
+
+def test_cli_batch_drafts_questions_first_with_their_intent_and_only_leaves_the_rest(tmp_path, sample, fake_factory):
+    out_path = tmp_path / "replies.jsonl"
+    first = CliRunner().invoke(cli, ["batch", str(sample), "-o", str(out_path), "--limit", "2"])
+    assert first.exit_code == 0, first.output
+    answered = [r for r in lines(out_path) if r["status"] == "answered"]
+    assert [r["comment_id"][:8] for r in answered] == ["UgxxYzcb", "Ugx2Krvi"]  # the first two questions
+    assert {r["intent"] for r in answered} == {"question"} and all(0 < r["confidence"] <= 1 for r in answered)
+    # The groupby question has a confident passage; the StandardScaler one has none: it needs the creator.
+    assert [r["needs_creator"] for r in answered] == [False, True]
+
+    only = CliRunner().invoke(cli, ["batch", str(sample), "-o", str(out_path), "--only", "question"])
+    assert only.exit_code == 0, only.output
+    assert "left for a later run (--only)" in only.output
+    answered = [r for r in lines(out_path) if r["status"] == "answered"]
+    assert len(answered) == QUESTIONS and {r["intent"] for r in answered} == {"question"}
+
+    rest = CliRunner().invoke(cli, ["batch", str(sample), "-o", str(out_path)])
+    assert rest.exit_code == 0, rest.output
+    records = lines(out_path)
+    assert len(records) == 20 and len({r["comment_id"] for r in records}) == 20
+    assert [r["intent"] for r in records if r["status"] == "answered"] == ["question"] * QUESTIONS + ["thanks"] * 4
+    spam = next(r for r in records if r["status"] == "skipped:likely-spam")
+    assert spam["intent"] == "spam"  # the exact rule that skipped it says what it is
+
+
+@pytest.mark.parametrize("args, env, problem", [
+    (["--only", "question,jokes"], {}, "--only: unknown intent 'jokes'; use one of question, request"),
+    ([], {"RESPONDER_TRIAGE_POLICY": "spam=draft,thanks"}, "RESPONDER_TRIAGE_POLICY: 'thanks' is not intent=action"),
+    ([], {"RESPONDER_TRIAGE_POLICY": "instructions=draft"}, "'instructions' comments give the bot orders"),
+])
+def test_cli_bad_intents_or_policy_are_one_line_before_any_work(tmp_path, sample, fake_factory, args, env, problem):
+    out_path = tmp_path / "replies.jsonl"
+    result = CliRunner().invoke(cli, ["batch", str(sample), "-o", str(out_path), *args], env=env)
+    assert isinstance(result.exception, UserError) and problem in str(result.exception)
+    assert "\n" not in str(result.exception) and not out_path.exists() and fake_factory == []
+
+
+def test_a_csv_written_before_triage_keeps_its_columns_when_appended(tmp_path, sample, fake_factory):
+    import csv
+
+    from responder.jobs.reply_log import FIELDS_BEFORE_TRIAGE
+
+    out_path = tmp_path / "replies.csv"
+    out_path.write_text(",".join(FIELDS_BEFORE_TRIAGE) + "\n"
+                        "UgxWAFR7_U42fJAHS5lDtgJ4AaABAg,nDdVid00001,@priya.codes,old comment,Old reply,[],False,answered,"
+                        "yes\n")
+    result = CliRunner().invoke(cli, ["batch", str(sample), "-o", str(out_path)])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(out_path.open(newline="")))
+    assert list(rows[0]) == FIELDS_BEFORE_TRIAGE and len(rows) == 20
+    assert rows[0]["reply"] == "Old reply" and sum(r["status"] == "answered" for r in rows) == TEN_TO_ANSWER
+
+
 def test_cli_bad_input_is_one_line_and_touches_no_output(tmp_path, fake_factory):
     bad = tmp_path / "threads.json"
     bad.write_text('{"items": [ {"snippet": ')

@@ -60,12 +60,12 @@ class FakeRetriever:
                         "Trees", "articles/xgboost.md", "https://example.org/xgboost", None, 0.71)][:top_k]
 
 
-def make_app(generator, **overrides):
+def make_app(generator, triage=None, **overrides):
     from responder.service.app import create_app
 
     settings = Settings(**{"max_batch_size": 8, "max_wait_ms": 100, "queue_size": 16,
                            "store": "/nonexistent", **overrides})
-    return create_app(settings, Responder(generator, STYLE, FakeRetriever()))
+    return create_app(settings, Responder(generator, STYLE, FakeRetriever()), triage)
 
 
 def post_many(url: str, comments: list[str], headers=None) -> list[httpx.Response]:
@@ -375,3 +375,43 @@ def test_orders_to_the_bot_and_spam_never_reach_the_model():
     assert [x["reply"] for x in many.json()] == [f"Echo: xgboost depth?\n{SIGN_OFF}", "",
                                                  f"Echo: thanks!\n{SIGN_OFF}"]
     assert gen.batches == [["xgboost depth?", "thanks!"]]  # the screened comments were never generated
+
+
+@pytest.fixture(scope="module")
+def triage():
+    from knowledge.triage import TriageClassifier
+
+    return TriageClassifier.load().classify  # the real classifier over the default embedder
+
+
+def test_every_answer_carries_its_intent_and_whether_it_needs_the_creator(triage):
+    gen = FakeGenerator()
+    comments = ["hey which xgboost params should I tune first??", "how do I install this on windows 11?",
+                "thank you so much, this helped a lot 🙏", "the audio is way too quiet, could barely hear you"]
+    with LiveServer(make_app(gen, triage)) as srv:
+        many = httpx.post(srv.url + "/respond/batch", json=[{"comment": c} for c in comments])
+        one = httpx.post(srv.url + "/respond", json={"comment": comments[1]})
+    assert many.status_code == 200, many.text
+    got = [(x["intent"], x["needs_creator"]) for x in many.json()]
+    # A question a passage answers is a draft; one nothing answers, and criticism, need the creator.
+    assert got == [("question", False), ("question", True), ("thanks", False), ("criticism", True)]
+    assert all(0 < x["confidence"] <= 1 and x["reply"] for x in many.json())
+    assert (one.json()["intent"], one.json()["needs_creator"]) == ("question", True)
+
+
+def test_the_policy_from_settings_skips_an_intent_without_generating(triage):
+    gen = FakeGenerator()
+    app = make_app(gen, triage, triage_policy="thanks=skip")
+    with LiveServer(app) as srv:
+        thanks = httpx.post(srv.url + "/respond", json={"comment": "thank you so much, this helped a lot"}).json()
+        question = httpx.post(srv.url + "/respond", json={"comment": "which xgboost depth is best?"}).json()
+    assert thanks["reply"] == "" and thanks["intent"] == "thanks"
+    assert thanks["screened"] == "screened: triage took the comment for thanks, which the policy does not draft"
+    assert question["reply"].startswith("Echo:") and gen.batches == [["which xgboost depth is best?"]]
+
+
+def test_a_bad_triage_policy_stops_the_service_in_one_line():
+    from base.errors import UserError
+
+    with pytest.raises(UserError, match=r"^RESPONDER_TRIAGE_POLICY: action 'never' for spam is not one of"):
+        make_app(FakeGenerator(), triage_policy="spam=never")

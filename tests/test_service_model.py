@@ -40,6 +40,9 @@ def serve_four(tiny_adapter, tmp_path, batching: str) -> tuple[dict, list[str], 
     assert health["knowledge_base"].startswith("none:")
     hostile = responses.pop(2).json()
     assert hostile["reply"] == "" and hostile["intent"] == "instructions"
+    # Served without a store: the classifier loaded with the model; no passage answers the question.
+    triaged = [(r.json()["intent"], r.json()["needs_creator"]) for r in responses]
+    assert triaged[0] == ("thanks", False) and triaged[2] == ("question", True)
     for r in responses:
         assert r.status_code == 200, r.text
         body = r.json()
