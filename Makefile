@@ -55,6 +55,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/finetune_bench.py
 	$(PY) benchmarks/serve_bench.py
 	$(PY) benchmarks/batch_bench.py
+	$(PY) benchmarks/triage_bench.py
 
 clean:
 	rm -rf $(DEMO) .pytest_cache

@@ -70,16 +70,16 @@ def metrics(labels: list[str], predicted: list[str]) -> dict:
     return {"accuracy": round(accuracy, 4), "intents": per_intent, "confusion": confusion}
 
 
-def _print_table(comments: list[str], results, scores: dict | None) -> None:
+def _print_table(rows: list[tuple[int, str, object]], policy, scores: dict | None) -> None:
     from rich.console import Console
     from rich.table import Table
 
     console = Console()
-    table = Table("#", "intent", "confidence", "by", "comment")
-    for n, (comment, result) in enumerate(zip(comments, results), 1):
+    table = Table("#", "intent", "confidence", "by", "batch", "comment")
+    for n, comment, result in rows:
         text = " ".join(comment.split())
         table.add_row(str(n), result.intent, f"{result.confidence:.2f}", result.rule or "classifier",
-                      text if len(text) <= 90 else text[:89] + "…")
+                      ACTION_WORDS[policy.action(result.intent)], text if len(text) <= 90 else text[:89] + "…")
     console.print(table)
     if scores is None:
         return
@@ -96,22 +96,35 @@ def _print_table(comments: list[str], results, scores: dict | None) -> None:
     console.print(confusion)
 
 
+# What `responder batch` does with each intent under the policy (knowledge/triage_policy.py).
+ACTION_WORDS = {"draft": "drafted", "flag": "drafted, needs you", "skip": "skipped"}
+
+
 @click.command("triage")
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object: every comment's intent (+ metrics).")
-def triage(file: Path, as_json: bool) -> None:
+@click.option("--only", "only", multiple=True, metavar="INTENTS",
+              help="List only the comments of these intents (comma-separated); metrics still cover every row.")
+def triage(file: Path, as_json: bool, only: tuple[str, ...]) -> None:
     """Give each comment in FILE one intent (question, request, thanks, criticism, spam, instructions,
-    other) with a confidence; with a `label` column, precision, recall and a confusion matrix too."""
+    other) with a confidence, and what `responder batch` does with it under RESPONDER_TRIAGE_POLICY;
+    with a `label` column, precision, recall and a confusion matrix too."""
+    from base.settings import load_settings
+    from knowledge.embedder import load_embedder
     from knowledge.triage import TriageClassifier
+    from knowledge.triage_policy import TriagePolicy, parse_only
 
+    intents = parse_only(only)
+    settings = load_settings()
+    policy = TriagePolicy.parse(settings.triage_policy)
     comments, labels = read_rows(file.expanduser())
-    results = TriageClassifier.load().classify(comments)
+    results = TriageClassifier.load(load_embedder(settings.embedder)).classify(comments)
     scores = metrics(labels, [r.intent for r in results]) if labels is not None else None
+    rows = [(n, c, r) for n, (c, r) in enumerate(zip(comments, results), 1) if intents is None or r.intent in intents]
     if not as_json:
-        _print_table(comments, results, scores)
+        _print_table(rows, policy, scores)
         return
-    out: dict = {"comments": [{"comment": c, "intent": r.intent, "confidence": r.confidence}
-                              for c, r in zip(comments, results)]}
+    out: dict = {"comments": [{"comment": c, "intent": r.intent, "confidence": r.confidence} for _, c, r in rows]}
     if scores is not None:
         out["metrics"] = scores
     click.echo(json.dumps(out, ensure_ascii=False))
