@@ -170,7 +170,8 @@ def test_no_lock_in_server_mode(tmp_path):
 # ----------------------------------------------------------------------------- 8. the replies CSV
 
 
-FORMULAS = {"comment": "=HYPERLINK(\"http://evil.test\", \"click\")", "author": "@sam", "video_id": "-dQw4w9WgXc",
+# (A formula comment that is not a link drop: triage's rules would skip that one before posting.)
+FORMULAS = {"comment": "=SUM(A1:A3)*10 gives me #VALUE!, why?", "author": "@sam", "video_id": "-dQw4w9WgXc",
             "reply": "+1 to that: keep a holdout set and compare on it.", "comment_id": "Ugx-abc"}
 
 

@@ -55,6 +55,12 @@ def test_decide_leans_towards_questions_when_they_are_close():
     assert decide([0.05, 0.05, 0.90], classes)[0] == "thanks"
 
 
+def test_an_unsure_spam_verdict_falls_to_the_next_intent_so_no_viewer_is_skipped_on_a_guess():
+    classes = ["question", "request", "spam", "thanks"]
+    assert decide([0.05, 0.05, 0.60, 0.30], classes)[0] == "thanks"
+    assert decide([0.02, 0.02, 0.90, 0.06], classes)[0] == "spam"
+
+
 @pytest.fixture(scope="module")
 def classifier(tmp_path_factory):
     return TriageClassifier.load(cache_dir=tmp_path_factory.mktemp("triage-cache"))
