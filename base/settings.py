@@ -9,13 +9,10 @@ so tests and commands construct exactly what they need.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-if TYPE_CHECKING:
-    from base.decoding import Decoding
 
 DEFAULT_BASE_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
@@ -49,7 +46,7 @@ class Settings(BaseSettings):
     persona: str | None = Field(None, description="Overrides the persona recorded with the adapter.")
     sign_off: str | None = Field(None, description="Overrides the sign-off recorded with the adapter.")
     max_new_tokens: int = Field(96, ge=1, le=1024, description="Token budget of a reply to a question.")
-    # Decoding (base/decoding.py; defaults measured with `finetune eval`, README "Reply quality").
+    # Decoding (engine/decoding.py; defaults measured with `finetune eval`, README "Reply quality").
     short_reply_tokens: int = Field(40, ge=1, le=1024,
                                     description="Token budget of a reply to a short remark (thanks, praise).")
     repetition_penalty: float = Field(1.1, ge=1.0, le=2.0,
@@ -74,7 +71,7 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = None
     max_batch_size: int = Field(16, ge=1)
     # continuous: a comment joins the running batch at the next decoding step and a finished reply
-    # is answered at once (base/continuous.py); static: one batched generate per gathered batch.
+    # is answered at once (engine/inflight.py); static: one batched generate per gathered batch.
     # The OpenAI-compatible backend batches on its server: static there.
     batching: Literal["static", "continuous"] = "continuous"
     # The prompt's shared start (system turn) computed once and reused by every prompt (continuous).
@@ -97,15 +94,6 @@ class Settings(BaseSettings):
         0.1, gt=0, le=1, description="Share of the time /retrieve may compute while replies generate.")
     shutdown_grace_s: float = Field(
         8.0, ge=0, description="On SIGTERM, seconds to finish queued requests before answering the rest 503.")
-
-
-def decoding_of(settings: Settings) -> "Decoding":
-    """The decoding controls these settings ask for."""
-    from base.decoding import Decoding
-
-    return Decoding(max_new_tokens=settings.max_new_tokens, short_reply_tokens=settings.short_reply_tokens,
-                    repetition_penalty=settings.repetition_penalty,
-                    no_repeat_ngram_size=settings.no_repeat_ngram_size)
 
 
 def load_settings(**overrides) -> Settings:

@@ -54,7 +54,7 @@ def build(settings):
     try:
         from responder.factory import build_responder
     except ImportError:  # the factory is written by another issue; same parts, built by hand
-        from base.generation import LocalGenerator
+        from engine.generation import LocalGenerator
         from base.prompt import PromptStyle
         from responder.responder import Responder
 

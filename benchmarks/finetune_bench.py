@@ -85,7 +85,7 @@ def tutorial(args) -> dict:
     from transformers import Trainer, TrainingArguments
     from transformers.utils import logging as hf_logging
 
-    from base.models import Precision, load_base_model, load_tokenizer, quantized_bits_per_weight, resolve_base_model
+    from engine.models import Precision, load_base_model, load_tokenizer, quantized_bits_per_weight, resolve_base_model
     from base.prompt import CommentInput, clean_comment, render_training_example
     from finetune.data import encode_pairs
     from finetune.loss import evaluate
@@ -189,7 +189,7 @@ def floor_flops(shape, rank: int, computed: dict) -> float:
 
 def compare(a: dict, b: dict, c: dict | None, rates: dict[str, float], args) -> dict:
     """The JSON object: ratios as plain numbers, each side's figures, the floor."""
-    from base.models import resolve_base_model
+    from engine.models import resolve_base_model
     from finetune.estimate import shape_from_model
 
     cfg, _, _ = load_data(args.data, args.heldout, args.pairs)

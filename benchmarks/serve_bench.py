@@ -86,7 +86,7 @@ def make_adapter(base_model: str, out: Path) -> Path:
     from transformers import AutoModelForCausalLM
 
     from base.adapter_info import write_adapter_info
-    from base.models import resolve_base_model
+    from engine.models import resolve_base_model
     from base.prompt import DEFAULT_PERSONA, PromptStyle
 
     model = AutoModelForCausalLM.from_pretrained(resolve_base_model(base_model))
@@ -101,7 +101,7 @@ def make_adapter(base_model: str, out: Path) -> Path:
 def non_embedding_params(base_model: str) -> int:
     from transformers import AutoModelForCausalLM
 
-    from base.models import resolve_base_model
+    from engine.models import resolve_base_model
 
     model = AutoModelForCausalLM.from_pretrained(resolve_base_model(base_model))
     return sum(p.numel() for name, p in model.named_parameters() if "embed" not in name and "lm_head" not in name)

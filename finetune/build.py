@@ -24,7 +24,7 @@ def build_model(cfg: RunConfig, base_dir: str, precision: Any) -> Any:
     """The base model (NF4 or float), frozen, with trainable LoRA layers."""
     from peft import LoraConfig, get_peft_model
 
-    from base.models import load_base_model
+    from engine.models import load_base_model
 
     model = load_base_model(base_dir, cfg.model.quantization, precision)
     model.config.use_cache = False

@@ -87,7 +87,7 @@ def preview_cmd(config, data, eval_data, base_model, overrides, examples):
     """Token-length statistics and examples with the loss-carrying tokens marked «like this»."""
     from rich.table import Table
 
-    from base.models import load_tokenizer, resolve_base_model
+    from engine.models import load_tokenizer, resolve_base_model
 
     from .config import load_config
     from .data import encode_pairs, load_pairs
@@ -153,7 +153,7 @@ def estimate_cmd(params, model_path, rank, batch, seq_len):
     if rank < 1 or batch < 1 or seq_len < 1:
         raise UserError("--rank, --batch and --seq-len must be at least 1")
     if model_path:
-        from base.models import resolve_base_model
+        from engine.models import resolve_base_model
 
         shape = shape_from_model(resolve_base_model(model_path))
     else:
@@ -193,7 +193,7 @@ def estimate_cmd(params, model_path, rank, batch, seq_len):
 def merge_cmd(adapter, output, dtype, base_model, force):
     """Merge the adapter into a 16-bit copy of the base model (never the 4-bit weights); safetensors."""
     from base.adapter_info import read_adapter_info
-    from base.models import resolve_base_model
+    from engine.models import resolve_base_model
 
     from .merge import merge
 

@@ -33,9 +33,6 @@ from base.settings import DEFAULT_BASE_MODEL
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 
-NADIA_SIGN_OFF = "Keep exploring! - Nadia"
-
-
 # --- field types: each rule once, with the words the user reads -------------------------------
 
 

@@ -202,7 +202,7 @@ def shape_of(model: Any) -> Shape:
 def weights_bytes(model: Any) -> float:
     """Bytes of the frozen weights as loaded: 4-bit layers at their storage bits (NF4 + double
     quantization constants), the rest (embeddings, norms) at their own width."""
-    from base.models import quantized_bits_per_weight
+    from engine.models import quantized_bits_per_weight
 
     total, quantized = 0.0, 0
     for p in model.parameters():

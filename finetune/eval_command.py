@@ -62,8 +62,9 @@ def _stderr_console() -> Any:
 def load_setup(adapter_dir: Path, store: str | None, chroma_url: str | None, console: Any) -> Any:
     """The model with its adapter, the prompt style and decoding, and the retriever if a store is given."""
     from base.adapter_info import read_adapter_info
-    from base.models import choose_precision, load_adapter, load_base_model, load_tokenizer, resolve_base_model
-    from base.settings import decoding_of, load_settings
+    from engine.models import choose_precision, load_adapter, load_base_model, load_tokenizer, resolve_base_model
+    from base.settings import load_settings
+    from engine.decoding import decoding_of
     from finetune.evaluation import EvalSetup
 
     info = read_adapter_info(adapter_dir)

@@ -1,7 +1,7 @@
 """`finetune eval`: how good are the replies, measured the way a creator would judge them.
 
 Held-out comment/reply pairs are answered in up to three modes, each exactly as serving answers
-(the same prompt, `base.generation.LocalGenerator`, the same decoding and cleaning):
+(the same prompt, `engine.generation.LocalGenerator`, the same decoding and cleaning):
 - `base`: the base model, no adapter, no passages;
 - `tuned`: the adapter, no passages;
 - `tuned+passages`: the adapter, with the passages the knowledge base returns for the comment
@@ -18,7 +18,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from base.decoding import Decoding, is_short_remark
+from engine.decoding import Decoding, is_short_remark
 from base.prompt import CommentInput, Passage, PromptStyle, clean_comment, clean_reply
 from base.replychecks import check_reply, is_loop, without_sign_off, words
 
@@ -77,7 +77,7 @@ def _adapter_off(model: Any, mode: str) -> Any:
 
 
 def _generate(setup: EvalSetup, mode: str, items: list[CommentInput]) -> list[str]:
-    from base.generation import LocalGenerator
+    from engine.generation import LocalGenerator
 
     generator = LocalGenerator(setup.model, setup.tokenizer, setup.model_name, decoding=setup.decoding)
     raws: list[str] = []

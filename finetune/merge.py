@@ -14,7 +14,7 @@ from base.fileio import replace_dir_atomic
 
 
 def merge(info: Any, base_dir: str, out: Path, dtype: str) -> None:
-    from base.models import Precision, load_adapter, load_base_model, load_tokenizer
+    from engine.models import Precision, load_adapter, load_base_model, load_tokenizer
 
     base = load_base_model(base_dir, "none", Precision("cpu", dtype, "merge: 16-bit copy of the base"))
     model = load_adapter(base, info.path, merge=True)

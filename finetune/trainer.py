@@ -70,7 +70,7 @@ class Prepared:
 
 def prepare(cfg: RunConfig, fresh: bool = False) -> Prepared:
     """Check data, base model and output directory; raise one `UserError` for what is wrong."""
-    from base.models import resolve_base_model
+    from engine.models import resolve_base_model
 
     train = load_pairs(cfg.data.path, cfg.data.comment_column, cfg.data.reply_column)
     warnings = list(train.warnings)
@@ -152,7 +152,7 @@ class Recipe:
     def _setup_device(self) -> None:
         import torch
 
-        from base.models import choose_precision
+        from engine.models import choose_precision
 
         self.precision = choose_precision(self.cfg.model.device, self.cfg.model.compute_dtype, training=True)
         self.device = self.precision.device
@@ -163,7 +163,7 @@ class Recipe:
                  + (f", {threads} threads" if self.device == "cpu" else ""))
 
     def _setup_data(self) -> None:
-        from base.models import load_tokenizer
+        from engine.models import load_tokenizer
 
         self.tokenizer = tok = load_tokenizer(self.prep.base_dir)
         style, max_length = self.cfg.prompt.style, self.cfg.data.max_length
@@ -217,7 +217,7 @@ class Recipe:
     def _setup_model(self) -> None:
         import torch
 
-        from base.models import quantized_bits_per_weight
+        from engine.models import quantized_bits_per_weight
 
         cfg = self.cfg
         torch.manual_seed(cfg.train.seed)
@@ -454,7 +454,8 @@ class Recipe:
     def _write_samples(self) -> None:
         """eval.json and samples.md: the reply-quality evaluation (`finetune eval`) on the eval split,
         its table on top of samples.md and every reply below, generated as serving generates."""
-        from base.settings import decoding_of, load_settings
+        from base.settings import load_settings
+        from engine.decoding import decoding_of
 
         from .evaluation import EvalSetup, evaluate_replies
 

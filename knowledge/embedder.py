@@ -94,12 +94,9 @@ _CACHE: dict[tuple[str, str], Embedder] = {}
 _CACHE_LOCK = threading.Lock()
 
 
-def _device(requested: str) -> str:
-    if requested != "auto":
-        return requested
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
+def _device(requested: str) -> str | None:
+    """None for "auto": sentence-transformers then takes a GPU when there is one."""
+    return None if requested == "auto" else requested
 
 
 def load_embedder(name: str, device: str = "auto") -> Embedder:

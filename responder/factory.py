@@ -15,7 +15,8 @@ from typing import Any, Callable
 from base.adapter_info import AdapterInfo, read_adapter_info
 from base.errors import UserError
 from base.prompt import PromptStyle
-from base.settings import Settings, decoding_of
+from base.settings import Settings
+from engine.decoding import decoding_of
 from responder.responder import Responder
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ class ServingPlan:
 
 
 def _same_base_model(a: str, b: str, cache_dir: Path | None) -> bool:
-    from base.models import EMBEDDED_ALIASES
+    from engine.models import EMBEDDED_ALIASES
 
     if a.strip().lower() == b.strip().lower():
         return True
@@ -51,7 +52,7 @@ def _same_base_model(a: str, b: str, cache_dir: Path | None) -> bool:
     if pa.is_dir() and pb.is_dir():
         return pa.resolve() == pb.resolve()
     # One is a directory, the other an alias of the embedded default: compare where they lead.
-    from base.models import resolve_base_model
+    from engine.models import resolve_base_model
 
     try:
         return Path(resolve_base_model(a, cache_dir)).resolve() == Path(resolve_base_model(b, cache_dir)).resolve()
@@ -105,7 +106,7 @@ def build_generator(settings: Settings, plan: ServingPlan) -> Any:
 
         return OpenAIGenerator.from_settings(settings.model_copy(update={"base_model": plan.base_model}),
                                              plan.base_model, adapter_name)
-    from base.generation import LocalGenerator
+    from engine.generation import LocalGenerator
 
     return LocalGenerator.load(plan.base_model, plan.adapter.path if plan.adapter else None,
                                plan.quantization, settings.device, settings.max_new_tokens,

@@ -59,14 +59,14 @@ def samples_dir(repo_root) -> Path:
 @pytest.fixture(scope="session")
 def base_model_dir() -> Path:
     """The embedded SmolLM2-135M-Instruct, converted once into the user's model cache."""
-    from base.models import embedded_base_model
+    from engine.models import embedded_base_model
 
     return embedded_base_model()
 
 
 @pytest.fixture(scope="session")
 def tokenizer(base_model_dir):
-    from base.models import load_tokenizer
+    from engine.models import load_tokenizer
 
     return load_tokenizer(str(base_model_dir))
 
@@ -74,7 +74,7 @@ def tokenizer(base_model_dir):
 @pytest.fixture(scope="session")
 def embedded_generator(base_model_dir):
     """The real SmolLM2 in float32 on the CPU, few new tokens (real words, a few seconds a batch)."""
-    from base.generation import LocalGenerator
+    from engine.generation import LocalGenerator
 
     return LocalGenerator.load(str(base_model_dir), None, "none", "cpu", max_new_tokens=8)
 
@@ -94,7 +94,7 @@ def tiny_model_dir(tmp_path_factory, base_model_dir) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_generator(tiny_model_dir):
-    from base.generation import LocalGenerator
+    from engine.generation import LocalGenerator
 
     return LocalGenerator.load(str(tiny_model_dir), None, "none", "cpu", max_new_tokens=8)
 

@@ -123,7 +123,7 @@ def train_parrot(out: Path, base_model_dir: Path, max_steps: int = 300) -> Parro
     """A 2-layer, width-64 Llama (SmolLM2's tokenizer and template) trained to say `Parrot.says`."""
     import torch
 
-    from base.models import load_tokenizer
+    from engine.models import load_tokenizer
     from base.prompt import encode_prompt
 
     parrot = Parrot(out)

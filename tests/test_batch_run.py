@@ -491,7 +491,7 @@ def test_kill_9_mid_run_then_rerun_loses_nothing_and_duplicates_nothing(tmp_path
 
 def test_real_local_generator_answers_in_batches(tmp_path, sample, base_model_dir):
     """The real default model (a random tiny one only writes newlines), few tokens to stay quick."""
-    from base.generation import LocalGenerator
+    from engine.generation import LocalGenerator
 
     generator = LocalGenerator.load(str(base_model_dir), quantization="none", device="cpu", max_new_tokens=4)
     sizes = []

@@ -1,10 +1,12 @@
 """The architecture as a test: `pytest -k boundary`.
 
-The arrows (DESIGN.md): every stage -> base; ingest, finetune, responder -> knowledge; nothing
-imports responder, ingest or finetune; base imports no stage. import-linter checks them with the
-contracts in pyproject.toml (layers, no cycles, one module per heavy library); this test runs it.
-A second check reads the source for the calls that load weights, which must stay in one module
-per kind (language model and adapter: base/models.py; embedder: knowledge/embedder.py).
+The arrows: every package -> base (the kernel); ingest, finetune, responder -> knowledge and
+engine, which do not import each other; nothing imports responder, ingest or finetune; the kernel
+imports no other package and, with knowledge, no torch (only the engine runs the model). Inside
+responder/, its rooms are layered too. import-linter checks them with the contracts in
+pyproject.toml; this test runs it. A second check reads the source for the calls that load
+weights, which must stay in one module per kind (language model and adapter: engine/models.py;
+embedder: knowledge/embedder.py).
 """
 
 from __future__ import annotations
@@ -15,11 +17,11 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-STAGES = ("base", "knowledge", "ingest", "finetune", "responder")
+STAGES = ("base", "engine", "knowledge", "ingest", "finetune", "responder")
 # Calls that load model weights or an adapter, and the one module allowed to make each.
 LOADERS = {
-    r"\bAutoModelForCausalLM\.from_(pretrained|config)\(": {"base/models.py"},
-    r"\bPeftModel\.from_pretrained\(": {"base/models.py"},
+    r"\bAutoModelForCausalLM\.from_(pretrained|config)\(": {"engine/models.py"},
+    r"\bPeftModel\.from_pretrained\(": {"engine/models.py"},
     r"\bSentenceTransformer\(": {"knowledge/embedder.py"},
 }
 

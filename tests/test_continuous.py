@@ -13,8 +13,8 @@ import asyncio
 
 import pytest
 
-from base.decoding import Decoding
-from base.generation import LocalGenerator
+from engine.decoding import Decoding
+from engine.generation import LocalGenerator
 from base.prompt import CommentInput, PromptStyle
 from responder.responder import CommentFailed, Reply, Responder
 from responder.service.batcher import ShuttingDown
@@ -34,7 +34,7 @@ def generator(embedded_generator, max_new_tokens: int = 24, short: int = 40) -> 
 @pytest.mark.parametrize("share_prefix", [True, False], ids=["prefix-cache", "no-prefix-cache"])
 @pytest.mark.parametrize("packed", [True, False], ids=["joins-in-step", "joins-apart"])
 def test_replies_equal_one_at_a_time_generation(embedded_generator, share_prefix, packed):
-    from base.continuous import ContinuousDecoder
+    from engine.inflight import ContinuousDecoder
 
     gen = generator(embedded_generator)
     comments = [*QUESTIONS, THANKS, "first!"]
@@ -63,8 +63,8 @@ def test_replies_equal_one_at_a_time_generation(embedded_generator, share_prefix
 
 
 def test_a_failed_joining_step_leaves_the_batch_as_it_was(embedded_generator, monkeypatch):
-    from base.continuous import ContinuousDecoder, FusedJoinFailed
-    from base.packed_pass import PackedPass
+    from engine.inflight import ContinuousDecoder, FusedJoinFailed
+    from engine.packed_pass import PackedPass
 
     gen = generator(embedded_generator)
     alone = {c: gen.generate([CommentInput(c)], STYLE)[0] for c in [*QUESTIONS, THANKS]}
@@ -99,7 +99,7 @@ def test_nf4_with_lora_joins_inside_a_step_as_it_joins_apart(base_model_dir, tmp
     of the step the late comments join in, inside the step and apart."""
     import torch
 
-    from base.continuous import ContinuousDecoder
+    from engine.inflight import ContinuousDecoder
     from tests.support import seeded_lora_adapter
 
     adapter = seeded_lora_adapter(base_model_dir, tmp_path / "adapter", rank=4, std=0.02, seed=1)
@@ -140,7 +140,7 @@ def test_nf4_with_lora_joins_inside_a_step_as_it_joins_apart(base_model_dir, tmp
 
 
 def test_a_short_reply_joins_a_running_batch_and_leaves_it_first(embedded_generator):
-    from base.continuous import ContinuousDecoder
+    from engine.inflight import ContinuousDecoder
 
     decoder = ContinuousDecoder(generator(embedded_generator, max_new_tokens=40, short=4), STYLE)
     finished = decoder.join([CommentInput(c) for c in QUESTIONS], QUESTIONS)
@@ -180,7 +180,7 @@ def run_lane(embedded_generator, scenario, max_new_tokens: int = 24, **lane_opti
 
 
 def test_lane_answers_comments_whose_joining_step_failed(embedded_generator, monkeypatch):
-    from base.continuous import ContinuousDecoder, FusedJoinFailed
+    from engine.inflight import ContinuousDecoder, FusedJoinFailed
 
     failures = []
     step = ContinuousDecoder.step

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from base.decoding import Decoding, ReplyBudget, ReplyNoRepeatNGram, is_short_remark
+from engine.decoding import Decoding, ReplyBudget, ReplyNoRepeatNGram, is_short_remark
 from base.prompt import CommentInput, PromptStyle
 
 
@@ -45,7 +45,7 @@ def test_budget_ends_each_row_at_its_own_limit_and_at_a_sentence_end_past_60_per
 @pytest.mark.integration
 def test_local_generation_keeps_every_reply_within_its_budget(tiny_model_dir):
     """A random tiny model never stops by itself: the budget is what ends its replies."""
-    from base.generation import LocalGenerator
+    from engine.generation import LocalGenerator
 
     generator = LocalGenerator.load(str(tiny_model_dir), quantization="none", device="cpu",
                                     decoding=Decoding(max_new_tokens=24, short_reply_tokens=8))
@@ -58,7 +58,7 @@ def test_local_generation_keeps_every_reply_within_its_budget(tiny_model_dir):
 
 
 def test_a_reply_never_opens_with_its_sign_off_a_blank_or_the_end(tokenizer):
-    from base.decoding import ReplyOpening, opening_ban_ids
+    from engine.decoding import ReplyOpening, opening_ban_ids
 
     sign_off = "Keep exploring! - Nadia"
     stop = tokenizer.convert_tokens_to_ids("<|im_end|>")

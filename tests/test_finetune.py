@@ -198,7 +198,7 @@ def test_two_step_run_learns_and_writes_every_output(nf4_run, tiny_model_dir):
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
-    from base.models import cpu_has_bf16
+    from engine.models import cpu_has_bf16
 
     out, log = nf4_run
     assert "Optimizer: adamw_8bit" in log and "NF4 + double quantization" in log
@@ -232,7 +232,7 @@ def test_two_step_run_learns_and_writes_every_output(nf4_run, tiny_model_dir):
 
 
 def test_training_computes_in_bf16_only_on_cpus_with_bf16_instructions(monkeypatch):
-    from base import models
+    from engine import models
     from finetune.config import load_config
 
     for has_bf16, training_dtype in ((True, "bfloat16"), (False, "float32")):

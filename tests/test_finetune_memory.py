@@ -269,7 +269,7 @@ def saved_bytes(model, batch, checkpoint):
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("dropout", [0.0, 0.05], ids=["no-dropout", "dropout"])
 def test_activation_estimate_matches_what_autograd_keeps(tiny_model_dir, step_examples, tokenizer, dropout, dtype):
-    from base.models import Precision
+    from engine.models import Precision
     from finetune.build import build_model
     from finetune.config import load_config
     from finetune.estimate import head_chunk_bytes, recipe_activations, shape_of

@@ -1,4 +1,4 @@
-"""LoRA layers fused for inference (`base.fused_lora`), on the real SmolLM2 with a 4-bit base.
+"""LoRA layers fused for inference (`engine.fused_lora`), on the real SmolLM2 with a 4-bit base.
 
 What a user would notice: replies and scores are those of PEFT's own forward; training still goes
 through PEFT (the adapter's weights get gradients); a disabled adapter is really off.
@@ -11,7 +11,7 @@ import contextlib
 import pytest
 import torch
 
-from base.generation import LocalGenerator
+from engine.generation import LocalGenerator
 from base.prompt import CommentInput, encode_prompt
 from tests.test_continuous import QUESTIONS, STYLE, THANKS
 

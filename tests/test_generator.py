@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from base.adapter_info import write_adapter_info
-from base.decoding import Decoding
+from engine.decoding import Decoding
 from base.errors import UpstreamError, UserError
 from base.prompt import CommentInput, PromptStyle, clean_reply, encode_prompt
 from base.settings import Settings
@@ -76,7 +76,7 @@ def test_generation_stops_right_after_the_sign_off(parrot):
     the sign-off the model wrote: generation stops there, and the junk after it is never generated."""
     import torch
 
-    from base.generation import LocalGenerator
+    from engine.generation import LocalGenerator
 
     gen = LocalGenerator.load(str(parrot.model_dir), None, "none", "cpu", max_new_tokens=40)
     item = CommentInput(parrot.comment)

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from base import models as llm
+from engine import models as llm
 from base.errors import UserError
 
 
@@ -74,7 +74,7 @@ def kill_at(name, obj, attr):
 
 kill_at("weights-written", transformers.PreTrainedTokenizerBase, "save_pretrained")
 kill_at("before-rename", os, "replace")
-from base.models import embedded_base_model
+from engine.models import embedded_base_model
 embedded_base_model(cache)
 """
 

@@ -52,7 +52,7 @@ def models(tiny_model_dir):
     from bitsandbytes.functional import dequantize_4bit
     from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 
-    from base.models import Precision
+    from engine.models import Precision
     from finetune.build import build_model
     from finetune.config import load_config
 

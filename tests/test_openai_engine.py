@@ -20,7 +20,7 @@ import signal
 
 import pytest
 
-from base.decoding import Decoding
+from engine.decoding import Decoding
 from base.errors import UpstreamError, UserError
 from base.prompt import CommentInput, encode_prompt
 from tests.openai_engine import TransformersServe, VLLMDialect, serve_missing

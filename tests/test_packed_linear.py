@@ -1,4 +1,4 @@
-"""Linear layers packed for oneDNN (`base.packed_linear`) on the real SmolLM2, float32, CPU.
+"""Linear layers packed for oneDNN (`engine.packed_linear`) on the real SmolLM2, float32, CPU.
 
 What a user would notice: the packed model writes the replies the plain model writes; a reply does
 not depend on which comments it is batched with; the weights are not held twice (but a tied output
@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from base.generation import LocalGenerator
-from base.packed_linear import pack_linears
+from engine.generation import LocalGenerator
+from engine.packed_linear import pack_linears
 from base.prompt import CommentInput, encode_prompt
 from tests.test_continuous import QUESTIONS, STYLE, THANKS
 
@@ -22,7 +22,7 @@ COMMENTS = [*QUESTIONS, THANKS]
 @pytest.fixture(scope="module")
 def plain_model(base_model_dir):
     """The same model as the session's generator, loaded without packing."""
-    from base.models import choose_precision, load_base_model
+    from engine.models import choose_precision, load_base_model
 
     return load_base_model(str(base_model_dir), "none", choose_precision("cpu")).eval()
 

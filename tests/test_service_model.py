@@ -96,8 +96,8 @@ def test_the_model_loads_and_computes_in_one_thread(tiny_adapter, tmp_path, monk
     import threading
 
     import responder.factory
-    from base.continuous import ContinuousDecoder
-    from base.generation import LocalGenerator
+    from engine.inflight import ContinuousDecoder
+    from engine.generation import LocalGenerator
     from responder.service.app import create_app
 
     threads: dict[str, set[int]] = {"load": set(), "compute": set()}

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from base.decoding import Decoding
+from engine.decoding import Decoding
 from base.errors import UpstreamError, UserError
 from base.prompt import CommentInput, PromptStyle, encode_prompt
-from base.settings import decoding_of
+from engine.decoding import decoding_of
 
 _HINTS = {401: "; set RESPONDER_OPENAI_API_KEY to the server's key",
           403: "; set RESPONDER_OPENAI_API_KEY to the server's key",
@@ -47,7 +47,7 @@ class OpenAIGenerator:
 
     @classmethod
     def from_settings(cls, settings: Any, model_name: str, adapter_name: str | None) -> "OpenAIGenerator":
-        from base.models import load_tokenizer, resolve_base_model
+        from engine.models import load_tokenizer, resolve_base_model
 
         if not settings.openai_base_url:
             raise UserError("backend 'openai' needs a server URL: set RESPONDER_OPENAI_BASE_URL "

@@ -2,7 +2,7 @@
 
 The replies' lane when `batching = "continuous"` (the default for the local backend), with the
 static `Batcher`'s interface and rules (a bounded queue refused with `QueueFull`, a timeout per
-request, `close` and `fail_all` for the drain), over a `base.continuous.ContinuousDecoder`.
+request, `close` and `fail_all` for the drain), over a `engine.inflight.ContinuousDecoder`.
 
 One worker loops, in the thread the model was loaded in (`model_thread.py`): take waiting
 comments (as many as the batch has room for), prepare them (check, retrieve, fit:
@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from base.continuous import ContinuousDecoder, FusedJoinFailed
+from engine.inflight import ContinuousDecoder, FusedJoinFailed
 from base.prompt import CommentInput
 from responder.responder import Responder
 from responder.service.batcher import QueueFull, ShuttingDown

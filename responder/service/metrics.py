@@ -39,7 +39,7 @@ class Metrics:
         self.batch_seconds.observe(seconds)
 
     def observe_tokens(self, counts: Any) -> None:
-        """The generator's token counts (`base.generation.TokenCounts`), read at each scrape."""
+        """The generator's token counts (`engine.generation.TokenCounts`), read at each scrape."""
         for kind, name in (("prompt", "prompt_tokens"), ("prompt_computed", "prompt_tokens_computed"),
                            ("generated", "generated_tokens")):
             self.tokens.labels(kind).set(getattr(counts, name))

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from base.errors import UpstreamError, UserError
-from base.generation import LocalGenerator
+from engine.generation import LocalGenerator
 from base.prompt import CommentInput, Passage
 from base.settings import Settings
 from knowledge.triage import Triage, rule_triage

@@ -1,4 +1,4 @@
-"""Reading a video's comments and choosing which ones get a reply.
+"""Reading a video's comments, from any of the forms an export takes.
 
 Inputs, detected from the file itself:
 - YouTube Data API v3 `commentThreads.list` responses: one JSON page, a folder of page files
@@ -10,7 +10,7 @@ Inputs, detected from the file itself:
 Every problem with an input is a `UserError` naming the file, the problem and the fix, raised
 before anything is written, so a bad input never damages an output file.
 
-The selection rules (`select`) are pure: comments in, (comment, skip reason or None) out.
+Which comments get a reply is `selection.py`'s.
 """
 
 from __future__ import annotations
@@ -239,7 +239,7 @@ def _from_record(path: Path, record: dict[str, Any], where: str, columns: dict[s
 
 def local_id(video: str, author: str, text: str) -> str:
     """A stable id for a row without one, so that re-runs recognise it (and exact repeats collide)."""
-    digest = hashlib.sha1(f"{video}\x1f{author}\x1f{clean_text(text)}".encode()).hexdigest()[:16]
+    digest = hashlib.sha1(f"{video}\x1f{author}\x1f{comparable_text(text)}".encode()).hexdigest()[:16]
     return LOCAL_ID_PREFIX + digest
 
 
@@ -262,8 +262,9 @@ def _load_csv(path: Path, text: str) -> list[Comment]:
         raise UserError(f"input '{path}' is not valid CSV (line {reader.line_num}: {exc}); check its quoting") from exc
 
 
-# ------------------------------------------------------------------------------------- selection
+# ------------------------------------------------------------------------------------- matching
 
 
-def clean_text(text: str) -> str:
+def comparable_text(text: str) -> str:
+    """The text as comparisons see it (duplicates, local ids): NFC, whitespace runs made one space."""
     return " ".join(unicodedata.normalize("NFC", text).split())

@@ -16,7 +16,7 @@ from typing import Iterable
 from base.prompt import has_words
 from knowledge.triage import NEVER_DRAFTED
 from knowledge.triage_rules import match_rule
-from responder.youtube.export import Comment, clean_text
+from responder.youtube.export import Comment, comparable_text
 
 # Moderation states (`moderationStatus`, present when the owner exports held comments).
 _MODERATION_SKIPS = {"heldForReview": "held-for-review", "likelySpam": "likely-spam", "rejected": "rejected"}
@@ -68,7 +68,7 @@ def skip_reason(comment: Comment, filters: Filters) -> str | None:
         return "cannot-reply"
     if comment.moderation_status in _MODERATION_SKIPS:
         return _MODERATION_SKIPS[comment.moderation_status]
-    text = clean_text(comment.text)
+    text = comparable_text(comment.text)
     if not text:
         return "empty"
     if not has_words(text) and not filters.keep_empty:
@@ -97,7 +97,7 @@ def select(comments: Iterable[Comment], filters: Filters) -> list[tuple[Comment,
     seen_texts: set[tuple[str, str, str]] = set()
     out = []
     for c in comments:
-        key = (c.video_id, c.author_channel_id or c.author, clean_text(c.text).casefold())
+        key = (c.video_id, c.author_channel_id or c.author, comparable_text(c.text).casefold())
         if c.comment_id in seen_ids or (key[2] and key in seen_texts):
             out.append((c, "duplicate"))
             continue

@@ -2,7 +2,7 @@
 
 `LocalGenerator` holds the base model (4-bit NF4 or float weights) plus the LoRA adapter in this
 process. One call is one batched `model.generate` with left padding, an attention mask, and the
-decoding controls of `base.decoding` (repetition control, a length budget per comment). Prompts
+decoding controls of `engine.decoding` (repetition control, a length budget per comment). Prompts
 come from `base.prompt.encode_prompt` (token ids, never re-tokenized text); cleaning is
 `base.prompt.clean_reply`. The service, `finetune run`'s samples and `finetune eval` all
 generate through this class, so what is measured is what is served.
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from base.decoding import Decoding, logits_processors, opening_ban_ids, sentence_end_token_ids
+from engine.decoding import Decoding, logits_processors, opening_ban_ids, sentence_end_token_ids
 from base.prompt import CommentInput, PromptStyle, encode_prompt
 
 log = logging.getLogger(__name__)
@@ -61,11 +61,11 @@ class LocalGenerator:
         With `quantization="none"` the adapter is merged into the float weights (`merge_and_unload`),
         so a generate step costs exactly what the base model costs: the fastest choice on a CPU
         when memory allows. With NF4 the adapter stays a separate LoRA layer over 4-bit weights,
-        computed in two operations rather than PEFT's seven (`base.fused_lora`).
+        computed in two operations rather than PEFT's seven (`engine.fused_lora`).
         On a CPU, the float32 linear layers (the output head in both) compute through oneDNN with
-        packed weights (`base.packed_linear`): about 1.8x faster decoding steps for float32.
+        packed weights (`engine.packed_linear`): about 1.8x faster decoding steps for float32.
         """
-        from base.models import choose_precision, load_adapter, load_base_model, load_tokenizer, resolve_base_model
+        from engine.models import choose_precision, load_adapter, load_base_model, load_tokenizer, resolve_base_model
 
         base_dir = resolve_base_model(base_model, cache_dir)
         precision = choose_precision(device)
@@ -79,11 +79,11 @@ class LocalGenerator:
             model = load_adapter(model, adapter_dir, merge=quantization == "none")
         model.eval()
         if adapter is not None and quantization != "none":
-            from base.fused_lora import fuse_lora
+            from engine.fused_lora import fuse_lora
 
             log.info("%d LoRA layers fused for inference", fuse_lora(model))
         if precision.device == "cpu":
-            from base.packed_linear import pack_linears
+            from engine.packed_linear import pack_linears
 
             log.info("%d linear layers packed for oneDNN", pack_linears(model))
         return cls(model, tokenizer, model_name or base_model, adapter_name, max_new_tokens, decoding)

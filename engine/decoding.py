@@ -159,3 +159,10 @@ def _token_ids_where(tokenizer: Any, cache_name: str, keep: Any) -> list[int]:
     except AttributeError:  # a tokenizer that refuses new attributes: recompute next time
         pass
     return ids
+
+
+def decoding_of(settings: Any) -> Decoding:
+    """The decoding controls a `base.settings.Settings` asks for."""
+    return Decoding(max_new_tokens=settings.max_new_tokens, short_reply_tokens=settings.short_reply_tokens,
+                    repetition_penalty=settings.repetition_penalty,
+                    no_repeat_ngram_size=settings.no_repeat_ngram_size)

@@ -7,9 +7,9 @@ once and is returned, so nobody waits for the longest reply of a batch, and a co
 mid-batch does not wait for the batch to end.
 
 New comments join inside a step, `step(items, tags)`: their prompts are prefilled in the same
-forward pass as the batch's next token (`base.packed_pass`), and their keys/values written into
-the batch's cache. Before, each joining group had a forward pass of its own, and every reply in
-the batch waited for it: a quarter of the lane's time (measured at 16 replies, 48 new tokens).
+forward pass as the batch's next token (`engine.packed_pass`), and their keys/values written into
+the batch's cache: a joining group with a forward pass of its own would hold every reply in the
+batch for it, a quarter of the lane's time (measured at 16 replies, 48 new tokens).
 `join` still prefills apart: into an empty batch, for a model whose attention a packed pass does
 not reproduce (`fuses_joins` is false), and when a packed pass failed (`FusedJoinFailed`).
 
@@ -23,7 +23,7 @@ Every prompt starts with the same tokens (the system turn: persona and sign-off,
 comment's prompt). Their keys/values are computed once (`PromptPrefix`) and reused for every
 prompt, as vLLM's automatic prefix caching does; a joining prompt computes only its own suffix.
 
-Each row decodes with exactly the controls `LocalGenerator` uses (`base.decoding`): the same
+Each row decodes with exactly the controls `LocalGenerator` uses (`engine.decoding`): the same
 processors, applied to that row's own reply tokens, and the same stops (end of turn, sign-off,
 budget). Why not transformers' own continuous batching (`generate_batch`)? It packs requests into
 one flat sequence: its logits processors see no per-request history, and it drops
@@ -38,9 +38,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from base.decoding import logits_processors, opening_ban_ids, sentence_end_token_ids
-from base.generation import LocalGenerator, TokenCounts
-from base.packed_pass import GrowingColumns, PackedPass, passable_config, routed_through_pass
+from engine.decoding import logits_processors, opening_ban_ids, sentence_end_token_ids
+from engine.generation import LocalGenerator, TokenCounts
+from engine.packed_pass import GrowingColumns, PackedPass, passable_config, routed_through_pass
 from base.prompt import CommentInput, PromptStyle, encode_prompt
 
 # Two comments that share nothing but the prompt's frame: their prompts' common start is the prefix.
@@ -252,7 +252,7 @@ class ContinuousDecoder:
             return self._advance(logits[live], live)
 
     def _packed_step(self, items: Sequence[CommentInput], tags: Sequence[Any]) -> list[tuple[Any, str]]:
-        """The step, and the prefill of `items` if any, in one forward pass (`base.packed_pass`)."""
+        """The step, and the prefill of `items` if any, in one forward pass (`engine.packed_pass`)."""
         import torch
 
         try:
