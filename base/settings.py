@@ -16,20 +16,26 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_BASE_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
+DEFAULT_COLLECTION = "articles"
 
 
 def _data_home() -> Path:
     return Path.home() / ".local" / "share" / "comment-responder"
 
 
+def default_store() -> Path:
+    """Where `ingest` puts the embedded store when no --store is given."""
+    return _data_home() / "chroma"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RESPONDER_", env_file=".env", extra="ignore")
 
     # Knowledge base
-    store: Path = Field(default_factory=lambda: _data_home() / "chroma",
+    store: Path = Field(default_factory=default_store,
                         description="Directory of the embedded Chroma store.")
     chroma_url: str | None = Field(None, description="URL of a Chroma server (server mode).")
-    collection: str = "articles"
+    collection: str = DEFAULT_COLLECTION
     embedder: str = Field(DEFAULT_EMBEDDER, description="sentence-transformers name or path.")
     top_k: int = Field(3, ge=1, le=20)
     min_similarity: float | None = Field(

@@ -29,7 +29,8 @@ from pydantic_core import PydanticCustomError
 
 from base.errors import UserError
 from base.prompt import DEFAULT_PASSAGE_TOKENS, DEFAULT_PERSONA, PromptStyle
-from base.settings import DEFAULT_BASE_MODEL
+from base.settings import DEFAULT_BASE_MODEL, DEFAULT_COLLECTION, DEFAULT_EMBEDDER, default_store
+from knowledge.config import RetrievalConfig
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 
@@ -188,6 +189,8 @@ class ContextConfig(Section):
 
     store: Text = ""  # embedded Chroma store (as `ingest --store`); empty = no passages in training
     chroma_url: Text = ""  # or a Chroma server
+    collection: Text = DEFAULT_COLLECTION  # as `ingest --collection`
+    embedder: Text = DEFAULT_EMBEDDER  # the store's embedder (the store refuses another)
     top_k: Positive = 3  # as serving retrieves (RESPONDER_TOP_K)
     min_similarity: Float | None = None  # None: the store's calibrated threshold, as serving
     distractor_share: Share = 0.2  # of examples that retrieve passages: distractors instead
@@ -204,6 +207,12 @@ class ContextConfig(Section):
     @property
     def enabled(self) -> bool:
         return bool(self.store or self.chroma_url)
+
+    def retrieval(self) -> RetrievalConfig:
+        """The retrieval setup training uses and records: this section alone, never the environment."""
+        store = Path(self.store).expanduser() if self.store else default_store()
+        return RetrievalConfig(store=store, chroma_url=self.chroma_url or None, collection=self.collection,
+                               embedder=self.embedder, top_k=self.top_k, min_similarity=self.min_similarity)
 
 
 class SamplesConfig(Section):

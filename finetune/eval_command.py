@@ -67,9 +67,14 @@ def load_setup(adapter_dir: Path, store: str | None, chroma_url: str | None, con
     from engine.decoding import decoding_of
     from finetune.evaluation import EvalSetup
 
+    from knowledge.config import RetrievalConfig, for_adapter
+
     info = read_adapter_info(adapter_dir)
     settings = load_settings(store=store, chroma_url=chroma_url)
-    retriever = open_retriever(settings) if (store or chroma_url) else None
+    retrieval, notes = for_adapter(RetrievalConfig.of(settings), settings.model_fields_set, info.retrieval)
+    for note in notes:
+        console.print(f"[yellow]{note}[/yellow]")
+    retriever = open_retriever(retrieval) if (store or chroma_url) else None
     base_dir = resolve_base_model(info.base_model, settings.model_cache)
     precision = choose_precision(settings.device)
     console.print(f"Loading {info.base_model} ({info.quantization}) with the adapter in {adapter_dir} ...")
@@ -77,10 +82,10 @@ def load_setup(adapter_dir: Path, store: str | None, chroma_url: str | None, con
     model = load_adapter(load_base_model(base_dir, info.quantization, precision), adapter_dir)
     from knowledge.embedder import load_embedder
 
-    embedder = load_embedder(settings.embedder)
+    embedder = load_embedder(retrieval.embedder)
     return EvalSetup(model=model, tokenizer=tokenizer, style=info.style, decoding=decoding_of(settings),
                      device=precision.device, model_name=info.base_model, retriever=retriever,
-                     top_k=settings.top_k, min_similarity=settings.min_similarity, embed=embedder.embed)
+                     top_k=retrieval.top_k, embed=embedder.embed)
 
 
 def open_retriever(settings: Any) -> Any:

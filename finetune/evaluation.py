@@ -36,9 +36,8 @@ class EvalSetup:
     decoding: Decoding
     device: str
     model_name: str = "base"
-    retriever: Any = None  # anything with search(text, top_k, min_similarity) -> list[Passage]
+    retriever: Any = None  # anything with search(text, top_k) -> list[Passage], at its own threshold
     top_k: int = 3
-    min_similarity: float | None = None
     embed: Callable[[list[str]], Any] | None = None  # texts -> unit vectors (N, D)
     max_length: int = 2048
     batch_size: int = 8
@@ -66,7 +65,7 @@ def evaluate_replies(setup: EvalSetup, pairs: Sequence[Any]) -> dict[str, Any]:
 
 
 def _retrieve(setup: EvalSetup, comments: list[str]) -> list[tuple[Passage, ...]]:
-    return [tuple(setup.retriever.search(c, top_k=setup.top_k, min_similarity=setup.min_similarity))
+    return [tuple(setup.retriever.search(c, top_k=setup.top_k))
             for c in comments]
 
 

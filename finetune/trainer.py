@@ -181,12 +181,11 @@ class Recipe:
         ctx = self.cfg.context
         if not ctx.enabled:
             return None, None
-        from base.settings import load_settings
         from knowledge.store import open_knowledge_base
 
         from .context import ContextRecipe, describe, serving_passages, training_passages
 
-        kb = open_knowledge_base(load_settings(store=ctx.store or None, chroma_url=ctx.chroma_url or None))
+        kb = open_knowledge_base(ctx.retrieval())  # the preset and the command line only: no environment
         if kb.count() == 0:
             raise UserError(f"knowledge base '{kb.location}' is empty; run `ingest ARTICLES --store DIR` first")
         threshold = kb.threshold(ctx.min_similarity)
@@ -196,9 +195,7 @@ class Recipe:
         self.say(f"Context: {kb.location}, top {ctx.top_k} above similarity {threshold:.2f}; training prompts: "
                  f"{describe(kinds)}")
         self.kb = kb
-        self.retrieval = {"store": str(Path(ctx.store).expanduser().resolve()) if ctx.store else "",
-                          "chroma_url": ctx.chroma_url, "collection": kb.collection_name,
-                          "embedder": kb.embedder_name, "top_k": ctx.top_k, "min_similarity": threshold,
+        self.retrieval = {**kb.config.record(threshold), "embedder": kb.embedder_name,
                           "distractor_share": ctx.distractor_share, "none_share": ctx.none_share}
         return train_passages, eval_passages
 
@@ -471,7 +468,6 @@ class Recipe:
         decoding = replace(serving, max_new_tokens=budget, short_reply_tokens=min(budget, serving.short_reply_tokens))
         setup = EvalSetup(model=self.model, tokenizer=self.tokenizer, style=self.cfg.prompt.style, decoding=decoding, device=self.device, model_name=self.cfg.model.base_model,
                           retriever=self.kb, top_k=self.cfg.context.top_k,
-                          min_similarity=self.retrieval["min_similarity"] if self.retrieval else None,
                           max_length=self.cfg.data.max_length, embed=self._embedder().embed)
         self.model.eval()
         result = evaluate_replies(setup, pairs)

@@ -13,10 +13,6 @@ from base.prompt import Passage
 # Cosine similarity under which a passage is not injected (off-topic comments get nothing). The
 # floor of every store's calibrated threshold (knowledge/calibration.py).
 DEFAULT_MIN_SIMILARITY = 0.30
-# A passage at or above this similarity is taken to answer the comment: a question whose best passage
-# stays under it is marked `needs_creator` (knowledge/triage_policy.py). Above every store's calibrated
-# threshold (capped at 0.45); the passages real questions were answered from scored 0.48-0.71.
-CONFIDENT_SIMILARITY = 0.5
 
 def resolve_min_similarity(explicit: float | None, configured: float | None,
                            calibrated: float | None = None) -> float:

@@ -20,6 +20,7 @@ import numpy as np
 from base.errors import UserError
 from base.prompt import Passage, has_words
 from base.settings import Settings
+from knowledge.config import RetrievalConfig
 
 from .embedder import Embedder, load_embedder, resolve_embedder
 from .calibration import calibrate
@@ -67,10 +68,11 @@ class StoreLock:
         self.release()
 
 
-def lock_store(settings: Settings, exclusive: bool) -> StoreLock:
+def lock_store(settings: Settings | RetrievalConfig, exclusive: bool) -> StoreLock:
     """Lock the embedded store: `exclusive` for `ingest` (the only writer), shared for a process that
     reads it (`responder serve`). A conflict is a `UserError` pointing to a Chroma server. Nothing is
     locked in server mode (the Chroma server serialises access) or where flock does not exist."""
+    settings = RetrievalConfig.of(settings)
     if settings.chroma_url:
         return StoreLock(None)
     try:
@@ -108,7 +110,7 @@ class SourceState:
         return self.fingerprints == {fingerprint} and len(self.ids) == self.expected
 
 
-def _client(settings: Settings) -> Any:
+def _client(settings: RetrievalConfig) -> Any:
     import chromadb
     from chromadb.config import Settings as ChromaSettings
 
@@ -138,12 +140,12 @@ def _client(settings: Settings) -> Any:
 class KnowledgeBase:
     """Search and write access to one collection; the embedder is loaded on first use, once."""
 
-    def __init__(self, client: Any, settings: Settings) -> None:
+    def __init__(self, client: Any, config: RetrievalConfig) -> None:
         self.client = client
-        self.settings = settings
-        self.collection_name = settings.collection
-        self.embedder_name, _ = resolve_embedder(settings.embedder)
-        self.location = settings.chroma_url or str(settings.store)
+        self.config = config
+        self.collection_name = config.collection
+        self.embedder_name, _ = resolve_embedder(config.embedder)
+        self.location = config.location
         self._embedder: Embedder | None = None
         self._collection: Any = None
         self._batch_size: int | None = None
@@ -155,7 +157,7 @@ class KnowledgeBase:
         if self._embedder is None:
             with self._lock:
                 if self._embedder is None:
-                    self._embedder = load_embedder(self.settings.embedder, self.settings.device)
+                    self._embedder = load_embedder(self.config.embedder, self.config.device)
         return self._embedder
 
     def _check(self, collection: Any) -> Any:
@@ -221,7 +223,7 @@ class KnowledgeBase:
         """The similarity threshold in use: explicit, configured, this store's calibrated one, or the default."""
         col = self.collection()
         calibrated = (col.metadata or {}).get("min_similarity") if col is not None else None
-        return resolve_min_similarity(explicit, self.settings.min_similarity, calibrated)
+        return resolve_min_similarity(explicit, self.config.min_similarity, calibrated)
 
     def threshold_is_stale(self) -> bool:
         """True when the store holds chunks but no calibrated threshold (made before calibration)."""
@@ -308,6 +310,8 @@ class KnowledgeBase:
             col.delete(ids=ids[s])
 
 
-def open_knowledge_base(settings: Settings) -> KnowledgeBase:
-    """The knowledge base that `settings` point at (embedded store, or a Chroma server)."""
-    return KnowledgeBase(_client(settings), settings)
+def open_knowledge_base(settings: Settings | RetrievalConfig) -> KnowledgeBase:
+    """The knowledge base that the settings or retrieval config point at (embedded store, or a Chroma
+    server), resolved once into its `RetrievalConfig`."""
+    config = RetrievalConfig.of(settings)
+    return KnowledgeBase(_client(config), config)

@@ -10,13 +10,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from base.adapter_info import AdapterInfo, read_adapter_info
 from base.errors import UserError
 from base.prompt import PromptStyle
 from base.settings import Settings
 from engine.decoding import decoding_of
+from knowledge.config import RetrievalConfig, for_adapter
 from responder.responder import Responder
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,8 @@ class ServingPlan:
     adapter: AdapterInfo | None
     style: PromptStyle
     backend: str  # "local" or "openai"
+    retrieval: RetrievalConfig  # the adapter's recorded setup unless a setting says otherwise
+    retrieval_notes: tuple[str, ...] = ()  # what differs from the adapter's training, in words
 
     @property
     def adapter_label(self) -> str:
@@ -96,7 +99,8 @@ def plan_serving(settings: Settings) -> ServingPlan:
     style = replace(info.style if info else PromptStyle(), sign_off=sign_off)
     if persona:
         style = replace(style, persona=persona)
-    return ServingPlan(base_model, quantization, info, style, settings.backend)
+    retrieval, notes = for_adapter(RetrievalConfig.of(settings), explicit, info.retrieval if info else None)
+    return ServingPlan(base_model, quantization, info, style, settings.backend, retrieval, tuple(notes))
 
 
 def build_generator(settings: Settings, plan: ServingPlan) -> Any:
@@ -128,15 +132,17 @@ def describe_knowledge_base(settings: Settings) -> str:
     return f"chroma store {settings.store}, collection '{settings.collection}'"
 
 
-def build_retriever(settings: Settings) -> Any | None:
-    """The knowledge base, or None (with a warning) when no store has been ingested yet."""
-    if not settings.chroma_url and not Path(settings.store).expanduser().exists():
-        log.warning("No knowledge base at %s: replies get no article context (run `ingest` first)",
-                    settings.store)
+def build_retriever(config: RetrievalConfig, notes: Sequence[str] = ()) -> Any | None:
+    """The knowledge base, or None (with a warning) when no store has been ingested yet; `notes`
+    (how serving differs from the adapter's training) are logged here, once per build."""
+    for note in notes:
+        log.warning("%s", note)
+    if not config.chroma_url and not config.store.exists():
+        log.warning("No knowledge base at %s: replies get no article context (run `ingest` first)", config.store)
         return None
     from knowledge.store import open_knowledge_base
 
-    return open_knowledge_base(settings)
+    return open_knowledge_base(config)
 
 
 def build_triage(settings: Settings, retriever: Any | None = None) -> Callable[[list[str]], list[Any]]:
@@ -155,7 +161,6 @@ def build_triage(settings: Settings, retriever: Any | None = None) -> Callable[[
 def build_responder(settings: Settings) -> Responder:
     """The responder `responder serve`, `responder respond` and `responder batch` all use."""
     plan = plan_serving(settings)
-    retriever = build_retriever(settings)
+    retriever = build_retriever(plan.retrieval, plan.retrieval_notes)
     generator = build_generator(settings, plan)
-    return Responder(generator, plan.style, retriever, top_k=settings.top_k,
-                     min_similarity=settings.min_similarity)
+    return Responder(generator, plan.style, retriever, top_k=plan.retrieval.top_k)

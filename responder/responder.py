@@ -40,7 +40,9 @@ _MIN_PASSAGE_BUDGET = 24
 
 
 class Retriever(Protocol):
-    def search(self, text: str, top_k: int = 3, min_similarity: float | None = None) -> list[Passage]: ...
+    """A knowledge base: passages for a text, above its own configured threshold."""
+
+    def search(self, text: str, top_k: int = 3) -> list[Passage]: ...
 
 
 class Generator(Protocol):
@@ -114,13 +116,11 @@ def context_window(generator: Any) -> int | None:
 
 class Responder:
     def __init__(self, generator: Generator, style: PromptStyle, retriever: Retriever | None = None,
-                 top_k: int = 3, min_similarity: float | None = None,
-                 max_comment_tokens: int = DEFAULT_MAX_COMMENT_TOKENS) -> None:
+                 top_k: int = 3, max_comment_tokens: int = DEFAULT_MAX_COMMENT_TOKENS) -> None:
         self.generator = generator
         self.style = style
         self.retriever = retriever
         self.top_k = top_k
-        self.min_similarity = min_similarity
         self.max_comment_tokens = max_comment_tokens
         self.tokenizer = getattr(generator, "tokenizer", None)  # None: a generator that counts nothing
         self.context = context_window(generator)
@@ -161,8 +161,7 @@ class Responder:
         """Passages for an already validated comment; none when context is off or there is no store."""
         if not request.use_context or self.retriever is None:
             return []
-        found = self.retriever.search(comment, top_k=request.top_k or self.top_k,
-                                      min_similarity=self.min_similarity)
+        found = self.retriever.search(comment, top_k=request.top_k or self.top_k)
         limit = self.style.passage_tokens * _CHARS_PER_TOKEN_BOUND
         return [p if len(p.text) <= limit else replace(p, text=p.text[:limit]) for p in found]
 

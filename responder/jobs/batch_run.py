@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Protocol, Sequence
 
 from base.errors import UpstreamError, UserError
 from base.prompt import CommentInput
-from knowledge.search import CONFIDENT_SIMILARITY
+from knowledge.config import CONFIDENT_SIMILARITY
 from knowledge.triage import Triage, rule_triage
 from knowledge.triage_policy import TriagePolicy, draft_rank
 from responder.jobs.reply_log import ANSWERED, ReplyLog, record

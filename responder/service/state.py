@@ -210,10 +210,15 @@ def reply_lane(responder: Responder, s: Settings, on_batch: Callable[[int, float
 
 
 def describe_knowledge_base(settings: Settings, responder: Responder) -> str:
-    if responder.retriever is None:
+    retriever = responder.retriever
+    if retriever is None:
         return "none: no knowledge base was ingested (run `ingest`)"
-    where = "chroma server" if settings.chroma_url else "embedded store"
-    return f"{where}, collection '{settings.collection}'"
+    config = getattr(retriever, "config", None)
+    if config is None:  # a retriever of a test or an embedding program
+        return f"{'chroma server' if settings.chroma_url else 'embedded store'}, collection '{settings.collection}'"
+    where = "chroma server" if config.chroma_url else "embedded store"
+    return (f"{where}, collection '{config.collection}', top {responder.top_k} above similarity "
+            f"{retriever.threshold():.2f}")
 
 
 def batch_process(responder: Responder) -> Process:

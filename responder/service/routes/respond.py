@@ -18,7 +18,7 @@ import asyncio
 from fastapi import APIRouter, Depends, HTTPException, Request
 
 from base.prompt import CommentInput
-from knowledge.search import CONFIDENT_SIMILARITY
+from knowledge.config import CONFIDENT_SIMILARITY
 from knowledge.triage import Triage
 from responder.responder import Reply, Responder
 from responder.service.admission import submit
