@@ -158,6 +158,18 @@ def build_triage(settings: Settings, retriever: Any | None = None) -> Callable[[
     return TriageClassifier.load(embedder).classify
 
 
+def build_answerer(settings: Settings | None, server: str | None = None, api_key: str | None = None,
+                   **client_options: Any) -> Any:
+    """What answers comments for `batch` and the review page: a running `responder serve` over HTTP
+    when `server` is given (`client_options` go to its client), else the responder built here."""
+    if server:
+        from responder.jobs.service_client import HttpResponder
+
+        return HttpResponder(server, api_key, **client_options)
+    assert settings is not None, "the in-process responder is built from settings"
+    return build_responder(settings)
+
+
 def build_responder(settings: Settings) -> Responder:
     """The responder `responder serve`, `responder respond` and `responder batch` all use."""
     plan = plan_serving(settings)

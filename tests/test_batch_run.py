@@ -217,14 +217,15 @@ def test_a_failing_comment_fails_alone_and_retry_failed_answers_it(tmp_path, sam
 
 @pytest.fixture
 def fake_factory(monkeypatch):
-    """`responder batch` builds its responder with responder.factory.build_responder: use the echo one."""
+    """`responder batch` builds its answerer with responder.factory.build_answerer: use the echo one."""
     made = []
 
-    def build_responder(settings):
+    def build_answerer(settings, server=None, api_key=None, **client_options):
+        assert server is None, "this fixture stands for the in-process responder"
         made.append(settings)
         return echo_responder()
 
-    monkeypatch.setitem(sys.modules, "responder.factory", types.SimpleNamespace(build_responder=build_responder))
+    monkeypatch.setitem(sys.modules, "responder.factory", types.SimpleNamespace(build_answerer=build_answerer))
     return made
 
 

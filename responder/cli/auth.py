@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from responder.cli.fetch import API_BASE_OPTION
+from responder.youtube.options import API_BASE_OPTION
 
 
 @click.command("login")

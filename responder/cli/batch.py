@@ -17,7 +17,6 @@ import click
 
 from base.clikit import store_options
 
-DEFAULT_API_BASE = "https://www.googleapis.com"
 # Failures that say something about one comment or one reply, not about the setup.
 PER_COMMENT_FAILURES = {"empty-reply", "invalid-comment", "rejected"}
 
@@ -119,7 +118,8 @@ def _input_of(input_path: Path | None, video: str | None, output: Path | None,
                         "see `responder batch --help`")
     if input_path is not None:
         return input_path, output
-    from responder.cli.fetch import fetch_video
+    from responder.youtube.client import DEFAULT_API_BASE
+    from responder.youtube.download import fetch_video
 
     fetched = fetch_video(video or "", None, None, None, os.environ.get("YOUTUBE_API_BASE") or DEFAULT_API_BASE)
     return fetched, output or Path(fetched.name.replace(".threads.json", f".replies.{fmt or 'jsonl'}"))
@@ -168,17 +168,16 @@ class _Run:
 
     def _answerer(self, needed: bool):
         """A client of the running service, the in-process responder (loaded only when needed), or None."""
-        from responder.jobs.service_client import HttpResponder
+        from responder.factory import build_answerer
 
         if self.server:
             key = self.settings.api_key.get_secret_value() if self.settings.api_key else None
-            return HttpResponder(self.server, key, timeout_s=self.settings.request_timeout_s, backoff_s=self.backoff)
+            return build_answerer(self.settings, self.server, key, timeout_s=self.settings.request_timeout_s,
+                                  backoff_s=self.backoff)
         if not needed:
             return None
-        from responder.factory import build_responder
-
         with self.console.status("Loading the model and the knowledge base..."):
-            return build_responder(self.settings)
+            return build_answerer(self.settings)
 
     def _run(self, replies, answerer, planned):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn

@@ -8,19 +8,17 @@ from pathlib import Path
 
 import click
 
+from responder.youtube.options import API_BASE_OPTION, CHANNEL_ID_OPTION, QUOTA_BUDGET_OPTION
+
 
 @click.command("post")
 @click.argument("replies_path", metavar="REPLIES", type=click.Path(path_type=Path))
 @click.option("--yes", is_flag=True, help="Really post (without it: a dry run that shows what would be posted).")
 @click.option("--all", "take_all", is_flag=True,
               help='Post every answered reply, not only those with "approved": true (asks first, unless --yes).')
-@click.option("--quota-budget", type=click.IntRange(min=0), default=10_000, show_default=True,
-              envvar="YOUTUBE_QUOTA_BUDGET", help="Daily YouTube API units this command may spend (50 per reply) "
-                                                 "[env YOUTUBE_QUOTA_BUDGET].")
-@click.option("--channel-id", default=None, envvar="YOUTUBE_CHANNEL_ID", metavar="ID",
-              help="Your channel id: names the ledger and recognises your replies [default: from the login].")
-@click.option("--api-base", default="https://www.googleapis.com", envvar="YOUTUBE_API_BASE", show_default=True,
-              help="YouTube Data API base URL [env YOUTUBE_API_BASE].")
+@QUOTA_BUDGET_OPTION
+@CHANNEL_ID_OPTION
+@API_BASE_OPTION
 @click.option("--retries", type=click.IntRange(min=0), default=5, show_default=True,
               help="Retries (exponential backoff) on 429 and 5xx answers.")
 @click.option("--backoff", type=click.FloatRange(min=0), default=1.0, hidden=True)
@@ -88,6 +86,8 @@ def _post(replies_path: Path, take_all: bool, quota_budget: int, channel_id: str
 def _print_post_summary(console, summary, replies_path: Path, dry_run: bool) -> None:
     from rich.table import Table
 
+    from responder.jobs.posting import summary_rows
+
     table = Table(title=f"responder post {replies_path}" + (" (dry run)" if dry_run else ""))
     table.add_column("replies")
     table.add_column("count", justify="right")
@@ -96,23 +96,6 @@ def _print_post_summary(console, summary, replies_path: Path, dry_run: bool) -> 
     console.print(table)
     if summary.ledger:
         console.print(f"Ledger: {summary.ledger}")
-
-
-def summary_rows(summary, dry_run: bool) -> list[tuple[str, str]]:
-    """The post summary as (label, count) rows: the CLI's table and the review page show the same."""
-    rows = [("would be posted", str(summary.would_post))] if dry_run else [("posted", str(summary.posted))]
-    if not dry_run and summary.recovered:
-        rows.append(("found already posted by an interrupted run", str(summary.recovered)))
-    rows.append(("already posted (ledger)", str(summary.already_posted)))
-    rows += [(f"failed: {reason}", str(n)) for reason, n in sorted(summary.failed.items())]
-    if summary.failed_before:
-        rows.append(("failed in an earlier run", str(summary.failed_before)))
-    rows += [(f"not postable: {reason}", str(n)) for reason, n in sorted(summary.not_postable.items())]
-    rows.append(("not approved", str(summary.not_approved)))
-    if summary.pending_left:
-        rows.append(("unsure (checked before re-posting next run)", str(summary.pending_left)))
-    rows.append(("quota used today (Pacific day)", f"{summary.units_today} / {summary.budget}"))
-    return rows
 
 
 COMMANDS: list[click.Command] = [post]

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from responder.youtube.options import API_BASE_OPTION, CHANNEL_ID_OPTION, QUOTA_BUDGET_OPTION
+
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
@@ -47,12 +49,9 @@ def _check_port(host: str, port: int) -> None:
               help="Regenerate with a running `responder serve` instead of loading the model here.")
 @click.option("--adapter", type=click.Path(path_type=Path), default=None,
               help="LoRA adapter for Regenerate in-process [env RESPONDER_ADAPTER].")
-@click.option("--channel-id", default=None, envvar="YOUTUBE_CHANNEL_ID", metavar="ID",
-              help="Your channel id, for the ledger [default: from the login].")
-@click.option("--quota-budget", type=click.IntRange(min=0), default=10_000, show_default=True,
-              envvar="YOUTUBE_QUOTA_BUDGET", help="Daily YouTube API units posting may spend.")
-@click.option("--api-base", default="https://www.googleapis.com", envvar="YOUTUBE_API_BASE", show_default=True,
-              help="YouTube Data API base URL [env YOUTUBE_API_BASE].")
+@CHANNEL_ID_OPTION
+@QUOTA_BUDGET_OPTION
+@API_BASE_OPTION
 def review(replies_path: Path, port: int, host: str, server: str | None, adapter: Path | None,
            channel_id: str | None, quota_budget: int, api_base: str) -> None:
     """Review the drafts of REPLIES in a web page: approve, edit, reject, regenerate, then post.

@@ -48,14 +48,14 @@ from knowledge.triage_rules import match_rule
 from responder.jobs.drafts import Drafts
 from responder.jobs.screening import configured_policy, draft_flags, flags_cleared
 from responder.youtube.auth import data_dir
-from responder.youtube.client import DEFAULT_API_BASE, Ambiguous, Token, YouTubeClient, YouTubeError, reply_exists
+from responder.youtube.client import DEFAULT_API_BASE, DEFAULT_DAILY_QUOTA, Ambiguous, Token, YouTubeClient, YouTubeError, reply_exists
 from responder.youtube.export import LOCAL_ID_PREFIX
 
 log = logging.getLogger(__name__)
 
 UNITS_PER_REPLY = 50
 UNITS_PER_CHECK = 1
-DEFAULT_DAILY_BUDGET = 10_000
+DEFAULT_DAILY_BUDGET = DEFAULT_DAILY_QUOTA
 QUOTA_TIMEZONE = ZoneInfo("America/Los_Angeles")  # YouTube's quota day ends at midnight Pacific time
 FINAL_FAILURES = {"commentTextTooLong", "operationNotSupported", "processingFailure", "parentCommentNotFound",
                   "commentNotFound", "forbidden", "invalidCommentMetadata", "parentIdMissing", "textOriginalMissing"}
@@ -436,3 +436,20 @@ class _Poster:
         self.ledger.append("posted", item.comment_id, reply_id=found.get("id"), channel_id=channel, recovered=True)
         self.summary.recovered += 1
         return True
+
+
+def summary_rows(summary: PostSummary, dry_run: bool) -> list[tuple[str, str]]:
+    """The post summary as (label, count) rows: the CLI's table and the review page show the same."""
+    rows = [("would be posted", str(summary.would_post))] if dry_run else [("posted", str(summary.posted))]
+    if not dry_run and summary.recovered:
+        rows.append(("found already posted by an interrupted run", str(summary.recovered)))
+    rows.append(("already posted (ledger)", str(summary.already_posted)))
+    rows += [(f"failed: {reason}", str(n)) for reason, n in sorted(summary.failed.items())]
+    if summary.failed_before:
+        rows.append(("failed in an earlier run", str(summary.failed_before)))
+    rows += [(f"not postable: {reason}", str(n)) for reason, n in sorted(summary.not_postable.items())]
+    rows.append(("not approved", str(summary.not_approved)))
+    if summary.pending_left:
+        rows.append(("unsure (checked before re-posting next run)", str(summary.pending_left)))
+    rows.append(("quota used today (Pacific day)", f"{summary.units_today} / {summary.budget}"))
+    return rows

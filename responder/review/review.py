@@ -12,6 +12,7 @@ from typing import Any, Callable
 from base.errors import UpstreamError, UserError
 from responder.jobs.drafts import Drafts
 from responder.review import drafts_view as dv
+from responder.youtube.client import DEFAULT_API_BASE, DEFAULT_DAILY_QUOTA
 
 HERE = Path(__file__).parent
 
@@ -26,9 +27,9 @@ class ReviewConfig:
     server_key: str | None = None
     settings_overrides: dict[str, Any] = field(default_factory=dict)
     answerer: Any = None                # injected (tests); else built on first Regenerate
-    api_base: str = "https://www.googleapis.com"
+    api_base: str = DEFAULT_API_BASE
     channel_id: str | None = None
-    budget: int = 10_000
+    budget: int = DEFAULT_DAILY_QUOTA
     sign_off: str = ""
     wait_s: float = 5.0
     env: dict[str, str] | None = None   # for the YouTube login (default os.environ)
@@ -44,15 +45,11 @@ class Answerer:
     def get(self) -> Any:
         with self._lock:
             if self._answerer is None:
-                if self.config.server:
-                    from responder.jobs.service_client import HttpResponder
+                from base.settings import load_settings
+                from responder.factory import build_answerer
 
-                    self._answerer = HttpResponder(self.config.server, self.config.server_key, retries=1)
-                else:
-                    from base.settings import load_settings
-                    from responder.factory import build_responder
-
-                    self._answerer = build_responder(load_settings(**self.config.settings_overrides))
+                settings = None if self.config.server else load_settings(**self.config.settings_overrides)
+                self._answerer = build_answerer(settings, self.config.server, self.config.server_key, retries=1)
             return self._answerer
 
 

@@ -85,8 +85,7 @@ def act(comment_id: str, action: str, body: Action, review: ReviewDep) -> Any:
 
 @router.get("/api/post")
 def post_preview(review: ReviewDep) -> Any:
-    from responder.cli.post import summary_rows
-    from responder.jobs.posting import dry_run
+    from responder.jobs.posting import dry_run, summary_rows
 
     try:
         summary = dry_run(review.drafts.path, budget=review.config.budget, channel_id=review.channel_id(),
@@ -98,8 +97,7 @@ def post_preview(review: ReviewDep) -> Any:
 
 @router.post("/api/post")
 def post_now(review: ReviewDep) -> Any:
-    from responder.cli.post import summary_rows
-    from responder.jobs.posting import post_replies
+    from responder.jobs.posting import post_replies, summary_rows
     from responder.youtube.auth import post_token
 
     if not review.post_lock.acquire(blocking=False):

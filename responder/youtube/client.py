@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 DEFAULT_API_BASE = "https://www.googleapis.com"
+DEFAULT_DAILY_QUOTA = 10_000  # units a Google Cloud project gets per day unless it asked for more
 
 Token = str | Callable[[], str]
 
