@@ -12,6 +12,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from base.errors import UserError
+
+
+def adapter_display_name(path: Path | str) -> str:
+    """How an adapter is called in logs, /healthz and replies: a run's adapter, saved by `finetune run`
+    as `<run>/adapter`, by its run's name; any other folder by its own."""
+    path = Path(path)
+    return path.parent.name if path.name == "adapter" else path.name
 from base.prompt import DEFAULT_PASSAGE_TOKENS, PromptStyle
 
 INFO_FILE = "responder.json"

@@ -12,6 +12,13 @@ class UserError(Exception):
     exit_code = 2
 
 
+def join_problems(what: str, problems: list[str], limit: int = 8) -> str:
+    """Every problem of one input in one line: "WHAT: first; second; and N more"."""
+    shown = problems[:limit]
+    more = f"; and {len(problems) - limit} more" if len(problems) > limit else ""
+    return f"{what}: " + "; ".join(shown) + more
+
+
 class UpstreamError(Exception):
     """A server we depend on (an OpenAI-compatible engine) is down, timed out or answered 5xx.
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from engine.decoding import Decoding, logits_processors, opening_ban_ids, sentence_end_token_ids
+from base.adapter_info import adapter_display_name
 from base.prompt import CommentInput, PromptStyle, encode_prompt
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,7 @@ class LocalGenerator:
         adapter_name = None
         if adapter is not None:
             adapter_dir = Path(adapter)
-            adapter_name = adapter_dir.name if adapter_dir.name != "adapter" else adapter_dir.parent.name
+            adapter_name = adapter_display_name(adapter_dir)
             model = load_adapter(model, adapter_dir, merge=quantization == "none")
         model.eval()
         if adapter is not None and quantization != "none":

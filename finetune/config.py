@@ -27,7 +27,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from base.errors import UserError
+from base.errors import UserError, join_problems
 from base.prompt import DEFAULT_PASSAGE_TOKENS, DEFAULT_PERSONA, PromptStyle
 from base.settings import DEFAULT_BASE_MODEL, DEFAULT_COLLECTION, DEFAULT_EMBEDDER, default_store
 from knowledge.config import RetrievalConfig
@@ -383,12 +383,6 @@ def load_config(config: str | None, overrides: tuple[str, ...] | list[str] = (),
     if problems or cfg is None:
         raise UserError(join_problems("invalid config", problems))
     return cfg
-
-
-def join_problems(what: str, problems: list[str], limit: int = 8) -> str:
-    shown = problems[:limit]
-    more = f"; and {len(problems) - limit} more" if len(problems) > limit else ""
-    return f"{what}: " + "; ".join(shown) + more
 
 
 def validate(cfg: RunConfig | dict[str, Any]) -> list[str]:

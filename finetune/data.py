@@ -15,10 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from base.errors import UserError
+from base.errors import UserError, join_problems
 from base.fileio import parse_jsonl
 
-from .config import join_problems
 
 COMMENT_NAMES = ("comment", "comments", "comment_text", "text", "question", "input", "prompt", "instruction")
 REPLY_NAMES = ("reply", "replies", "response", "answer", "output", "completion", "reply_text")

@@ -55,6 +55,11 @@ class RetrievalConfig:
     def location(self) -> str:
         return self.chroma_url or str(self.store)
 
+    @property
+    def embedded_store_here(self) -> bool:
+        """An embedded store exists at `store` (and no Chroma server is used instead)."""
+        return not self.chroma_url and self.store.is_dir()
+
     def record(self, threshold: float) -> dict[str, Any]:
         """What an adapter's responder.json keeps of the setup it was trained with."""
         return {"store": str(self.store.resolve()) if not self.chroma_url else "", "chroma_url": self.chroma_url,

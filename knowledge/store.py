@@ -110,6 +110,13 @@ class SourceState:
         return self.fingerprints == {fingerprint} and len(self.ids) == self.expected
 
 
+def shared_lock(settings: Settings | RetrievalConfig) -> StoreLock:
+    """A shared lock on the embedded store while a process reads it (`ingest` cannot write it
+    meanwhile); nothing to lock for a Chroma server or a store not ingested yet."""
+    config = RetrievalConfig.of(settings)
+    return lock_store(config, exclusive=False) if config.embedded_store_here else StoreLock(None)
+
+
 def _client(settings: RetrievalConfig) -> Any:
     import chromadb
     from chromadb.config import Settings as ChromaSettings

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from base.adapter_info import AdapterInfo, read_adapter_info
+from base.adapter_info import AdapterInfo, adapter_display_name, read_adapter_info
 from base.errors import UserError
 from base.prompt import PromptStyle
 from base.settings import Settings
@@ -120,16 +120,7 @@ def build_generator(settings: Settings, plan: ServingPlan) -> Any:
 def _adapter_name(info: AdapterInfo | None) -> str | None:
     if info is None:
         return None
-    path = info.path
-    return path.parent.name if path.name == "adapter" else path.name
-
-
-def describe_knowledge_base(settings: Settings) -> str:
-    if settings.chroma_url:
-        return f"chroma server {settings.chroma_url}, collection '{settings.collection}'"
-    if not Path(settings.store).expanduser().exists():
-        return f"none: {settings.store} does not exist (run `ingest` first)"
-    return f"chroma store {settings.store}, collection '{settings.collection}'"
+    return adapter_display_name(info.path)
 
 
 def build_retriever(config: RetrievalConfig, notes: Sequence[str] = ()) -> Any | None:
@@ -137,7 +128,7 @@ def build_retriever(config: RetrievalConfig, notes: Sequence[str] = ()) -> Any |
     (how serving differs from the adapter's training) are logged here, once per build."""
     for note in notes:
         log.warning("%s", note)
-    if not config.chroma_url and not config.store.exists():
+    if not config.chroma_url and not config.embedded_store_here:
         log.warning("No knowledge base at %s: replies get no article context (run `ingest` first)", config.store)
         return None
     from knowledge.store import open_knowledge_base
@@ -170,9 +161,10 @@ def build_answerer(settings: Settings | None, server: str | None = None, api_key
     return build_responder(settings)
 
 
-def build_responder(settings: Settings) -> Responder:
-    """The responder `responder serve`, `responder respond` and `responder batch` all use."""
-    plan = plan_serving(settings)
+def build_responder(settings: Settings, plan: ServingPlan | None = None) -> Responder:
+    """The responder `responder serve`, `responder respond` and `responder batch` all use (`plan`:
+    the serving plan when the caller made it already)."""
+    plan = plan or plan_serving(settings)
     retriever = build_retriever(plan.retrieval, plan.retrieval_notes)
     generator = build_generator(settings, plan)
     return Responder(generator, plan.style, retriever, top_k=plan.retrieval.top_k)

@@ -277,6 +277,16 @@ def test_cli_serve_refuses_a_bad_adapter_in_one_line(tmp_path):
                           "directory of `finetune run`\n")
 
 
+def test_cli_serve_reports_every_problem_at_once(tmp_path):
+    out = _cli("serve", "--adapter", str(tmp_path / "missing"), "--workers", "2", "--store", str(tmp_path),
+               "--host", "0.0.0.0", "--port", str(free_port()), env={"RESPONDER_TRIAGE_POLICY": "jokes=skip"})
+    assert out.returncode == 2 and len(out.stderr.splitlines()) == 1
+    assert out.stderr.startswith("Error: cannot serve (4 problems): refusing to serve on 0.0.0.0 without an API key")
+    for problem in ("unknown intent 'jokes'", f"adapter '{tmp_path / 'missing'}' does not exist",
+                    "2 workers cannot share the embedded Chroma store"):
+        assert problem in out.stderr
+
+
 def test_cli_serve_refuses_workers_without_chroma_server(tmp_path):
     out = _cli("serve", "--workers", "2", "--store", str(tmp_path), "--port", str(free_port()))
     assert out.returncode == 2

@@ -65,18 +65,10 @@ def serve(**options: Any) -> None:
     import uvicorn
 
     from base.settings import load_settings
-    from responder.factory import plan_serving
     from responder.service.app import SETTINGS_ENV, create_app, settings_to_env
-    from responder.service.gate import check_api_key
 
     settings = load_settings(**options)
-    check_api_key(settings)
-    check_exposure(settings)
-    plan = plan_serving(settings)  # a wrong adapter or base model is refused before anything loads
-    from knowledge.store import check_workers
-
-    check_workers(settings, settings.workers)
-    _check_store_free(settings)
+    plan = checked_plan(settings)  # every problem at once, before anything loads
     click.echo(f"Serving {plan.base_model} + {plan.adapter_label} ({plan.quantization}, {plan.backend}) "
                f"on http://{settings.host}:{settings.port}  (docs: /docs, health: /healthz)", err=True)
     # Uvicorn's own limit is a backstop: the service answers every queued request within the grace period.
@@ -86,7 +78,39 @@ def serve(**options: Any) -> None:
         os.environ[SETTINGS_ENV] = settings_to_env(settings)
         uvicorn.run("responder.service.app:app_from_env", factory=True, workers=settings.workers, **common)
     else:
-        uvicorn.run(create_app(settings), **common)
+        uvicorn.run(create_app(settings, plan=plan), **common)
+
+
+def checked_plan(settings: Any) -> Any:
+    """The serving plan, once every check passed; otherwise one `UserError` naming every problem
+    (the API key, exposure, the adapter and base model, workers and the store, the triage policy)."""
+    from base.errors import UserError, join_problems
+    from knowledge.store import check_workers
+    from knowledge.triage_policy import TriagePolicy
+    from responder.factory import plan_serving
+    from responder.service.gate import check_api_key
+
+    problems: list[str] = []
+
+    def check(step: Callable[[], Any]) -> Any:
+        try:
+            return step()
+        except UserError as exc:
+            problems.append(str(exc))
+            return None
+
+    check(lambda: check_api_key(settings))
+    check(lambda: check_exposure(settings))
+    check(lambda: TriagePolicy.parse(settings.triage_policy))
+    plan = check(lambda: plan_serving(settings))  # a wrong adapter or base model is refused here
+    check(lambda: check_workers(settings, settings.workers))
+    if plan is not None:
+        check(lambda: _check_store_free(plan.retrieval))
+    if len(problems) == 1:
+        raise UserError(problems[0])
+    if problems:
+        raise UserError(join_problems(f"cannot serve ({len(problems)} problems)", problems))
+    return plan
 
 
 def is_loopback(host: str) -> bool:
@@ -111,16 +135,12 @@ def check_exposure(settings: Any) -> None:
             "listen on 127.0.0.1, or pass --allow-no-auth if something in front of it checks callers")
 
 
-def _check_store_free(settings: Any) -> None:
+def _check_store_free(config: Any) -> None:
     """Fail now, in one line, if an `ingest` is writing the embedded store (the service holds a shared
     lock on it while it runs, see responder/service/state.py)."""
-    from pathlib import Path
+    from knowledge.store import shared_lock
 
-    if settings.chroma_url or not Path(settings.store).expanduser().is_dir():
-        return
-    from knowledge.store import lock_store
-
-    lock_store(settings, exclusive=False).release()
+    shared_lock(config).release()
 
 
 @click.command()
@@ -161,14 +181,12 @@ def respond(comments: tuple[str, ...], comments_file: str | None, video_title: s
 
 def _answer(settings: Any, requests: list[Any]) -> list[Any]:
     """Replies from an in-process responder, holding a shared lock on an embedded store meanwhile."""
-    from pathlib import Path
+    from knowledge.store import shared_lock
+    from responder.factory import build_responder, plan_serving
 
-    from knowledge.store import StoreLock, lock_store
-    from responder.factory import build_responder
-
-    embedded = not settings.chroma_url and Path(settings.store).expanduser().is_dir()
-    with lock_store(settings, exclusive=False) if embedded else StoreLock(None):
-        responder = build_responder(settings)
+    plan = plan_serving(settings)
+    with shared_lock(plan.retrieval):
+        responder = build_responder(settings, plan)
         responder.max_comment_tokens = settings.max_comment_tokens
         return responder.respond_many(requests)
 

@@ -18,6 +18,7 @@ from typing import AsyncIterator
 from fastapi import FastAPI
 
 from base.settings import Settings
+from responder.factory import ServingPlan
 from responder.responder import Responder
 from responder.service.errors import HANDLERS
 from responder.service.gate import Gate, check_api_key
@@ -28,11 +29,14 @@ from responder.service.state import ServiceState, Triager
 SETTINGS_ENV = "RESPONDER_SERVE_SETTINGS_JSON"  # how `serve --workers N` hands settings to workers
 
 
-def create_app(settings: Settings, responder: Responder | None = None, triage: Triager | None = None) -> FastAPI:
+def create_app(settings: Settings, responder: Responder | None = None, triage: Triager | None = None,
+               plan: ServingPlan | None = None) -> FastAPI:
     """The service. Without `responder`, one is built from `settings` in the background, and the
-    triage classifier with it; with one given and no `triage`, comments are triaged by exact rules."""
-    check_api_key(settings)
-    state = ServiceState(settings, responder, triage)
+    triage classifier with it; with one given and no `triage`, comments are triaged by exact rules.
+    `plan`: the serving plan `serve` made after checking everything (the key included)."""
+    if plan is None:
+        check_api_key(settings)
+    state = ServiceState(settings, responder, triage, plan)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

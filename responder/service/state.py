@@ -25,12 +25,14 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from base.adapter_info import adapter_display_name
 from base.errors import UpstreamError, UserError
-from engine.generation import LocalGenerator
 from base.prompt import CommentInput, Passage
 from base.settings import Settings
+from engine.generation import LocalGenerator
 from knowledge.triage import Triage, rule_triage
 from knowledge.triage_policy import TriagePolicy
+from responder.factory import ServingPlan
 from responder.responder import Reply, Responder
 from responder.service.batcher import Batcher, Process, ShuttingDown
 from responder.service.continuous import ContinuousBatcher
@@ -56,8 +58,7 @@ def public_name(value: str | Path | None) -> str:
     text = str(value)
     if not text.startswith(("/", "~", ".", "\\")) and ":" not in text[:3]:
         return text
-    path = Path(text)
-    return path.parent.name if path.name == "adapter" else path.name
+    return adapter_display_name(text)
 
 
 Triager = Callable[[list[str]], list[Triage]]
@@ -65,9 +66,10 @@ Triager = Callable[[list[str]], list[Triage]]
 
 class ServiceState:
     def __init__(self, settings: Settings, responder: Responder | None = None,
-                 triage: Triager | None = None) -> None:
+                 triage: Triager | None = None, plan: ServingPlan | None = None) -> None:
         self.settings = settings
         self.responder = responder
+        self.plan = plan  # made by `serve` before it started us, or here while loading
         # The triage classifier (loaded with the model); with a responder given and none, exact rules only.
         self.triage = triage
         self.policy = TriagePolicy.parse(settings.triage_policy)  # a bad policy stops `serve` at once
@@ -76,9 +78,7 @@ class ServiceState:
         self.model_thread = ModelThread()  # loads the model, then computes the replies
         self.batcher: ReplyLane | None = None
         self.retrieval: Batcher | None = None
-        self.model = public_name(settings.base_model)
-        self.adapter = public_name(settings.adapter) if settings.adapter else "no adapter"
-        self.quantization = settings.quantization
+        self.model, self.adapter, self.quantization = self._names(plan)
         self.knowledge_base = "unknown"
         self.draining = False
         self._loader: asyncio.Task | None = None
@@ -129,15 +129,17 @@ class ServiceState:
 
     # --- loading ----------------------------------------------------------------------------------
     async def _load(self) -> None:
+        from knowledge.store import shared_lock
         from responder.factory import build_responder, build_triage, plan_serving
 
         settings = self.settings
         try:
-            plan = await asyncio.to_thread(plan_serving, settings)
-            self.model, self.quantization = public_name(plan.base_model), plan.quantization
-            self.adapter = public_name(plan.adapter.path) if plan.adapter else "no adapter"
-            self._store_lock = await asyncio.to_thread(self._lock_store)
-            self.responder = await asyncio.wrap_future(self.model_thread.submit(build_responder, settings))
+            if self.plan is None:
+                self.plan = await asyncio.to_thread(plan_serving, settings)
+                self.model, self.adapter, self.quantization = self._names(self.plan)
+            plan = self.plan
+            self._store_lock = await asyncio.to_thread(shared_lock, plan.retrieval)
+            self.responder = await asyncio.wrap_future(self.model_thread.submit(build_responder, settings, plan))
             if self.triage is None:
                 self.triage = await asyncio.to_thread(build_triage, settings, self.responder.retriever)
             self._start_queues()
@@ -160,19 +162,19 @@ class ServiceState:
                 verdicts[i] = verdict
         return verdicts
 
-    def _lock_store(self) -> Any:
-        """A shared lock on an existing embedded store, so that `ingest` cannot write it meanwhile."""
-        if self.settings.chroma_url or not Path(self.settings.store).expanduser().is_dir():
-            return None
-        from knowledge.store import lock_store
-
-        return lock_store(self.settings, exclusive=False)
+    def _names(self, plan: ServingPlan | None) -> tuple[str, str, str]:
+        """(model, adapter, quantization) as /healthz names them: the plan's, else a given
+        responder's generator's, else the settings'."""
+        if plan is not None:
+            return (public_name(plan.base_model), public_name(plan.adapter.path) if plan.adapter else "no adapter",
+                    plan.quantization)
+        gen = self.responder.generator if self.responder is not None else None
+        model = getattr(gen, "model_name", None) or self.settings.base_model
+        adapter = getattr(gen, "adapter_name", None) if gen is not None else self.settings.adapter
+        return public_name(model), public_name(adapter) or "no adapter", self.settings.quantization
 
     def _start_queues(self) -> None:
         assert self.responder is not None
-        gen = self.responder.generator
-        self.model = public_name(getattr(gen, "model_name", self.model))
-        self.adapter = public_name(getattr(gen, "adapter_name", None)) or self.adapter
         self.knowledge_base = describe_knowledge_base(self.settings, self.responder)
         s = self.settings
         self.responder.max_comment_tokens = s.max_comment_tokens
