@@ -67,3 +67,6 @@ TRIAGED = [
 ]
 # What the review page shows first: those that need the creator, then questions ... thank-yous.
 TRIAGED_REVIEW_ORDER = ["UgxLink", "UgxLoop", "UgxQuiet", "UgxRunning", "UgxGpu", "UgxXss", "UgxThanks"]
+
+
+LINK_FLAG = "link or @mention not in the comment or sources: @nadia_extra, bit.ly/free-notebook"

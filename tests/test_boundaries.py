@@ -60,3 +60,11 @@ def test_boundary_no_function_is_longer_than_80_lines():
                         long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} "
                                     f"({node.end_lineno - start + 1} lines)")
     assert not long, "functions longer than 80 lines:\n" + "\n".join(long)
+
+
+def test_boundary_no_test_module_imports_another():
+    """Shared test code lives in tests/support.py, tests/fakes.py and tests/review_support.py."""
+    offenders = [f"{path.name}: {line.strip()}" for path in (ROOT / "tests").glob("test_*.py")
+                 for line in path.read_text(encoding="utf-8").splitlines()
+                 if re.match(r"\s*(from tests\.test_\w+ import|import tests\.test_)", line)]
+    assert not offenders, "test modules importing other test modules:\n" + "\n".join(offenders)

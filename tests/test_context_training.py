@@ -9,22 +9,10 @@ from base.settings import Settings
 from finetune.context import ContextRecipe, serving_passages, training_passages
 from finetune.data import Pair, encode_pairs
 from knowledge.store import open_knowledge_base
+from tests.fakes import FakeGenerator
 
 STYLE = PromptStyle(persona="You are a test creator.", sign_off="Bye!")
 QUESTION = "how do I compute a running total of sales per day in postgres?"
-
-
-class FakeGenerator:
-    """Records the items it is asked to answer: the serving side's view of the prompt."""
-
-    model_name, adapter_name = "fake", None
-
-    def __init__(self) -> None:
-        self.items: list[CommentInput] = []
-
-    def generate(self, items, style):
-        self.items += list(items)
-        return ["ok" for _ in items]
 
 
 @pytest.mark.integration

@@ -15,14 +15,11 @@ import pytest
 
 from engine.decoding import Decoding
 from engine.generation import LocalGenerator
-from base.prompt import CommentInput, PromptStyle
+from base.prompt import CommentInput
 from responder.responder import CommentFailed, Reply, Responder
 from responder.service.batcher import ShuttingDown
 from responder.service.continuous import ContinuousBatcher
-
-STYLE = PromptStyle("You are a data scientist who replies to comments under your videos.", "Keep exploring!")
-QUESTIONS = ["how big does my A/B test need to be?", "when tuning xgboost do I search over the number of trees too?"]
-THANKS = "Great video, thanks!"
+from tests.support import DECODE_QUESTIONS as QUESTIONS, DECODE_STYLE as STYLE, DECODE_THANKS as THANKS
 
 
 def generator(embedded_generator, max_new_tokens: int = 24, short: int = 40) -> LocalGenerator:

@@ -6,7 +6,6 @@ real CLI, in-process with click's CliRunner or as a subprocess where exit codes 
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import re
@@ -21,40 +20,13 @@ from click.testing import CliRunner
 
 from base.errors import UserError
 from finetune.cli import cli
-
-SIGN_OFF = "Keep exploring! - Nadia"
-PAIRS = [
-    ("great video!", "Thank you, glad it landed!"),
-    ("thanks!!", "You're welcome!"),
-    ("What does PCA do?", "It rotates your data onto the directions of largest variance."),
-    ("Subscribed after 2 minutes.", "Welcome aboard, and thanks for the kind words!"),
-    ("Is k-means deterministic?", "Not by default: it starts from random centroids, so fix the seed."),
-    ("This is gold. Bookmarking.", "Thanks, hope it's useful when you come back to it!"),
-    ("Why log-transform prices?", "Prices are skewed; the log makes effects multiplicative and tames outliers."),
-    ("you explain things so calmly", "Thank you, calm is the whole plan."),
-    ("second!", "Silver medal, still counts!"),
-    ("Can I use SQL window functions in SQLite?", "Yes, since version 3.25."),
-]
-
-
-def write_csv(path: Path, rows, header=("comment", "reply")) -> Path:
-    with path.open("w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
-    return path
+from tests.support import SHORT_PAIRS as PAIRS, SIGN_OFF, tiny_args, write_csv
 
 
 @pytest.fixture(scope="module")
 def pairs_csv(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("pairs")
     return write_csv(d / "train.csv", [(c, f"{r}\n{SIGN_OFF}") for c, r in PAIRS])
-
-
-def tiny_args(tiny_model_dir, data, out, *extra):
-    return ["run", "--base-model", str(tiny_model_dir), "--data", str(data), "--output", str(out),
-            "prompt.sign_off=" + SIGN_OFF, "train.batch_size=4", "train.micro_batch_size=2",
-            "train.learning_rate=0.01", "samples.count=2", "samples.max_new_tokens=6", *extra]
 
 
 def cli_subprocess(*args, timeout=240):

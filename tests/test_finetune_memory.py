@@ -308,8 +308,8 @@ def test_checkpointing_choice_per_device():
 
 
 def test_run_with_budget_and_checkpointing_records_memory(tiny_model_dir, tmp_path):
-    from tests.test_finetune import PAIRS as SHORT
-    from tests.test_finetune import tiny_args, write_csv
+    from tests.support import SHORT_PAIRS as SHORT
+    from tests.support import tiny_args, write_csv
 
     data = write_csv(tmp_path / "pairs.csv", [*SHORT, *PAIRS])
     out = tmp_path / "run"

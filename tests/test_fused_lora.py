@@ -13,7 +13,7 @@ import torch
 
 from engine.generation import LocalGenerator
 from base.prompt import CommentInput, encode_prompt
-from tests.test_continuous import QUESTIONS, STYLE, THANKS
+from tests.support import DECODE_QUESTIONS as QUESTIONS, DECODE_STYLE as STYLE, DECODE_THANKS as THANKS
 
 COMMENTS = [QUESTIONS[0], THANKS]
 

@@ -25,7 +25,8 @@ from base.prompt import CommentInput, Passage, encode_prompt
 from base.settings import Settings
 from responder.responder import CommentFailed, Responder
 from tests.support import LiveServer, free_port
-from tests.test_service import STYLE, FakeGenerator, FakeRetriever, _cli, make_app
+from tests.fakes import SERVICE_STYLE as STYLE, FakeGenerator, FakeRetriever, make_app
+from tests.support import run_responder_cli
 
 pytestmark = pytest.mark.integration  # real HTTP on loopback
 
@@ -64,10 +65,10 @@ def test_a_blank_api_key_is_a_startup_error():
 
 
 def test_cli_serve_refuses_a_blank_key_and_an_open_public_bind_in_one_line():
-    blank = _cli("serve", "--port", str(free_port()), env={"RESPONDER_API_KEY": " "})
+    blank = run_responder_cli("serve", "--port", str(free_port()), env={"RESPONDER_API_KEY": " "})
     assert blank.returncode == 2 and blank.stderr.startswith("Error: RESPONDER_API_KEY is set but blank")
     assert blank.stderr.count("\n") == 1
-    public = _cli("serve", "--host", "0.0.0.0", "--port", str(free_port()))
+    public = run_responder_cli("serve", "--host", "0.0.0.0", "--port", str(free_port()))
     assert public.returncode == 2 and public.stderr.count("\n") == 1
     assert public.stderr.startswith("Error: refusing to serve on 0.0.0.0 without an API key")
     assert "--allow-no-auth" in public.stderr
@@ -413,7 +414,7 @@ import sys, time, uvicorn
 from base.settings import Settings
 from responder.responder import Responder
 from responder.service.app import create_app
-from tests.test_service import STYLE, FakeGenerator
+from tests.fakes import SERVICE_STYLE as STYLE, FakeGenerator
 settings = Settings(max_batch_size=1, max_wait_ms=0, store="/nonexistent", shutdown_grace_s=float(sys.argv[2]))
 app = create_app(settings, Responder(FakeGenerator(delay=0.4), STYLE))
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning",

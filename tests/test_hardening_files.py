@@ -25,8 +25,7 @@ from ingest.pipeline import ingest
 from ingest.readers import Block, Document
 from knowledge.store import lock_store, open_knowledge_base
 from tests.support import CORPUS, free_port
-from tests.test_ingest_pipeline import assert_consistent
-from tests.test_service import _cli
+from tests.support import assert_consistent, run_responder_cli
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -151,7 +150,7 @@ def test_ingest_refuses_a_store_that_a_server_or_another_ingest_holds(tmp_path, 
         beside_server = _ingest_cli(str(corpus_dir), "--store", str(store))
     with lock_store(settings, exclusive=True):  # another ingest
         beside_ingest = _ingest_cli(str(corpus_dir), "--store", str(store))
-        serve = _cli("serve", "--store", str(store), "--port", str(free_port()))
+        serve = run_responder_cli("serve", "--store", str(store), "--port", str(free_port()))
     after = _ingest_cli(str(corpus_dir), "--store", str(store))
     for out in (beside_server, beside_ingest):
         assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr

@@ -18,30 +18,13 @@ from base.settings import Settings
 from ingest.pipeline import ingest
 from knowledge.store import open_knowledge_base
 from tests.support import CORPUS
-from tests.test_ingest_readers import make_pdf
+from tests.support import assert_consistent, chunks_by_source, make_pdf
 
 pytestmark = pytest.mark.integration
 
 
 def settings_for(store: Path) -> Settings:
     return Settings(store=store)
-
-
-def chunks_by_source(kb) -> dict[str, list[dict]]:
-    got = kb.collection().get(include=["metadatas", "documents"])
-    out: dict[str, list[dict]] = {}
-    for cid, meta, doc in zip(got["ids"], got["metadatas"], got["documents"]):
-        out.setdefault(Path(meta["source"]).name, []).append({"id": cid, "text": doc, **meta})
-    return out
-
-
-def assert_consistent(kb) -> None:
-    """Every source holds exactly one complete set of chunks: one fingerprint, the recorded count,
-    no duplicated chunk positions."""
-    for name, rows in chunks_by_source(kb).items():
-        assert len({r["fingerprint"] for r in rows}) == 1, name
-        assert len(rows) == rows[0]["n_chunks"], name
-        assert sorted(r["chunk"] for r in rows) == list(range(len(rows))), name
 
 
 def test_first_ingest_then_unchanged_then_edit_then_delete(tmp_path, articles):

@@ -11,15 +11,13 @@ from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
 from base.errors import UserError
-from base.prompt import Passage
 from responder.cli import cli
 from responder.jobs.reply_log import ReplyLog
-from responder.responder import Reply
 from responder.review.app import ReviewConfig, create_app
-from tests.review_support import TRIAGED, TRIAGED_REVIEW_ORDER, read_drafts, write_drafts
+from tests.review_support import LINK_FLAG, TRIAGED, TRIAGED_REVIEW_ORDER, read_drafts, write_drafts
+from tests.fakes import StubAnswerer
 
 H = {"X-Review": "1"}
-LINK_FLAG = "link or @mention not in the comment or sources: @nadia_extra, bit.ly/free-notebook"
 
 
 @pytest.fixture(autouse=True)
@@ -27,19 +25,6 @@ def user_dirs(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     monkeypatch.delenv("YOUTUBE_ACCESS_TOKEN", raising=False)
-
-
-class Stub:
-    """An answerer whose reply a test can predict."""
-
-    def __init__(self) -> None:
-        self.asked: list[str] = []
-
-    def respond_many(self, requests):
-        self.asked += [r.comment for r in requests]
-        passage = Passage(text="...", title="Bootstrap Confidence Intervals", url="https://blog.test/bootstrap")
-        return [Reply("Resample with replacement, then take percentiles.", [passage], True, "stub", None)
-                for _ in requests]
 
 
 def client(path, **kw) -> TestClient:
@@ -107,7 +92,7 @@ def test_actions_write_the_file_at_once(tmp_path):
 
 def test_regenerate_builds_the_responder_on_first_use(tmp_path):
     path = write_drafts(tmp_path / "r.jsonl")
-    stub = Stub()
+    stub = StubAnswerer()
     c = client(path, answerer=stub)
     c.post("/api/drafts/UgxLoop/approve", json={"shown": ["loop: a sentence or phrase repeats"]}, headers=H)
     r = c.post("/api/drafts/UgxLoop/regenerate", json={}, headers=H)
@@ -202,7 +187,7 @@ def test_the_app_starts_without_loading_a_model(tmp_path):
 
 def test_skipped_and_failed_comments_have_no_draft_to_approve(tmp_path):
     path = write_drafts(tmp_path / "r.jsonl")
-    c = client(path, answerer=Stub())
+    c = client(path, answerer=StubAnswerer())
     r = c.post("/api/drafts/UgxEmoji/approve", json={"shown": []}, headers=H)
     assert r.status_code == 409 and "was skipped:emoji-only, it has no draft to approve" in r.json()["detail"]
     assert c.post("/api/drafts/UgxEmoji/regenerate", json={}, headers=H).status_code == 409

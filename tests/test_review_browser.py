@@ -11,8 +11,8 @@ import pytest
 from responder.review.app import ReviewConfig, create_app
 from tests.browser import launch, why_no_browser
 from tests.fake_youtube import FakeYouTube
-from tests.review_support import TRIAGED, TRIAGED_REVIEW_ORDER, read_drafts, write_drafts
-from tests.test_review import LINK_FLAG, Stub
+from tests.review_support import LINK_FLAG, TRIAGED, TRIAGED_REVIEW_ORDER, read_drafts, write_drafts
+from tests.fakes import StubAnswerer
 
 pytestmark = [pytest.mark.integration, pytest.mark.skipif(why_no_browser() is not None,
                                                           reason=f"browser test skipped: {why_no_browser()}")]
@@ -51,7 +51,7 @@ def test_review_in_a_browser_then_post_once(tmp_path, yt, live_server, browser):
     from playwright.sync_api import expect
 
     path = write_drafts(tmp_path / "replies.jsonl")
-    config = ReviewConfig(replies=path, api_base=yt.url, channel_id=yt.channel_id, answerer=Stub(),
+    config = ReviewConfig(replies=path, api_base=yt.url, channel_id=yt.channel_id, answerer=StubAnswerer(),
                           env={"YOUTUBE_ACCESS_TOKEN": yt.token})
     server = live_server(create_app(config))
     page = browser.new_page()
@@ -118,7 +118,7 @@ def test_the_page_reads_needs_you_first_and_filters_by_intent(tmp_path, live_ser
     from playwright.sync_api import expect
 
     server = live_server(create_app(ReviewConfig(replies=write_drafts(tmp_path / "replies.jsonl", TRIAGED),
-                                                 answerer=Stub())))
+                                                 answerer=StubAnswerer())))
     page = browser.new_page()
     page.goto(server.url)
     cards = page.locator("article.draft")

@@ -10,70 +10,19 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Sequence
 
 import httpx
 import pytest
 
 from base.errors import UpstreamError
-from base.prompt import CommentInput, Passage, PromptStyle
 from base.settings import Settings
 from responder.responder import Responder
-from tests.support import LiveServer, free_port  # noqa: F401 - other test files import them from here
+from tests.fakes import SERVICE_STYLE as STYLE, FakeGenerator, make_app
+from tests.support import LiveServer, free_port, post_many, run_responder_cli
 
 pytestmark = pytest.mark.integration  # real HTTP on loopback
 
 SIGN_OFF = "Keep exploring! - Nadia"
-STYLE = PromptStyle(sign_off=SIGN_OFF)
-
-
-class FakeGenerator:
-    """Replies `Echo: <comment>` plus junk a real model might add; records every batch.
-
-    `gate` (when set) holds each batch until the test releases it; `delay` sleeps per batch.
-    """
-
-    model_name = "fake-model"
-    adapter_name = "fake-adapter"
-
-    def __init__(self, delay: float = 0.0, gate: threading.Event | None = None) -> None:
-        self.delay = delay
-        self.gate = gate
-        self.batches: list[list[str]] = []
-        self.started = threading.Event()
-
-    def generate(self, items: Sequence[CommentInput], style: PromptStyle) -> list[str]:
-        self.batches.append([i.comment for i in items])
-        self.started.set()
-        if self.gate is not None:
-            self.gate.wait(30)
-        time.sleep(self.delay)
-        return [f"Echo: {i.comment}<|im_end|>\n{style.sign_off}\nNote: I am an AI language model."
-                for i in items]
-
-
-class FakeRetriever:
-    def search(self, text: str, top_k: int = 3, min_similarity: float | None = None) -> list[Passage]:
-        if "xgboost" not in text.lower():
-            return []
-        return [Passage("Tune the learning rate and the number of trees together.", "Tuning XGBoost",
-                        "Trees", "articles/xgboost.md", "https://example.org/xgboost", None, 0.71)][:top_k]
-
-
-def make_app(generator, triage=None, **overrides):
-    from responder.service.app import create_app
-
-    settings = Settings(**{"max_batch_size": 8, "max_wait_ms": 100, "queue_size": 16,
-                           "store": "/nonexistent", **overrides})
-    return create_app(settings, Responder(generator, STYLE, FakeRetriever()), triage)
-
-
-def post_many(url: str, comments: list[str], headers=None) -> list[httpx.Response]:
-    def one(c: str) -> httpx.Response:
-        return httpx.post(url, json={"comment": c}, headers=headers, timeout=60)
-
-    with ThreadPoolExecutor(len(comments)) as pool:
-        return list(pool.map(one, comments))
 
 
 def test_respond_cleans_reply_and_reports_sources():
@@ -261,24 +210,15 @@ def test_no_model_built_at_import_time():
     assert out.stdout.strip() == "[]"
 
 
-def _cli(*args: str, env: dict | None = None):
-    import os
-    import subprocess
-    import sys
-
-    return subprocess.run([sys.executable, "-c", "from responder.cli import main; main()", *args],
-                          capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=120)
-
-
 def test_cli_serve_refuses_a_bad_adapter_in_one_line(tmp_path):
-    out = _cli("serve", "--adapter", str(tmp_path / "missing"), "--port", str(free_port()))
+    out = run_responder_cli("serve", "--adapter", str(tmp_path / "missing"), "--port", str(free_port()))
     assert out.returncode == 2
     assert out.stderr == (f"Error: adapter '{tmp_path / 'missing'}' does not exist; pass the output "
                           "directory of `finetune run`\n")
 
 
 def test_cli_serve_reports_every_problem_at_once(tmp_path):
-    out = _cli("serve", "--adapter", str(tmp_path / "missing"), "--workers", "2", "--store", str(tmp_path),
+    out = run_responder_cli("serve", "--adapter", str(tmp_path / "missing"), "--workers", "2", "--store", str(tmp_path),
                "--host", "0.0.0.0", "--port", str(free_port()), env={"RESPONDER_TRIAGE_POLICY": "jokes=skip"})
     assert out.returncode == 2 and len(out.stderr.splitlines()) == 1
     assert out.stderr.startswith("Error: cannot serve (4 problems): refusing to serve on 0.0.0.0 without an API key")
@@ -288,13 +228,13 @@ def test_cli_serve_reports_every_problem_at_once(tmp_path):
 
 
 def test_cli_serve_refuses_workers_without_chroma_server(tmp_path):
-    out = _cli("serve", "--workers", "2", "--store", str(tmp_path), "--port", str(free_port()))
+    out = run_responder_cli("serve", "--workers", "2", "--store", str(tmp_path), "--port", str(free_port()))
     assert out.returncode == 2
     assert out.stderr.startswith("Error: 2 workers cannot share the embedded Chroma store")
 
 
 def test_cli_respond_rejects_an_empty_comment_before_loading():
-    out = _cli("respond", "   ")
+    out = run_responder_cli("respond", "   ")
     assert out.returncode == 2 and out.stderr == "Error: comment is empty; send the comment's text\n"
 
 

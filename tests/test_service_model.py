@@ -14,8 +14,7 @@ import pytest
 
 from base.settings import Settings
 from tests.support import SIGN_OFF, LiveServer
-from tests.test_generator import HOSTILE
-from tests.test_service import _cli, post_many
+from tests.support import HOSTILE, post_many, run_responder_cli
 
 pytestmark = pytest.mark.integration  # real HTTP, real CLI processes
 
@@ -64,7 +63,7 @@ def test_real_model_through_the_service(tiny_adapter, tmp_path):
 def test_cli_respond_json(tiny_adapter, tmp_path):
     import json
 
-    out = _cli("respond", "thanks Nadia!", "--adapter", str(tiny_adapter), "--json", "--max-new-tokens", "6",
+    out = run_responder_cli("respond", "thanks Nadia!", "--adapter", str(tiny_adapter), "--json", "--max-new-tokens", "6",
                "--device", "cpu", "--store", str(tmp_path / "none"))
     assert out.returncode == 0, out.stderr
     body = json.loads(out.stdout)
@@ -75,7 +74,7 @@ def test_cli_respond_json(tiny_adapter, tmp_path):
 def test_cli_respond_answers_a_file_of_comments_as_a_table(tiny_adapter, tmp_path):
     comments = tmp_path / "comments.txt"
     comments.write_text("thanks Nadia!\n\nfirst!\n")
-    out = _cli("respond", "--file", str(comments), "--adapter", str(tiny_adapter), "--max-new-tokens", "6",
+    out = run_responder_cli("respond", "--file", str(comments), "--adapter", str(tiny_adapter), "--max-new-tokens", "6",
                "--device", "cpu", "--store", str(tmp_path / "none"), env={"COLUMNS": "200"})
     assert out.returncode == 0, out.stderr
     assert "thanks Nadia!" in out.stdout and "first!" in out.stdout
@@ -84,7 +83,7 @@ def test_cli_respond_answers_a_file_of_comments_as_a_table(tiny_adapter, tmp_pat
 
 
 def test_cli_respond_with_an_unreadable_file_is_one_line(tmp_path):
-    out = _cli("respond", "--file", str(tmp_path / "missing.txt"))
+    out = run_responder_cli("respond", "--file", str(tmp_path / "missing.txt"))
     assert out.returncode == 2
     assert out.stderr.startswith("Error: cannot read comments file") and out.stderr.count("\n") == 1
 
