@@ -9,7 +9,7 @@ so tests and commands construct exactly what they need.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -70,40 +70,22 @@ class Settings(BaseSettings):
     openai_model: str | None = None
     openai_api_key: SecretStr | None = None
 
-    # Service
-    host: str = "127.0.0.1"
-    port: int = 8000
-    workers: int = Field(1, ge=1)
+    # Shared by `serve` and the commands that call it (`batch --server`, `respond`): the rest of the
+    # service's settings are responder/service/settings.py's.
     api_key: SecretStr | None = None
     max_batch_size: int = Field(16, ge=1)
-    # continuous: a comment joins the running batch at the next decoding step and a finished reply
-    # is answered at once (engine/inflight.py); static: one batched generate per gathered batch.
-    # The OpenAI-compatible backend batches on its server: static there.
-    batching: Literal["static", "continuous"] = "continuous"
-    # The prompt's shared start (system turn) computed once and reused by every prompt (continuous).
-    prefix_cache: bool = True
-    # A CPU batch takes seconds, so a quarter second to let concurrent clients join it costs
-    # little latency and fills batches (serve_bench: 4.6x -> 5.8x the one-at-a-time rate).
-    max_wait_ms: int = Field(250, ge=0)
-    queue_size: int = Field(64, ge=1)
     request_timeout_s: float = Field(300.0, gt=0)
-    # Hardening (docs/deploy.md "Limits"): every limit a hostile caller could push against.
-    allow_no_auth: bool = Field(False, description="Serve on a non-loopback address without an API key.")
-    max_body_bytes: int = Field(
-        1_048_576, ge=1024, description="Largest request body; raise it for big /respond/batch bodies.")
     max_comment_tokens: int = Field(
         3072, ge=16, description="Longest comment in model tokens (after cleaning); 10,000 characters of "
                                  "English prose are about 2,700.")
-    retrieve_queue_size: int = Field(8, ge=1, description="/retrieve requests waiting before 503.")
-    retrieve_timeout_s: float = Field(10.0, gt=0, description="Seconds before a /retrieve request is 504.")
-    retrieve_share: float = Field(
-        0.1, gt=0, le=1, description="Share of the time /retrieve may compute while replies generate.")
-    shutdown_grace_s: float = Field(
-        8.0, ge=0, description="On SIGTERM, seconds to finish queued requests before answering the rest 503.")
 
 
-def load_settings(**overrides) -> Settings:
-    """Settings from the environment, with the given non-None overrides applied on top.
+S = TypeVar("S", bound=Settings)
+
+
+def load_settings(settings_class: type[S] = Settings, **overrides) -> S:  # type: ignore[assignment]
+    """Settings from the environment, with the given non-None overrides applied on top
+    (`settings_class`: a service's own subclass, e.g. `responder.service.settings.ServiceSettings`).
 
     Every invalid value is reported at once, naming the setting and its environment variable.
     """
@@ -112,7 +94,7 @@ def load_settings(**overrides) -> Settings:
     from base.errors import UserError
 
     try:
-        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+        return settings_class(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc'])} (RESPONDER_{str(err['loc'][0]).upper()}): {err['msg']}"

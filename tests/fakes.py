@@ -10,8 +10,8 @@ import time
 from typing import Sequence
 
 from base.prompt import CommentInput, Passage, PromptStyle
-from base.settings import Settings
 from responder.responder import Reply, Responder
+from responder.service.settings import ServiceSettings
 from tests.support import SIGN_OFF
 
 
@@ -55,7 +55,7 @@ def make_app(generator, triage=None, **overrides):
     """The service over `generator` and the fake retriever, small queues, no store."""
     from responder.service.app import create_app
 
-    settings = Settings(**{"max_batch_size": 8, "max_wait_ms": 100, "queue_size": 16,
+    settings = ServiceSettings(**{"max_batch_size": 8, "max_wait_ms": 100, "queue_size": 16,
                            "store": "/nonexistent", **overrides})
     return create_app(settings, Responder(generator, SERVICE_STYLE, FakeRetriever()), triage)
 

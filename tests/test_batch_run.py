@@ -410,13 +410,13 @@ def test_server_mode_against_the_real_service_app(tmp_path, sample, monkeypatch)
 
     import uvicorn
 
-    from base.settings import Settings
     from responder.service.app import create_app
+    from responder.service.settings import ServiceSettings
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    settings = Settings(api_key="sekret", max_batch_size=4, queue_size=6)
+    settings = ServiceSettings(api_key="sekret", max_batch_size=4, queue_size=6)
     server = uvicorn.Server(uvicorn.Config(create_app(settings, echo_responder()), host="127.0.0.1", port=port,
                                            log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)

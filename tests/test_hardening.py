@@ -22,11 +22,11 @@ import pytest
 
 from base.errors import UserError
 from base.prompt import CommentInput, Passage, encode_prompt
-from base.settings import Settings
 from responder.responder import CommentFailed, Responder
-from tests.support import LiveServer, free_port
-from tests.fakes import SERVICE_STYLE as STYLE, FakeGenerator, FakeRetriever, make_app
-from tests.support import run_responder_cli
+from responder.service.settings import ServiceSettings
+from tests.fakes import SERVICE_STYLE as STYLE
+from tests.fakes import FakeGenerator, FakeRetriever, make_app
+from tests.support import LiveServer, free_port, run_responder_cli
 
 pytestmark = pytest.mark.integration  # real HTTP on loopback
 
@@ -78,12 +78,12 @@ def test_only_loopback_is_served_without_a_key():
     from responder.cli.serve import check_exposure
 
     for host in ("127.0.0.1", "localhost", "::1", "127.0.0.2"):
-        check_exposure(Settings(host=host))
+        check_exposure(ServiceSettings(host=host))
     for host in ("0.0.0.0", "192.168.1.5", "::", "myhost.example"):
         with pytest.raises(UserError, match="refusing to serve"):
-            check_exposure(Settings(host=host))
-        check_exposure(Settings(host=host, allow_no_auth=True))
-        check_exposure(Settings(host=host, api_key="k"))
+            check_exposure(ServiceSettings(host=host))
+        check_exposure(ServiceSettings(host=host, allow_no_auth=True))
+        check_exposure(ServiceSettings(host=host, api_key="k"))
 
 
 # ------------------------------------------------------------------------------ 3. body limits
@@ -143,7 +143,7 @@ def test_comments_are_counted_in_model_tokens_after_cleaning(tokenizer):
 def create_counting_app(gen, retriever=None, **overrides):
     from responder.service.app import create_app
 
-    settings = Settings(**{"max_batch_size": 8, "max_wait_ms": 50, "queue_size": 16, "store": "/nonexistent",
+    settings = ServiceSettings(**{"max_batch_size": 8, "max_wait_ms": 50, "queue_size": 16, "store": "/nonexistent",
                            **overrides})
     return create_app(settings, Responder(gen, STYLE, retriever or FakeRetriever()))
 
@@ -237,7 +237,7 @@ def test_retrieve_has_its_own_bounded_queue_and_never_blocks_replies():
     from responder.service.app import create_app
 
     retriever = HeldRetriever()
-    settings = Settings(max_batch_size=8, max_wait_ms=0, queue_size=2, retrieve_queue_size=2, store="/nonexistent")
+    settings = ServiceSettings(max_batch_size=8, max_wait_ms=0, queue_size=2, retrieve_queue_size=2, store="/nonexistent")
     app = create_app(settings, Responder(FakeGenerator(), STYLE, retriever))
     with LiveServer(app) as srv, ThreadPoolExecutor(3) as pool:
         def ask(n: int):
@@ -268,7 +268,7 @@ def test_retrieve_times_out_with_504():
     from responder.service.app import create_app
 
     retriever = HeldRetriever()
-    app = create_app(Settings(retrieve_timeout_s=0.3, store="/nonexistent"),
+    app = create_app(ServiceSettings(retrieve_timeout_s=0.3, store="/nonexistent"),
                      Responder(FakeGenerator(), STYLE, retriever))
     with LiveServer(app) as srv:
         r = httpx.post(srv.url + "/retrieve", json={"comment": "xgboost?"})
@@ -315,7 +315,7 @@ def test_the_retrieve_lane_waits_while_replies_gather_a_batch():
                 computed.append(time.perf_counter())
             return []
 
-    app = create_app(Settings(max_wait_ms=1500, store="/nonexistent"), Responder(FakeGenerator(), STYLE, Timed()))
+    app = create_app(ServiceSettings(max_wait_ms=1500, store="/nonexistent"), Responder(FakeGenerator(), STYLE, Timed()))
     with LiveServer(app) as srv, ThreadPoolExecutor(2) as pool:
         state = app.state.responder_state
         reply = pool.submit(httpx.post, srv.url + "/respond", json={"comment": "gathering"}, timeout=60)
@@ -342,7 +342,7 @@ def test_responses_carry_names_not_paths():
 
     gen = FakeGenerator()
     gen.model_name, gen.adapter_name = "/home/nadia/models/SmolLM2-135M-Instruct", "/home/nadia/runs/nadia/adapter"
-    app = create_app(Settings(store="/nonexistent", max_wait_ms=0), Responder(gen, STYLE, PathLeakingRetriever()))
+    app = create_app(ServiceSettings(store="/nonexistent", max_wait_ms=0), Responder(gen, STYLE, PathLeakingRetriever()))
     with LiveServer(app) as srv:
         replied = httpx.post(srv.url + "/respond", json={"comment": "xgboost?"}).json()
         passages = httpx.post(srv.url + "/retrieve", json={"comment": "xgboost?"}).json()
@@ -411,11 +411,11 @@ def test_what_the_grace_period_cannot_finish_is_answered_503():
 
 _SERVE_FAKE = """
 import sys, time, uvicorn
-from base.settings import Settings
+from responder.service.settings import ServiceSettings
 from responder.responder import Responder
 from responder.service.app import create_app
 from tests.fakes import SERVICE_STYLE as STYLE, FakeGenerator
-settings = Settings(max_batch_size=1, max_wait_ms=0, store="/nonexistent", shutdown_grace_s=float(sys.argv[2]))
+settings = ServiceSettings(max_batch_size=1, max_wait_ms=0, store="/nonexistent", shutdown_grace_s=float(sys.argv[2]))
 app = create_app(settings, Responder(FakeGenerator(delay=0.4), STYLE))
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning",
             timeout_graceful_shutdown=settings.shutdown_grace_s + 5)

@@ -15,9 +15,10 @@ import httpx
 import pytest
 
 from base.errors import UpstreamError
-from base.settings import Settings
 from responder.responder import Responder
-from tests.fakes import SERVICE_STYLE as STYLE, FakeGenerator, make_app
+from responder.service.settings import ServiceSettings
+from tests.fakes import SERVICE_STYLE as STYLE
+from tests.fakes import FakeGenerator, make_app
 from tests.support import LiveServer, free_port, post_many, run_responder_cli
 
 pytestmark = pytest.mark.integration  # real HTTP on loopback
@@ -184,7 +185,7 @@ def test_readyz_503_and_health_report_when_the_model_cannot_load(tmp_path):
     from responder.service.app import create_app
 
     missing = tmp_path / "no-such-adapter"
-    app = create_app(Settings(adapter=missing, store=tmp_path / "store"))
+    app = create_app(ServiceSettings(adapter=missing, store=tmp_path / "store"))
     with LiveServer(app) as srv:
         deadline = time.time() + 20
         while httpx.get(srv.url + "/healthz").json()["status"] != "error" and time.time() < deadline:
@@ -289,7 +290,7 @@ def test_an_unreachable_openai_server_behind_the_service_is_503(tokenizer):
 
     url = f"http://127.0.0.1:{free_port()}/v1"
     generator = OpenAIGenerator(url, "m", tokenizer, "smollm2", None, timeout_s=5)
-    settings = Settings(max_batch_size=8, max_wait_ms=0, store="/nonexistent")
+    settings = ServiceSettings(max_batch_size=8, max_wait_ms=0, store="/nonexistent")
     with LiveServer(create_app(settings, Responder(generator, STYLE))) as srv:
         r = httpx.post(srv.url + "/respond", json={"comment": "hi"})
     assert r.status_code == 503 and r.json()["detail"].startswith(f"generation server {url}/completions")

@@ -12,9 +12,8 @@ import time
 import httpx
 import pytest
 
-from base.settings import Settings
-from tests.support import SIGN_OFF, LiveServer
-from tests.support import HOSTILE, post_many, run_responder_cli
+from responder.service.settings import ServiceSettings
+from tests.support import HOSTILE, SIGN_OFF, LiveServer, post_many, run_responder_cli
 
 pytestmark = pytest.mark.integration  # real HTTP, real CLI processes
 
@@ -25,7 +24,7 @@ def serve_four(tiny_adapter, tmp_path, batching: str) -> tuple[dict, list[str], 
 
     # A long max_wait: a static batch closes when the 3rd request arrives, however slowly they come
     # (the hostile comment is screened before the queue: it never reaches the model).
-    settings = Settings(adapter=tiny_adapter, quantization="none", device="cpu", store=tmp_path / "none",
+    settings = ServiceSettings(adapter=tiny_adapter, quantization="none", device="cpu", store=tmp_path / "none",
                         max_new_tokens=8, max_batch_size=3, max_wait_ms=20_000, batching=batching)
     with LiveServer(create_app(settings)) as srv:
         deadline = time.time() + 120
@@ -95,8 +94,8 @@ def test_the_model_loads_and_computes_in_one_thread(tiny_adapter, tmp_path, monk
     import threading
 
     import responder.factory
-    from engine.inflight import ContinuousDecoder
     from engine.generation import LocalGenerator
+    from engine.inflight import ContinuousDecoder
     from responder.service.app import create_app
 
     threads: dict[str, set[int]] = {"load": set(), "compute": set()}
@@ -110,7 +109,7 @@ def test_the_model_loads_and_computes_in_one_thread(tiny_adapter, tmp_path, monk
     monkeypatch.setattr(responder.factory, "build_responder", recorded("load", responder.factory.build_responder))
     for cls, name in ((LocalGenerator, "generate"), (ContinuousDecoder, "join"), (ContinuousDecoder, "step")):
         monkeypatch.setattr(cls, name, recorded("compute", getattr(cls, name)))
-    settings = Settings(adapter=tiny_adapter, quantization="none", device="cpu", store=tmp_path / "none",
+    settings = ServiceSettings(adapter=tiny_adapter, quantization="none", device="cpu", store=tmp_path / "none",
                         max_new_tokens=4, max_wait_ms=0, batching=batching)
     with LiveServer(create_app(settings)) as srv:
         deadline = time.time() + 120

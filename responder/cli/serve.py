@@ -66,8 +66,9 @@ def serve(**options: Any) -> None:
 
     from base.settings import load_settings
     from responder.service.app import SETTINGS_ENV, create_app, settings_to_env
+    from responder.service.settings import ServiceSettings
 
-    settings = load_settings(**options)
+    settings = load_settings(ServiceSettings, **options)
     plan = checked_plan(settings)  # every problem at once, before anything loads
     click.echo(f"Serving {plan.base_model} + {plan.adapter_label} ({plan.quantization}, {plan.backend}) "
                f"on http://{settings.host}:{settings.port}  (docs: /docs, health: /healthz)", err=True)

@@ -17,19 +17,19 @@ from typing import AsyncIterator
 
 from fastapi import FastAPI
 
-from base.settings import Settings
 from responder.factory import ServingPlan
 from responder.responder import Responder
 from responder.service.errors import HANDLERS
 from responder.service.gate import Gate, check_api_key
 from responder.service.metrics import RequestCounter
 from responder.service.routes import api_router
+from responder.service.settings import ServiceSettings
 from responder.service.state import ServiceState, Triager
 
 SETTINGS_ENV = "RESPONDER_SERVE_SETTINGS_JSON"  # how `serve --workers N` hands settings to workers
 
 
-def create_app(settings: Settings, responder: Responder | None = None, triage: Triager | None = None,
+def create_app(settings: ServiceSettings, responder: Responder | None = None, triage: Triager | None = None,
                plan: ServingPlan | None = None) -> FastAPI:
     """The service. Without `responder`, one is built from `settings` in the background, and the
     triage classifier with it; with one given and no `triage`, comments are triaged by exact rules.
@@ -66,8 +66,8 @@ but /healthz and /readyz (these docs and /metrics included) needs `Authorization
 # --- settings hand-over for `serve --workers N` ---------------------------------------------------
 
 
-def settings_to_env(settings: Settings) -> str:
-    """Settings as JSON, secrets included (only ever put in the environment of our own workers)."""
+def settings_to_env(settings: ServiceSettings) -> str:
+    """ServiceSettings as JSON, secrets included (only ever put in the environment of our own workers)."""
     data = settings.model_dump(mode="json", exclude_unset=False)
     for name in ("api_key", "openai_api_key"):
         secret = getattr(settings, name)
@@ -76,11 +76,11 @@ def settings_to_env(settings: Settings) -> str:
     return json.dumps(data)
 
 
-def settings_from_env() -> Settings:
+def settings_from_env() -> ServiceSettings:
     data = json.loads(os.environ[SETTINGS_ENV])
     explicit = set(data.pop("_set", []))
     # Only the fields the user set count as set (plan_serving lets unset ones follow the adapter).
-    return Settings(**{k: v for k, v in data.items() if k in explicit})
+    return ServiceSettings(**{k: v for k, v in data.items() if k in explicit})
 
 
 def app_from_env() -> FastAPI:

@@ -28,7 +28,6 @@ from typing import Any, Callable, Sequence
 from base.adapter_info import adapter_display_name
 from base.errors import UpstreamError, UserError
 from base.prompt import CommentInput, Passage
-from base.settings import Settings
 from engine.generation import LocalGenerator
 from knowledge.triage import Triage, rule_triage
 from knowledge.triage_policy import TriagePolicy
@@ -38,6 +37,7 @@ from responder.service.batcher import Batcher, Process, ShuttingDown
 from responder.service.continuous import ContinuousBatcher
 from responder.service.metrics import Metrics
 from responder.service.model_thread import ModelThread
+from responder.service.settings import ServiceSettings
 from responder.service.shutdown import chain_signal_handlers
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ Triager = Callable[[list[str]], list[Triage]]
 
 
 class ServiceState:
-    def __init__(self, settings: Settings, responder: Responder | None = None,
+    def __init__(self, settings: ServiceSettings, responder: Responder | None = None,
                  triage: Triager | None = None, plan: ServingPlan | None = None) -> None:
         self.settings = settings
         self.responder = responder
@@ -199,7 +199,7 @@ class ServiceState:
         return not replies.gathering and replies.depth == 0 and time.perf_counter() - replies.last_done > SETTLE_S
 
 
-def reply_lane(responder: Responder, s: Settings, on_batch: Callable[[int, float], None],
+def reply_lane(responder: Responder, s: ServiceSettings, on_batch: Callable[[int, float], None],
                model_thread: ModelThread) -> ReplyLane:
     """The replies' queue: continuous batching for the local model, unless static is asked for (or
     generation runs on an OpenAI-compatible server, which batches by itself). Either computes in
@@ -211,7 +211,7 @@ def reply_lane(responder: Responder, s: Settings, on_batch: Callable[[int, float
                    s.request_timeout_s, on_batch, executor=model_thread)
 
 
-def describe_knowledge_base(settings: Settings, responder: Responder) -> str:
+def describe_knowledge_base(settings: ServiceSettings, responder: Responder) -> str:
     retriever = responder.retriever
     if retriever is None:
         return "none: no knowledge base was ingested (run `ingest`)"
