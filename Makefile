@@ -45,7 +45,7 @@ demo: $(STAMP)
 	$(VENV)/bin/responder respond --adapter $(DEMO)/run --store $(DEMO)/chroma --file samples/demo_comments.txt
 
 $(DEMO_ADAPTER): finetune/presets/demo.yaml samples/pairs/train.csv samples/pairs/heldout.csv \
-		$(wildcard base/*.py finetune/*.py knowledge/*.py) | $(STAMP)
+		$(wildcard base/*.py engine/*.py finetune/*.py knowledge/*.py) | $(STAMP)
 	@if [ -f $(DEMO)/run/checkpoints/last.pt ]; then fresh=; else fresh=--fresh; fi; \
 	$(VENV)/bin/finetune run --config demo --output $(DEMO)/run --store $(DEMO)/chroma $$fresh
 

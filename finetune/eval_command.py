@@ -82,10 +82,13 @@ def load_setup(adapter_dir: Path, store: str | None, chroma_url: str | None, con
     model = load_adapter(load_base_model(base_dir, info.quantization, precision), adapter_dir)
     from knowledge.embedder import load_embedder
 
+    from knowledge.triage import TriageClassifier
+
     embedder = load_embedder(retrieval.embedder)
+    triage = TriageClassifier.load(embedder).classify  # the reply figures triage comments and replies
     return EvalSetup(model=model, tokenizer=tokenizer, style=info.style, decoding=decoding_of(settings),
                      device=precision.device, model_name=info.base_model, retriever=retriever,
-                     top_k=retrieval.top_k, embed=embedder.embed)
+                     top_k=retrieval.top_k, embed=embedder.embed, triage=triage)
 
 
 def open_retriever(settings: Any) -> Any:

@@ -7,9 +7,13 @@ Held-out comment/reply pairs are answered in up to three modes, each exactly as 
 - `tuned+passages`: the adapter, with the passages the knowledge base returns for the comment
   (the same search, top-k and threshold as serving).
 Per mode: the reply-token loss against the reference replies (with the mode's prompt), the rates
-of the reply checks (`base.replychecks`), reply lengths, and the embedding similarity of reply to
-reference. A check counts when it fires on the raw generation or on the cleaned reply, so
-cleaning cannot hide a loop, an echo or an empty reply from the figure.
+of the reply checks (`base.replychecks`), reply lengths, the embedding similarity of reply to
+reference, and the reply figures (`base.reply_figures`: distinct, stock, misfit, grounded and cited
+rates), which see what the checks cannot: one polite sentence handed to many comments, a question
+answered with thanks, a reply that takes nothing from its passages. A check counts when it fires
+on the raw generation or on the cleaned reply, so cleaning cannot hide a loop, an echo or an empty
+reply from the figure. Comments and replies are triaged (`knowledge.triage`) when a classifier is
+given; without one, the figures that need intents read None.
 """
 
 from __future__ import annotations
@@ -18,12 +22,16 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from engine.decoding import Decoding, is_short_remark
 from base.prompt import CommentInput, Passage, PromptStyle, clean_comment, clean_reply
+from base.reply_figures import (ASKING, FIGURES, ReplyCase, is_grounded, misfit_reason, repeat_counts,
+                                reply_figures, stock_reason)
 from base.replychecks import check_reply, is_loop, without_sign_off, words
+from engine.decoding import Decoding, is_short_remark
+from knowledge.config import CONFIDENT_SIMILARITY
 
 MODES = ("base", "tuned", "tuned+passages")
-RATES = ("loop_rate_raw", "loop_rate", "echo_rate", "empty_rate", "invented_link_rate")
+RATES = ("loop_rate_raw", "loop_rate", "echo_rate", "empty_rate", "invented_link_rate", "distinct_rate",
+         "stock_rate", "misfit_rate", "grounded_rate", "cited_rate")
 
 
 @dataclass
@@ -39,6 +47,7 @@ class EvalSetup:
     retriever: Any = None  # anything with search(text, top_k) -> list[Passage], at its own threshold
     top_k: int = 3
     embed: Callable[[list[str]], Any] | None = None  # texts -> unit vectors (N, D)
+    triage: Callable[[list[str]], list[Any]] | None = None  # texts -> one Triage each (knowledge.triage)
     max_length: int = 2048
     batch_size: int = 8
     progress: Callable[[str, int], None] = field(default=lambda mode, n: None)
@@ -52,16 +61,43 @@ def evaluate_replies(setup: EvalSetup, pairs: Sequence[Any]) -> dict[str, Any]:
     comments = [clean_comment(p.comment) for p in pairs]
     references = [p.reply for p in pairs]
     passages = _retrieve(setup, comments) if setup.retriever is not None else None
+    intents = _intents(setup, comments)
     result: dict[str, Any] = {"modes": {}, "replies": []}
     for mode in setup.modes():
         items = [CommentInput(c, passages=passages[n] if mode == "tuned+passages" else ())
                  for n, c in enumerate(comments)]
         raws = _generate(setup, mode, items)
         rows = [_row(mode, item, ref, raw, setup.style.sign_off) for item, ref, raw in zip(items, references, raws)]
+        judge(rows, intents, _intents(setup, [without_sign_off(r["reply"], setup.style.sign_off) for r in rows]),
+              setup.style)
         loss = _reply_loss(setup, mode, items, references)
-        result["modes"][mode] = summarize(rows, loss, _similarities(setup, rows))
+        result["modes"][mode] = summarize(rows, loss, _similarities(setup, rows), setup.style)
         result["replies"] += rows
     return result
+
+
+def _intents(setup: EvalSetup, texts: list[str]) -> list[str | None]:
+    if setup.triage is None:
+        return [None] * len(texts)
+    return [t.intent for t in setup.triage(texts)]
+
+
+def judge(rows: list[dict[str, Any]], intents: Sequence[str | None], reply_intents: Sequence[str | None],
+          style: PromptStyle) -> None:
+    """Each row's own verdicts, for a reader of eval.json: the comment's and the reply's intent,
+    why the reply is stock or a misfit (None when it is not), and whether it is grounded (None when
+    the comment asks nothing or had no passages)."""
+    repeats = repeat_counts([r["reply"] for r in rows], [r["comment"] for r in rows], style.sign_off)
+    for row, intent, reply_intent, n in zip(rows, intents, reply_intents, repeats):
+        texts = [p["text"] for p in row["passages"]]
+        asks = intent in ASKING if intent is not None else True
+        row.update(intent=intent, reply_intent=reply_intent,
+                   stock=stock_reason(row["reply"], row["comment"], texts, repeats=n, asks=asks, sign_off=style.sign_off),
+                   misfit=misfit_reason(intent, reply_intent),
+                   grounded=is_grounded(row["reply"], row["comment"], texts, style.persona, style.sign_off)
+                   if texts and intent == "question" else None,
+                   confident=any(p["similarity"] >= CONFIDENT_SIMILARITY for p in row["passages"]),
+                   cited=False)  # no citation is composed yet (issue: replies that answer, point 3)
 
 
 def _retrieve(setup: EvalSetup, comments: list[str]) -> list[tuple[Passage, ...]]:
@@ -133,8 +169,9 @@ def _similarities(setup: EvalSetup, rows: list[dict[str, Any]]) -> list[float]:
     return [sum(x * y for x, y in zip(a, b)) for a, b in zip(replies, refs)]  # unit vectors: cosine
 
 
-def summarize(rows: list[dict[str, Any]], reply_loss: float, similarities: list[float]) -> dict[str, Any]:
-    """The figures of one mode from its reply rows."""
+def summarize(rows: list[dict[str, Any]], reply_loss: float, similarities: list[float],
+              style: PromptStyle | None = None) -> dict[str, Any]:
+    """The figures of one mode from its reply rows (judged rows also get the reply figures)."""
     n = max(1, len(rows))
 
     def rate(key: str) -> float:
@@ -153,7 +190,17 @@ def summarize(rows: list[dict[str, Any]], reply_loss: float, similarities: list[
         "median_words_reference": statistics.median([r["reference_words"] for r in rows]) if rows else 0,
         "median_words_thanks": statistics.median(thanks) if thanks else None,
         "similarity": round(statistics.fmean(similarities), 4) if similarities else None,
+        **_figures(rows, style or PromptStyle()),
     }
+
+
+def _figures(rows: list[dict[str, Any]], style: PromptStyle) -> dict[str, float | None]:
+    if not rows or "intent" not in rows[0]:
+        return {name: None for name in FIGURES}
+    cases = [ReplyCase(r["comment"], r["reply"], tuple(p["text"] for p in r["passages"]), r["intent"],
+                       r["reply_intent"], r["confident"], r["cited"]) for r in rows]
+    figures = reply_figures(cases, style.persona, style.sign_off)
+    return {k: round(v, 4) if v is not None else None for k, v in figures.items()}
 
 
 METRIC_LABELS = [
@@ -167,6 +214,11 @@ METRIC_LABELS = [
     ("median_words_reference", "median words, reference replies"),
     ("median_words_thanks", "median words, replies to thanks"),
     ("similarity", "similarity to reference (cosine)"),
+    ("distinct_rate", "distinct replies (higher is better)"),
+    ("stock_rate", "stock replies (one sentence to 3+ comments, or nothing from comment/passages)"),
+    ("misfit_rate", "misfit: a question answered with thanks"),
+    ("grounded_rate", "grounded: replies to questions that use their passages"),
+    ("cited_rate", "cited, where a confident passage exists"),
 ]
 
 

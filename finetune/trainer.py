@@ -468,12 +468,19 @@ class Recipe:
         decoding = replace(serving, max_new_tokens=budget, short_reply_tokens=min(budget, serving.short_reply_tokens))
         setup = EvalSetup(model=self.model, tokenizer=self.tokenizer, style=self.cfg.prompt.style, decoding=decoding, device=self.device, model_name=self.cfg.model.base_model,
                           retriever=self.kb, top_k=self.cfg.context.top_k,
-                          max_length=self.cfg.data.max_length, embed=self._embedder().embed)
+                          max_length=self.cfg.data.max_length, embed=self._embedder().embed,
+                          triage=self._triage())
         self.model.eval()
         result = evaluate_replies(setup, pairs)
         self.model.train()
         write_text_atomic(self.out / "eval.json", json.dumps(result, indent=2, ensure_ascii=False) + "\n")
         write_text_atomic(self.out / "samples.md", samples_markdown(result))
+
+    def _triage(self) -> Any:
+        """The triage classifier over the knowledge embedder: the reply figures read intents."""
+        from knowledge.triage import TriageClassifier
+
+        return TriageClassifier.load(self._embedder()).classify
 
     def _embedder(self) -> Any:
         """The knowledge embedder (the store's, with a store), for reply-to-reference similarity."""

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,9 @@ from click.testing import CliRunner
 
 from base.errors import UserError
 from finetune.cli import cli
-from tests.support import SHORT_PAIRS as PAIRS, SIGN_OFF, tiny_args, write_csv
+from knowledge.triage import INTENTS
+from tests.support import SHORT_PAIRS as PAIRS
+from tests.support import SIGN_OFF, tiny_args, write_csv
 
 
 @pytest.fixture(scope="module")
@@ -201,6 +204,57 @@ def test_two_step_run_learns_and_writes_every_output(nf4_run, tiny_model_dir):
     evaluation = json.loads((out / "eval.json").read_text())
     assert set(evaluation["modes"]) == {"base", "tuned"}
     assert len(evaluation["replies"]) == sum(m["count"] for m in evaluation["modes"].values()) >= 2
+    for figure in ("distinct_rate", "stock_rate", "misfit_rate", "grounded_rate", "cited_rate"):
+        assert all(figure in m for m in evaluation["modes"].values()), figure
+    assert all(r["intent"] in INTENTS and {"raw", "reply", "stock", "misfit"} <= set(r) for r in evaluation["replies"])
+    assert "| stock replies" in samples
+
+
+def eval_rows(cases: list[tuple[str, str]], passages: list[list[dict]] | None = None) -> list[dict]:
+    """Reply rows as `finetune eval` builds them, for (comment, generated reply) pairs."""
+    from finetune.evaluation import _row
+
+    rows = []
+    for n, (comment, reply) in enumerate(cases):
+        item = types.SimpleNamespace(comment=comment, passages=[])
+        row = _row("tuned+passages", item, "reference reply", reply + "\n" + SIGN_OFF, SIGN_OFF)
+        row["passages"] = (passages or [[]] * len(cases))[n]
+        rows.append(row)
+    return rows
+
+
+def test_eval_figures_see_one_stock_sentence_handed_to_every_question():
+    from base.prompt import PromptStyle
+    from finetune.evaluation import judge, summarize
+
+    stock = "Thanks for the kind words! I hope this helps."
+    questions = ["is text embedding the same as tokenization?", "how are edge directions found in GES?",
+                 "wavelet or FFT for EEG data?", "which xgboost params first?"]
+    rows = eval_rows([(q, stock) for q in questions])
+    judge(rows, ["question"] * 4, ["thanks"] * 4, PromptStyle(sign_off=SIGN_OFF))
+    figures = summarize(rows, 1.0, [], PromptStyle(sign_off=SIGN_OFF))
+    # The checks of one reply at a time see nothing wrong: no loop, echo, empty or invented link...
+    assert figures["loop_rate"] == figures["echo_rate"] == figures["empty_rate"] == figures["invented_link_rate"] == 0
+    # ... the figures do.
+    assert figures["stock_rate"] == 1.0 and figures["misfit_rate"] == 1.0 and figures["distinct_rate"] == 0.25
+    assert rows[0]["stock"] == "stock: the same reply went to 4 different comments"
+    assert rows[0]["misfit"] == "misfit: the comment is a question, the reply only thanks"
+
+
+def test_eval_figures_pass_replies_that_answer_from_their_passages():
+    from base.prompt import PromptStyle
+    from finetune.evaluation import judge, summarize
+
+    passage = [{"text": "Use a paired bootstrap: resample the rows, score both models on each resample.",
+                "similarity": 0.62}]
+    rows = eval_rows([("how do I compare two models fairly?", "Resample the rows with a paired bootstrap and "
+                       "score both models on each resample."), ("great video!", "Thank you, glad it landed!")],
+                     [passage, []])
+    judge(rows, ["question", "thanks"], ["other", "thanks"], PromptStyle(sign_off=SIGN_OFF))
+    figures = summarize(rows, 1.0, [], PromptStyle(sign_off=SIGN_OFF))
+    assert figures["stock_rate"] == 0 and figures["misfit_rate"] == 0 and figures["distinct_rate"] == 1
+    assert figures["grounded_rate"] == 1.0 and rows[0]["grounded"] is True and rows[1]["grounded"] is None
+    assert figures["cited_rate"] == 0.0  # a confident passage, and no citation composed yet
 
 
 def test_training_computes_in_bf16_only_on_cpus_with_bf16_instructions(monkeypatch):
