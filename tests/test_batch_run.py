@@ -252,6 +252,7 @@ def test_cli_batch_drafts_questions_first_with_their_intent_and_only_leaves_the_
     answered = [r for r in lines(out_path) if r["status"] == "answered"]
     assert [r["comment_id"][:8] for r in answered] == ["UgxxYzcb", "Ugx2Krvi"]  # the first two questions
     assert {r["intent"] for r in answered} == {"question"} and all(0 < r["confidence"] <= 1 for r in answered)
+    assert all(r["reply_intent"] in ("question", "request", "thanks", "criticism", "other") for r in answered)
     # The groupby question has a confident passage; the StandardScaler one has none: it needs the creator.
     assert [r["needs_creator"] for r in answered] == [False, True]
 

@@ -66,6 +66,27 @@ def test_drafts_that_need_the_creator_come_first_then_questions_with_counts_per_
     assert card_ids(client(path).get("/?intent=bogus").text) == TRIAGED_REVIEW_ORDER  # an unknown filter: all
 
 
+def test_a_stock_or_misfit_reply_to_a_question_is_flagged_in_words_and_held_back_from_post(tmp_path):
+    from responder.jobs.posting import read_replies
+    from tests.review_support import draft, triaged
+
+    stock = "Thanks for the kind words! I hope this helps."
+    questions = ["is text embedding the same as tokenization?", "how are edge directions found in GES?",
+                 "wavelet or FFT for EEG data?"]
+    drafts = [triaged(draft(f"UgxQ{n}", "@v", q, stock, approved=True), "question") for n, q in enumerate(questions)]
+    drafts += [triaged(draft(f"UgxT{n}", "@fan", f"great video {n}!", stock, approved=True), "thanks")
+               for n in range(3)]
+    drafts.append(triaged(draft("UgxMis", "@q", "which xgboost params should I tune first?",
+                                "Thank you so much, glad you enjoyed it!", approved=True, reply_intent="thanks"),
+                          "question"))
+    path = write_drafts(tmp_path / "r.jsonl", drafts)
+    page = client(path).get("/").text
+    assert page.count("⚠ stock: the same reply went to 6 different comments") == 3  # the questions', not the thanks'
+    assert "misfit: the comment is a question, the reply only thanks" in page
+    posted = read_replies(path)
+    assert sorted(p.comment_id for p in posted.approved) == ["UgxT0", "UgxT1", "UgxT2"]
+
+
 def test_drafts_from_before_triage_keep_file_order(tmp_path):
     page = client(write_drafts(tmp_path / "r.jsonl")).get("/").text
     assert card_ids(page) == ["UgxRunning", "UgxThanks", "UgxGpu", "UgxLink", "UgxLoop", "UgxXss"]

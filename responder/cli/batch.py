@@ -146,11 +146,11 @@ class _Run:
                 dropped = replies.drop_failed()
                 if dropped:
                     self.console.print(f"Retrying {dropped} comment(s) that failed before.")
-            planned = plan(self.selected, replies.done_ids, self.limit, self._triage(replies.done_ids),
-                           self.policy, self.only)
+            triage = self._triage(replies.done_ids)
+            planned = plan(self.selected, replies.done_ids, self.limit, triage, self.policy, self.only)
             answerer = self._answerer(bool(planned.todo))
             try:
-                return self._run(replies, answerer, planned)
+                return self._run(replies, answerer, planned, triage)
             finally:
                 if hasattr(answerer, "close"):
                     answerer.close()
@@ -179,7 +179,7 @@ class _Run:
         with self.console.status("Loading the model and the knowledge base..."):
             return build_answerer(self.settings)
 
-    def _run(self, replies, answerer, planned):
+    def _run(self, replies, answerer, planned, triage):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         from responder.jobs.batch_run import run_plan
@@ -197,7 +197,7 @@ class _Run:
 
             try:
                 return run_plan(planned, answerer, replies, batch_size=self.size, video_title=self.video_title,
-                                policy=self.policy, on_progress=advance)
+                                policy=self.policy, on_progress=advance, triage=triage)
             except BaseException:
                 progress.live.transient = True  # the error line alone, without a half-full bar above it
                 raise

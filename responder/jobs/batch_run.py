@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterable, Protocol, Sequence
 
 from base.errors import UpstreamError, UserError
 from base.prompt import CommentInput
+from base.replychecks import without_sign_off
 from knowledge.config import CONFIDENT_SIMILARITY
 from knowledge.triage import Triage, rule_triage
 from knowledge.triage_policy import TriagePolicy, draft_rank
@@ -132,13 +133,14 @@ def run_batch(selected: Sequence[tuple[Comment, str | None]], answerer: Answerer
     planned = plan(selected, log_.done_ids, limit, triage, policy, only)
     if on_planned:
         on_planned(len(planned.todo))
-    return run_plan(planned, answerer, log_, batch_size, video_title, policy, on_progress)
+    return run_plan(planned, answerer, log_, batch_size, video_title, policy, on_progress, triage)
 
 
 def run_plan(planned: Plan, answerer: Answerer | None, log_: ReplyLog, batch_size: int = 16,
              video_title: str | None = None, policy: TriagePolicy | None = None,
-             on_progress: Callable[[int], None] | None = None) -> Summary:
-    """Record the plan's skips, then answer its comments batch by batch."""
+             on_progress: Callable[[int], None] | None = None, triage: Triager | None = None) -> Summary:
+    """Record the plan's skips, then answer its comments batch by batch (with `triage`, each reply's
+    own text is triaged too: `reply_intent`, which the review screening reads for misfits)."""
     policy = policy or TriagePolicy()
     verdicts = planned.verdicts
     summary = Summary(already_done=planned.already_done, left_for_later=planned.left_for_later,
@@ -153,6 +155,8 @@ def run_plan(planned: Plan, answerer: Answerer | None, log_: ReplyLog, batch_siz
         assert answerer is not None, "a plan with comments to answer needs an answerer"
         records = [with_triage(r, verdicts.get(c.comment_id), policy)
                    for c, r in zip(chunk, answer_chunk(chunk, answerer, video_title))]
+        if triage is not None:
+            triage_replies(records, triage, getattr(getattr(answerer, "style", None), "sign_off", ""))
         log_.append(records)
         for r in records:
             if r["status"] == ANSWERED:
@@ -176,6 +180,14 @@ def with_triage(rec: dict[str, Any], verdict: Triage | None, policy: TriagePolic
     rec.update(intent=verdict.intent, confidence=round(verdict.confidence, 4),
                needs_creator=policy.needs_creator(verdict.intent, best, CONFIDENT_SIMILARITY if answered else None))
     return rec
+
+
+def triage_replies(records: list[dict[str, Any]], triage: Triager, sign_off: str = "") -> None:
+    """`reply_intent` on each answered record: what triage makes of the reply's own text."""
+    answered = [r for r in records if r["status"] == ANSWERED]
+    if answered:
+        for r, verdict in zip(answered, triage([without_sign_off(r["reply"], sign_off) for r in answered])):
+            r["reply_intent"] = verdict.intent
 
 
 def answer_chunk(chunk: Sequence[Comment], answerer: Answerer, video_title: str | None) -> list[dict[str, Any]]:

@@ -46,7 +46,7 @@ from base.fileio import AppendOnlyLog, read_jsonl, scan_jsonl_log
 from knowledge.triage_policy import TriagePolicy
 from knowledge.triage_rules import match_rule
 from responder.jobs.drafts import Drafts
-from responder.jobs.screening import configured_policy, draft_flags, flags_cleared
+from responder.jobs.screening import configured_policy, draft_flags, flags_cleared, repeats_of
 from responder.youtube.auth import data_dir
 from responder.youtube.client import DEFAULT_API_BASE, DEFAULT_DAILY_QUOTA, Ambiguous, Token, YouTubeClient, YouTubeError, reply_exists
 from responder.youtube.export import LOCAL_ID_PREFIX
@@ -97,6 +97,7 @@ def read_replies(path: Path, take_all: bool = False, sign_off: str = "",
         raise UserError(f"cannot read replies file '{path}': {exc.strerror}") from exc
     sel = Selection()
     seen: set[str] = set()
+    repeats = repeats_of(records, sign_off)
     for n, r in enumerate(records, 1):
         if r.get("status") != "answered":
             continue
@@ -112,7 +113,7 @@ def read_replies(path: Path, take_all: bool = False, sign_off: str = "",
             sel.not_postable["no-youtube-id"] += 1
         elif cid in seen:
             sel.not_postable["duplicate"] += 1
-        elif not flags_cleared(r, draft_flags(r, sign_off)):
+        elif not flags_cleared(r, draft_flags(r, sign_off, repeats.get(cid, 1))):
             sel.not_postable[FLAGGED] += 1
         else:
             seen.add(cid)

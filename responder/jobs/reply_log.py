@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 
 FIELDS = ["comment_id", "video_id", "author", "comment", "reply", "sources", "used_context", "status",
-          "approved", "intent", "confidence", "needs_creator"]
+          "approved", "intent", "confidence", "needs_creator", "reply_intent"]
 # The columns of replies files written before triage: appending to one keeps its columns.
 FIELDS_BEFORE_TRIAGE = FIELDS[:9]
 
@@ -121,7 +121,7 @@ def _csv_record(row: dict[str, str]) -> dict[str, Any]:
         record["confidence"] = float(row["confidence"]) if row.get("confidence") else None
     except ValueError:
         record["confidence"] = None
-    for key in ("intent", "confidence", "needs_creator"):  # a file written before triage has none
+    for key in ("intent", "confidence", "needs_creator", "reply_intent"):  # a file written before triage has none
         if record.get(key) in (None, ""):
             record.pop(key, None)
     return record

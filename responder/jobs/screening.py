@@ -4,6 +4,11 @@ The flags are computed from the record as it is now (the reply may have been edi
 `base.replychecks.check_reply`, the one implementation of the reply checks. A flagged reply is
 posted only when a person approved or edited it on the review page after its flags were shown:
 the page records them as `flags_seen` in the record.
+
+Replies to comments that ask (triaged `question` or `request`) also get the reply figures' flags
+(`base.reply_figures`): stock (the same reply to three or more different comments of the file, or
+nothing shared with the comment and its sources) and misfit (the reply's own text triaged `thanks`,
+recorded by `batch` as `reply_intent`). A thank-you for a thank-you is not flagged.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import os
 from typing import Any, Mapping
 
+from base.reply_figures import ASKING, misfit_reason, repeat_counts, stock_reason
 from base.replychecks import check_reply
 from knowledge.triage_policy import TriagePolicy
 
@@ -24,12 +30,28 @@ def source_texts(record: dict[str, Any]) -> list[str]:
     return out
 
 
-def draft_flags(record: dict[str, Any], sign_off: str = "") -> list[str]:
+def draft_flags(record: dict[str, Any], sign_off: str = "", repeats: int = 1) -> list[str]:
+    """The flags of a record's reply, in words (`repeats`: how many different comments of its file
+    got the same reply, `repeats_of`)."""
     reply = str(record.get("reply") or "")
     if not reply.strip() and record.get("status") != "answered":
         return []
-    return check_reply(reply, str(record.get("comment") or ""), source_texts(record), sign_off,
-                       intent=record.get("intent")).flags
+    comment, sources, intent = str(record.get("comment") or ""), source_texts(record), record.get("intent")
+    flags = check_reply(reply, comment, sources, sign_off, intent=intent).flags
+    if intent in ASKING:
+        for reason in (stock_reason(reply, comment, sources, repeats=repeats, sign_off=sign_off),
+                       misfit_reason(intent, record.get("reply_intent"))):
+            if reason:
+                flags.append(reason)
+    return flags
+
+
+def repeats_of(records: list[dict[str, Any]], sign_off: str = "") -> dict[str, int]:
+    """comment id -> how many different comments in `records` got the same answered reply."""
+    answered = [r for r in records if r.get("status") in ("answered", "rejected") and r.get("reply")]
+    counts = repeat_counts([str(r["reply"]) for r in answered], [str(r.get("comment") or "") for r in answered],
+                           sign_off)
+    return {str(r.get("comment_id")): n for r, n in zip(answered, counts)}
 
 
 def flags_cleared(record: dict[str, Any], flags: list[str]) -> bool:

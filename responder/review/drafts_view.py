@@ -68,8 +68,9 @@ class DraftView:
         return status.split(":", 1)[1] if ":" in status else ""
 
 
-def view(record: dict[str, Any], sign_off: str, ledger_state: str | None = None) -> DraftView:
-    flags = draft_flags(record, sign_off) if record.get("status") in ("answered", "rejected") else []
+def view(record: dict[str, Any], sign_off: str, ledger_state: str | None = None, repeats: int = 1) -> DraftView:
+    """`repeats`: how many different comments of the file got this same reply (screening.repeats_of)."""
+    flags = draft_flags(record, sign_off, repeats) if record.get("status") in ("answered", "rejected") else []
     sources = []
     for s in record.get("sources") or []:
         if isinstance(s, dict):

@@ -89,8 +89,8 @@ class Review:
     def render(self, template: str, **context: Any) -> str:
         return self.templates.get_template(template).render(**context)
 
-    def card(self, record: dict[str, Any], posted: str | None = None) -> str:
-        return self.render("card.html", d=dv.view(record, self.config.sign_off, posted))
+    def card(self, record: dict[str, Any], posted: str | None = None, repeats: int = 1) -> str:
+        return self.render("card.html", d=dv.view(record, self.config.sign_off, posted, repeats))
 
     def change(self, comment_id: str, edit: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
         return self.drafts.change(comment_id, edit)

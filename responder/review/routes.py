@@ -9,6 +9,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field
 
 from base.errors import UpstreamError, UserError
+from responder.jobs.screening import repeats_of
 from responder.review import drafts_view as dv
 from responder.review.review import Review
 
@@ -43,7 +44,9 @@ def page(review: ReviewDep, status: Annotated[str, Query()] = "drafts",
         states = review.ledger_states()
     except UserError as exc:
         return HTMLResponse(review.render("error.html", message=str(exc)), status_code=409)
-    views = [dv.view(r, review.config.sign_off, states.get(str(r.get("comment_id")))) for r in records]
+    repeats = repeats_of(records, review.config.sign_off)
+    views = [dv.view(r, review.config.sign_off, states.get(str(r.get("comment_id"))),
+                     repeats.get(str(r.get("comment_id")), 1)) for r in records]
     in_status = dv.in_review_order([v for v in views if dv.keep(v.state, status)])
     shown = [v for v in in_status if dv.intent_matches(v, intent)]
     return HTMLResponse(review.render("page.html", drafts=shown, counts=dv.counts(records), status=status,
@@ -53,8 +56,10 @@ def page(review: ReviewDep, status: Annotated[str, Query()] = "drafts",
 
 def _answer(review: Review, record: dict[str, Any]) -> dict[str, Any]:
     records = review.drafts.load()
-    posted = review.ledger_states().get(str(record.get("comment_id")))
-    return {"card": review.card(record, posted), "counts": dv.counts(records), "state": dv.draft_state(record)}
+    cid = str(record.get("comment_id"))
+    repeats = repeats_of(records, review.config.sign_off).get(cid, 1)
+    return {"card": review.card(record, review.ledger_states().get(cid), repeats), "counts": dv.counts(records),
+            "state": dv.draft_state(record)}
 
 
 @router.post("/api/drafts/{comment_id}/{action}")
