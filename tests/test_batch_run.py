@@ -528,3 +528,18 @@ def test_cli_in_process_builds_the_real_responder(tmp_path, sample, tiny_model_d
     assert len(tried) == 5 and {r["status"] for r in tried} <= {"answered", "failed:empty-reply"}
     assert all(r["reply"].strip() for r in tried if r["status"] == "answered")
     assert "left for the next run (--limit)" in result.output
+
+
+def test_a_question_answered_with_thanks_is_left_for_the_creator(tmp_path, sample):
+    from knowledge.triage import Triage
+
+    def triage(texts):  # questions ask; everything else (the echo replies included) thanks
+        return [Triage("question" if "?" in t else "thanks", 0.9, None) for t in texts]
+
+    with ReplyLog(tmp_path / "out.jsonl") as out:
+        summary = run_batch(selected(sample), echo_responder(), out, triage=triage)
+    answered = [r for r in lines(tmp_path / "out.jsonl") if r["status"] == "answered"]
+    questions = [r for r in answered if r["intent"] == "question"]
+    assert questions and all(r["reply_intent"] == "thanks" and r["needs_creator"] for r in questions)
+    assert not any(r["needs_creator"] for r in answered if r["intent"] == "thanks")  # thanks for thanks is fine
+    assert summary.needs_creator == len(questions)

@@ -20,11 +20,13 @@ from typing import Any, Callable, Iterable, Protocol, Sequence
 
 from base.errors import UpstreamError, UserError
 from base.prompt import CommentInput
+from base.reply_figures import ASKING, misfit_reason, stock_reason
 from base.replychecks import without_sign_off
 from knowledge.config import CONFIDENT_SIMILARITY
 from knowledge.triage import Triage, rule_triage
 from knowledge.triage_policy import TriagePolicy, draft_rank
 from responder.jobs.reply_log import ANSWERED, ReplyLog, record
+from responder.jobs.screening import source_texts
 from responder.responder import CommentFailed, Reply, validate_comment
 from responder.youtube.export import Comment
 
@@ -183,11 +185,17 @@ def with_triage(rec: dict[str, Any], verdict: Triage | None, policy: TriagePolic
 
 
 def triage_replies(records: list[dict[str, Any]], triage: Triager, sign_off: str = "") -> None:
-    """`reply_intent` on each answered record: what triage makes of the reply's own text."""
+    """`reply_intent` on each answered record: what triage makes of the reply's own text. A reply to
+    a question that only thanks (a misfit) or takes nothing from its comment and sources (stock) is
+    no answer: it is marked `needs_creator`, so the creator answers it instead of approving it."""
     answered = [r for r in records if r["status"] == ANSWERED]
-    if answered:
-        for r, verdict in zip(answered, triage([without_sign_off(r["reply"], sign_off) for r in answered])):
-            r["reply_intent"] = verdict.intent
+    if not answered:
+        return
+    for r, verdict in zip(answered, triage([without_sign_off(r["reply"], sign_off) for r in answered])):
+        r["reply_intent"] = verdict.intent
+        if r.get("intent") in ASKING and (misfit_reason(r["intent"], verdict.intent) or stock_reason(
+                r["reply"], r.get("comment") or "", source_texts(r), sign_off=sign_off)):
+            r["needs_creator"] = True
 
 
 def answer_chunk(chunk: Sequence[Comment], answerer: Answerer, video_title: str | None) -> list[dict[str, Any]]:
