@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, replace
 from typing import Callable, Iterable
 
 from .readers import Block, Document
 
-CHUNKER_VERSION = "2"  # bump when chunking changes, so re-ingest re-chunks every file
+CHUNKER_VERSION = "3"  # bump when chunking changes, so re-ingest re-chunks every file
 DEFAULT_CHUNK_TOKENS = 160
 DEFAULT_OVERLAP_TOKENS = 32
 DEFAULT_MAX_CHUNK_CHARS = 2000  # 160 word pieces of prose are about 800 characters
@@ -51,6 +52,30 @@ class Chunk:
     section: str       # "Heading > Subheading"
     page: int | None
     index: int         # position in the document
+
+
+def storable(chunks: list[Chunk]) -> tuple[list[Chunk], Counter[str]]:
+    """The chunks worth storing, renumbered, and what was left out, by reason.
+
+    A chunk identical to an earlier one of the same document (a code cell repeated 1,000 times, a
+    footer after every section) is stored once: a thousand identical vectors crowd an article's
+    own chunks out of an approximate (HNSW) search. A degenerate chunk (no words, or one word
+    repeated) answers nothing and is left out too.
+    """
+    kept: list[Chunk] = []
+    left_out: Counter[str] = Counter()
+    seen: set[str] = set()
+    for chunk in chunks:
+        key = " ".join(chunk.text.split()).casefold()
+        words = re.findall(r"[^\W_]+", key)
+        if not words or (len(words) >= 4 and len(set(words)) == 1):
+            left_out["degenerate (no words, or one word repeated)"] += 1
+        elif key in seen:
+            left_out["repeats a chunk of the same file"] += 1
+        else:
+            seen.add(key)
+            kept.append(replace(chunk, index=len(kept)))
+    return kept, left_out
 
 
 @dataclass(frozen=True)

@@ -74,6 +74,8 @@ def print_report(report, location: str) -> None:
                          ("skipped", len(report.skipped)), ("chunks embedded", report.chunks_embedded),
                          ("chunks stored", report.chunks_stored), ("seconds", f"{report.seconds:.1f}")):
         table.add_row(label, str(value))
+    for reason, n in sorted(report.left_out.items()):
+        table.add_row(f"chunks left out: {reason}", str(n))
     if report.min_similarity is not None:
         detail = f" (generic comments reach {report.generic_best:.2f})" if report.generic_best is not None else ""
         table.add_row("min similarity", f"{report.min_similarity:.2f}{detail}")

@@ -34,6 +34,7 @@ from .chunker import (
     chunk_document,
     chunk_id,
     clip,
+    storable,
 )
 from .readers import SUPPORTED, Skip, read_document
 
@@ -52,6 +53,7 @@ class IngestReport:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     chunks_embedded: int = 0
     chunks_stored: int = 0
+    left_out: Counter = field(default_factory=Counter)  # chunks not stored, by reason (chunker.storable)
     seconds: float = 0.0
     min_similarity: float | None = None  # the store's calibrated threshold after this run
     generic_best: float | None = None  # the best similarity a generic off-topic comment reached
@@ -239,14 +241,17 @@ def _ingest_file(path: Path, source: str, kb, state, limit: int, sizes: ChunkSet
     embedder = kb.embedder
     try:
         doc = read_document(path, data)
-        chunks = chunk_document(doc, embedder.count_tokens, embedder.max_tokens, sizes.tokens, sizes.overlap,
-                                sizes.max_chars)
+        chunks, left_out = storable(chunk_document(doc, embedder.count_tokens, embedder.max_tokens, sizes.tokens,
+                                                   sizes.overlap, sizes.max_chars))
     except Skip as exc:
         return f"skipped: {exc}"
     except Exception as exc:  # noqa: BLE001 - a reader's bug skips its file; the run (and prune) goes on
         log.warning("%s: reader failed", path, exc_info=True)
         first = (str(exc).splitlines() or [""])[0][:120]
         return f"skipped: the reader failed ({type(exc).__name__}: {first})"
+    report.left_out.update(left_out)
+    if not chunks:
+        return "skipped: nothing to store (every chunk repeats another or has no words)"
     seen: Counter[str] = Counter()
     ids, metas = [], []
     for chunk in chunks:

@@ -29,6 +29,10 @@ from .search import DEFAULT_MIN_SIMILARITY, resolve_min_similarity, to_passages
 # Cosine space; a wider search beam than Chroma's default (100), which measurably lost
 # recall@3 at 10k+ chunks in benchmarks/ingest_bench.py.
 HNSW = {"hnsw:space": "cosine", "hnsw:construction_ef": 200, "hnsw:search_ef": 200}
+# Up to this many chunks, search scores every stored vector exactly (NumPy, a few ms per comment)
+# instead of Chroma's approximate HNSW index: many near-identical vectors can crowd an article's
+# own chunks out of an HNSW search entirely (seen with 1,000 copies of one block beside it).
+EXACT_SEARCH_MAX = 20_000
 
 __all__ = ["DEFAULT_MIN_SIMILARITY", "KnowledgeBase", "SourceState", "StoreLock", "check_workers", "lock_store",
            "open_knowledge_base"]
@@ -157,6 +161,7 @@ class KnowledgeBase:
         self._collection: Any = None
         self._batch_size: int | None = None
         self._lock = threading.Lock()
+        self._exact: tuple[int, Any, list[str], list[dict[str, Any]]] | None = None  # (count, vectors, docs, metas)
 
     # --- parts --------------------------------------------------------------------------------
     @property
@@ -221,10 +226,33 @@ class KnowledgeBase:
         vectors = self.embedder.embed(list(texts))
         if self._embedder is not None and col.metadata.get("dimension") != self._embedder.dimension:
             self._check(col)
+        count = col.count()
+        if count <= EXACT_SEARCH_MAX:
+            return self._exact_search(col, count, vectors, top_k, threshold)
         result = col.query(query_embeddings=vectors, n_results=top_k,
                            include=["documents", "metadatas", "distances"])
         return [to_passages(docs, metas, dists, threshold)
                 for docs, metas, dists in zip(result["documents"], result["metadatas"], result["distances"])]
+
+    def _exact_search(self, col: Any, count: int, vectors: Sequence[Sequence[float]], top_k: int,
+                      threshold: float) -> list[list[Passage]]:
+        """Every stored vector scored (cosine: unit vectors, a dot product); the store's vectors are
+        read once and again only when its chunk count changed (or this process wrote to it)."""
+        with self._lock:
+            if self._exact is None or self._exact[0] != count:
+                rows = col.get(include=["embeddings", "documents", "metadatas"])
+                self._exact = (count, np.asarray(rows["embeddings"], dtype=np.float32).reshape(len(rows["ids"]), -1),
+                               list(rows["documents"]), list(rows["metadatas"]))
+            _, stored, docs, metas = self._exact
+        if not docs:
+            return [[] for _ in vectors]
+        scores = np.asarray(vectors, dtype=np.float32) @ stored.T
+        out = []
+        for row in scores:
+            best = np.argsort(-row)[:top_k]
+            out.append(to_passages([docs[i] for i in best], [metas[i] for i in best],
+                                   [1.0 - float(row[i]) for i in best], threshold))
+        return out
 
     def threshold(self, explicit: float | None = None) -> float:
         """The similarity threshold in use: explicit, configured, this store's calibrated one, or the default."""
@@ -299,12 +327,14 @@ class KnowledgeBase:
     def add(self, ids: Sequence[str], embeddings: Sequence[Sequence[float]], documents: Sequence[str],
             metadatas: Sequence[dict[str, Any]]) -> None:
         col = self.collection(create=True)
+        self._exact = None
         for s in self._batches(len(ids)):
             col.upsert(ids=list(ids[s]), embeddings=np.asarray(embeddings[s], dtype=np.float32),
                        documents=list(documents[s]), metadatas=list(metadatas[s]))
 
     def update_metadata(self, ids: Sequence[str], metadatas: Sequence[dict[str, Any]]) -> None:
         col = self.collection(create=True)
+        self._exact = None
         for s in self._batches(len(ids)):
             col.update(ids=list(ids[s]), metadatas=list(metadatas[s]))
 
@@ -313,6 +343,7 @@ class KnowledgeBase:
         col = self.collection()
         if col is None or not ids:
             return
+        self._exact = None
         for s in self._batches(len(ids)):
             col.delete(ids=ids[s])
 

@@ -124,3 +124,31 @@ def test_rows_become_passages_above_the_threshold():
     assert [(p.text, p.similarity, p.page) for p in passages] == [("a", 0.8, 3), ("b", 0.5, None)]
     assert has_words("is k-means ok?", 2) and not has_words("🔥🔥 !!", 2) and not has_words("k", 2)
     assert has_words("k") and has_words("ок") and not has_words("🔥🔥 !!")
+
+
+@pytest.mark.integration
+def test_a_block_repeated_a_thousand_times_is_stored_once_and_hides_no_article(tmp_path, articles):
+    block = "```\npip install -r requirements.txt && python train.py --epochs 10\n```\n\n"
+    (articles / "notebook.md").write_text("# Notebook\n\n" + block * 1000 + "That is all.\n", encoding="utf-8")
+    (articles / "spaces.md").write_text("# Spaces\n\n" + "ha " * 400 + "\n", encoding="utf-8")
+    kb = open_knowledge_base(Settings(store=tmp_path / "store"))
+    report = ingest([articles], kb)
+    assert report.left_out["repeats a chunk of the same file"] >= 100
+    assert report.left_out["degenerate (no words, or one word repeated)"] >= 1
+    stored = kb.collection().get(include=["documents"])["documents"]
+    assert len(stored) == len(set(" ".join(d.split()) for d in stored))  # every stored chunk distinct
+    best = kb.search("how do I get month over month growth in postgres without a self join", top_k=3)
+    assert best and "LAG(revenue)" in best[0].text
+
+
+@pytest.mark.integration
+def test_search_is_exact_so_a_crowd_of_identical_vectors_hides_nothing(tmp_path, articles):
+    kb = open_knowledge_base(Settings(store=tmp_path / "store"))
+    ingest([articles], kb)
+    question = "how do I get month over month growth in postgres without a self join"
+    crowd = kb.embedder.embed(["Subscribe to my newsletter for more tips every week!"])[0]
+    kb.add([f"crowd-{n}" for n in range(1000)], [crowd] * 1000, ["Subscribe to my newsletter!"] * 1000,
+           [{"source": f"crowd/{n}.md", "title": "Footer", "chunk": 0, "n_chunks": 1, "fingerprint": "x"}
+            for n in range(1000)])
+    found = open_knowledge_base(Settings(store=tmp_path / "store")).search(question, top_k=3)
+    assert found and "LAG(revenue)" in found[0].text
