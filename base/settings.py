@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_BASE_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -59,6 +59,18 @@ class Settings(BaseSettings):
                                       description="Penalty on tokens the reply already used (1.0: off).")
     no_repeat_ngram_size: int = Field(4, ge=0, le=20,
                                       description="No token n-gram twice within a reply (0: off).")
+
+    # The citation line under a reply drawn from a confident passage (base/citation.py); "" turns it off.
+    citation: str = Field(
+        'More in my post "{title}": {url}',
+        description="Template with {title} and {url}; an article without a URL is cited by its title alone.")
+
+    @field_validator("citation")
+    @classmethod
+    def _known_placeholders(cls, value: str) -> str:
+        from base.citation import check_template
+
+        return check_template(value)
 
     # Triage (knowledge/triage_policy.py): what each intent gets, e.g. "criticism=skip,thanks=flag".
     triage_policy: str | None = Field(

@@ -88,7 +88,7 @@ def load_setup(adapter_dir: Path, store: str | None, chroma_url: str | None, con
     triage = TriageClassifier.load(embedder).classify  # the reply figures triage comments and replies
     return EvalSetup(model=model, tokenizer=tokenizer, style=info.style, decoding=decoding_of(settings),
                      device=precision.device, model_name=info.base_model, retriever=retriever,
-                     top_k=retrieval.top_k, embed=embedder.embed, triage=triage)
+                     top_k=retrieval.top_k, embed=embedder.embed, triage=triage, citation=settings.citation)
 
 
 def open_retriever(settings: Any) -> Any:

@@ -22,6 +22,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+from base.citation import cite
 from base.prompt import CommentInput, Passage, PromptStyle, clean_comment, clean_reply
 from base.reply_figures import (ASKING, FIGURES, ReplyCase, is_grounded, misfit_reason, repeat_counts,
                                 reply_figures, stock_reason)
@@ -48,6 +49,7 @@ class EvalSetup:
     top_k: int = 3
     embed: Callable[[list[str]], Any] | None = None  # texts -> unit vectors (N, D)
     triage: Callable[[list[str]], list[Any]] | None = None  # texts -> one Triage each (knowledge.triage)
+    citation: str = ""  # serving's citation template (base.citation); "" composes none
     max_length: int = 2048
     batch_size: int = 8
     progress: Callable[[str, int], None] = field(default=lambda mode, n: None)
@@ -67,8 +69,9 @@ def evaluate_replies(setup: EvalSetup, pairs: Sequence[Any]) -> dict[str, Any]:
         items = [CommentInput(c, passages=passages[n] if mode == "tuned+passages" else ())
                  for n, c in enumerate(comments)]
         raws = _generate(setup, mode, items)
-        rows = [_row(mode, item, ref, raw, setup.style.sign_off) for item, ref, raw in zip(items, references, raws)]
-        judge(rows, intents, _intents(setup, [without_sign_off(r["reply"], setup.style.sign_off) for r in rows]),
+        rows = [_row(mode, item, ref, raw, setup.style.sign_off, setup.citation)
+                for item, ref, raw in zip(items, references, raws)]
+        judge(rows, intents, _intents(setup, [without_sign_off(generated(r), setup.style.sign_off) for r in rows]),
               setup.style)
         loss = _reply_loss(setup, mode, items, references)
         result["modes"][mode] = summarize(rows, loss, _similarities(setup, rows), setup.style)
@@ -87,17 +90,18 @@ def judge(rows: list[dict[str, Any]], intents: Sequence[str | None], reply_inten
     """Each row's own verdicts, for a reader of eval.json: the comment's and the reply's intent,
     why the reply is stock or a misfit (None when it is not), and whether it is grounded (None when
     the comment asks nothing or had no passages)."""
-    repeats = repeat_counts([r["reply"] for r in rows], [r["comment"] for r in rows], style.sign_off)
-    for row, intent, reply_intent, n in zip(rows, intents, reply_intents, repeats):
+    replies = [generated(r) for r in rows]  # the figures judge what the model wrote, never the citation
+    repeats = repeat_counts(replies, [r["comment"] for r in rows], style.sign_off)
+    for row, reply, intent, reply_intent, n in zip(rows, replies, intents, reply_intents, repeats):
         texts = [p["text"] for p in row["passages"]]
         asks = intent in ASKING if intent is not None else True
         row.update(intent=intent, reply_intent=reply_intent,
-                   stock=stock_reason(row["reply"], row["comment"], texts, repeats=n, asks=asks, sign_off=style.sign_off),
+                   stock=stock_reason(reply, row["comment"], texts, repeats=n, asks=asks, sign_off=style.sign_off),
                    misfit=misfit_reason(intent, reply_intent),
-                   grounded=is_grounded(row["reply"], row["comment"], texts, style.persona, style.sign_off)
+                   grounded=is_grounded(reply, row["comment"], texts, style.persona, style.sign_off)
                    if texts and intent == "question" else None,
                    confident=any(p["similarity"] >= CONFIDENT_SIMILARITY for p in row["passages"]),
-                   cited=False)  # no citation is composed yet (issue: replies that answer, point 3)
+                   cited=bool(row.get("citation")))
 
 
 def _retrieve(setup: EvalSetup, comments: list[str]) -> list[tuple[Passage, ...]]:
@@ -130,14 +134,22 @@ def _generate(setup: EvalSetup, mode: str, items: list[CommentInput]) -> list[st
     return raws
 
 
-def _row(mode: str, item: CommentInput, reference: str, raw: str, sign_off: str) -> dict[str, Any]:
+def generated(row: dict[str, Any]) -> str:
+    """The row's reply as generated (cleaned), without the citation line code added to it."""
+    reply = row["reply"]
+    return reply.replace("\n" + row["citation"], "", 1) if row.get("citation") else reply
+
+
+def _row(mode: str, item: CommentInput, reference: str, raw: str, sign_off: str, citation: str = "") -> dict[str, Any]:
     reply = clean_reply(raw, sign_off)
+    cited = cite(reply, item.passages, citation, CONFIDENT_SIMILARITY, sign_off)
     sources = [p.text for p in item.passages]
     raw_body = raw.split(sign_off)[0] if sign_off and sign_off in raw else raw
     on_raw = check_reply(raw_body, item.comment, sources, sign_off)
     on_reply = check_reply(reply, item.comment, sources, sign_off)
-    return {"mode": mode, "comment": item.comment, "reference": reference, "raw": raw, "reply": reply,
-            "passages": [p.to_dict() for p in item.passages],
+    return {"mode": mode, "comment": item.comment, "reference": reference, "raw": raw, "reply": cited.reply,
+            "citation": cited.line or None,
+            "passages": [{**p.to_dict(), "text": p.text} for p in item.passages],
             "loop_raw": is_loop(raw), "loop": on_reply.loop,
             "echo": on_raw.echo or on_reply.echo, "empty": on_raw.empty or on_reply.empty,
             "invented_link": on_raw.invented_link or on_reply.invented_link,
@@ -197,7 +209,7 @@ def summarize(rows: list[dict[str, Any]], reply_loss: float, similarities: list[
 def _figures(rows: list[dict[str, Any]], style: PromptStyle) -> dict[str, float | None]:
     if not rows or "intent" not in rows[0]:
         return {name: None for name in FIGURES}
-    cases = [ReplyCase(r["comment"], r["reply"], tuple(p["text"] for p in r["passages"]), r["intent"],
+    cases = [ReplyCase(r["comment"], generated(r), tuple(p["text"] for p in r["passages"]), r["intent"],
                        r["reply_intent"], r["confident"], r["cited"]) for r in rows]
     figures = reply_figures(cases, style.persona, style.sign_off)
     return {k: round(v, 4) if v is not None else None for k, v in figures.items()}

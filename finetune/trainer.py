@@ -464,12 +464,13 @@ class Recipe:
                  f"{', tuned+passages' if self.kb else ''}) -> eval.json, samples.md ...")
         nf4_cpu_fast_path(self.model, True)  # training is over: generate with serving's kernels
         budget = self.cfg.samples.max_new_tokens
-        serving = decoding_of(load_settings())
+        serving_settings = load_settings()  # replies as serving writes them: its decoding and citation
+        serving = decoding_of(serving_settings)
         decoding = replace(serving, max_new_tokens=budget, short_reply_tokens=min(budget, serving.short_reply_tokens))
         setup = EvalSetup(model=self.model, tokenizer=self.tokenizer, style=self.cfg.prompt.style, decoding=decoding, device=self.device, model_name=self.cfg.model.base_model,
                           retriever=self.kb, top_k=self.cfg.context.top_k,
                           max_length=self.cfg.data.max_length, embed=self._embedder().embed,
-                          triage=self._triage())
+                          triage=self._triage(), citation=serving_settings.citation)
         self.model.eval()
         result = evaluate_replies(setup, pairs)
         self.model.train()

@@ -157,8 +157,8 @@ def read_markdown(path: Path, text: str, meta: dict | None = None) -> Document:
         meta, text = dict(post.metadata), post.content
     title = str(meta.get("title") or "").strip() or None
     first_h1, blocks = markdown_blocks(text, title)
-    return Document(path, title or first_h1 or title_from_stem(path), str(meta.get("url") or ""),
-                    str(meta.get("date") or ""), blocks)
+    url = str(meta.get("url") or meta.get("canonical") or meta.get("canonical_url") or "").strip()
+    return Document(path, title or first_h1 or title_from_stem(path), url, str(meta.get("date") or ""), blocks)
 
 
 # --- HTML, text, PDF ----------------------------------------------------------------------------

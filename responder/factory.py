@@ -167,4 +167,5 @@ def build_responder(settings: Settings, plan: ServingPlan | None = None) -> Resp
     plan = plan or plan_serving(settings)
     retriever = build_retriever(plan.retrieval, plan.retrieval_notes)
     generator = build_generator(settings, plan)
-    return Responder(generator, plan.style, retriever, top_k=plan.retrieval.top_k)
+    return Responder(generator, plan.style, retriever, top_k=plan.retrieval.top_k, citation=settings.citation,
+                     confident=plan.retrieval.confident_similarity)

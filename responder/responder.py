@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import PurePath, PureWindowsPath
 from typing import Any, Protocol, Sequence
 
+from base.citation import cite
 from base.errors import UserError
 from base.prompt import (
     MAX_AUTHOR_CHARS,
@@ -31,6 +32,7 @@ from base.prompt import (
     fit_passages,
     system_message,
 )
+from knowledge.config import CONFIDENT_SIMILARITY
 
 DEFAULT_MAX_COMMENT_TOKENS = 3072  # as Settings.max_comment_tokens
 # A passage longer than this many characters per token of the passage budget can never fit it:
@@ -62,6 +64,7 @@ class Reply:
     model: str
     adapter: str | None
     timings: dict[str, float] = field(default_factory=dict)
+    cited: Passage | None = None  # the passage whose article the citation line names (base.citation)
 
 
 class CommentFailed(Exception):
@@ -72,11 +75,13 @@ class CommentFailed(Exception):
         self.reason = reason
 
 
-def source_record(p: Passage) -> dict[str, Any]:
+def source_record(p: Passage, cited: bool = False) -> dict[str, Any]:
     """A passage as a source in a reply (HTTP responses, the replies file): never an absolute path.
     A store ingested before sources were relative to the ingested folder holds absolute ones: those
-    are cut to the file's name."""
+    are cut to the file's name. `cited`: the reply's citation line names this passage's article."""
     record = p.to_dict()
+    if cited:
+        record["cited"] = True
     if PurePath(record["source"]).is_absolute() or PureWindowsPath(record["source"]).drive:
         record["source"] = PurePath(record["source"].replace("\\", "/")).name
     return record
@@ -116,11 +121,13 @@ def context_window(generator: Any) -> int | None:
 
 class Responder:
     def __init__(self, generator: Generator, style: PromptStyle, retriever: Retriever | None = None,
-                 top_k: int = 3, max_comment_tokens: int = DEFAULT_MAX_COMMENT_TOKENS) -> None:
+                 top_k: int = 3, citation: str = "", confident: float = CONFIDENT_SIMILARITY,
+                 max_comment_tokens: int = DEFAULT_MAX_COMMENT_TOKENS) -> None:
         self.generator = generator
         self.style = style
         self.retriever = retriever
         self.top_k = top_k
+        self.citation, self.confident = citation, confident  # off when the template is empty
         self.max_comment_tokens = max_comment_tokens
         self.tokenizer = getattr(generator, "tokenizer", None)  # None: a generator that counts nothing
         self.context = context_window(generator)
@@ -223,5 +230,7 @@ class Responder:
 
     def reply(self, item: CommentInput, raw: str, timings: dict[str, float]) -> Reply:
         """The cleaned reply to a prepared comment, from the generator's raw completion."""
-        return Reply(clean_reply(raw, self.style.sign_off), list(item.passages), bool(item.passages),
-                     self.generator.model_name, self.generator.adapter_name, dict(timings))
+        cited = cite(clean_reply(raw, self.style.sign_off), item.passages, self.citation, self.confident,
+                     self.style.sign_off)
+        return Reply(cited.reply, list(item.passages), bool(item.passages), self.generator.model_name,
+                     self.generator.adapter_name, dict(timings), cited.passage)

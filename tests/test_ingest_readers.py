@@ -158,3 +158,8 @@ def test_chunk_ids_are_content_addressed():
     assert a == chunk_id("/a.md", "emb", "text", 0)
     assert len({a, chunk_id("/b.md", "emb", "text", 0), chunk_id("/a.md", "other", "text", 0),
                 chunk_id("/a.md", "emb", "text!", 0), chunk_id("/a.md", "emb", "text", 1)}) == 5
+
+
+def test_a_canonical_front_matter_key_gives_the_article_its_url(tmp_path):
+    doc = read_document(tmp_path / "post.md", b"---\ntitle: Post\ncanonical: https://blog.test/post\n---\n\nBody text.\n")
+    assert doc.url == "https://blog.test/post"

@@ -100,3 +100,43 @@ def test_clean_reply_ends_with_exactly_one_sign_off(raw):
 def test_with_sign_off_does_not_double_it():
     assert with_sign_off("Hi\nKeep exploring! - Nadia", "Keep exploring! - Nadia").count("Nadia") == 1
     assert with_sign_off("Hi", "") == "Hi"
+
+
+# --- the citation line (base.citation) ---------------------------------------------------------
+
+def _passage(similarity: float, title: str = "SQL Window Functions", url: str = "https://blog.test/sql-window"):
+    from base.prompt import Passage
+
+    return Passage("Use LAG(revenue) OVER (ORDER BY month).", title, "Previous row", "sql.md", url, None, similarity)
+
+
+def test_a_reply_drawn_from_a_confident_passage_cites_its_article_before_the_sign_off():
+    from base.citation import DEFAULT_CITATION, cite
+
+    sign = "Keep exploring! - Nadia"
+    cited = cite(f"Use LAG over the month.\n{sign}", [_passage(0.42), _passage(0.71)], DEFAULT_CITATION, 0.5, sign)
+    assert cited.reply == f'Use LAG over the month.\nMore in my post "SQL Window Functions": https://blog.test/sql-window\n{sign}'
+    assert cited.passage.similarity == 0.71
+    # Nothing confident, citations off, or the reply already links there: no line.
+    assert cite("Hi.\nBye", [_passage(0.42)], DEFAULT_CITATION, 0.5, "Bye").passage is None
+    assert cite("Hi.\nBye", [_passage(0.9)], "", 0.5, "Bye").reply == "Hi.\nBye"
+    assert cite("See https://blog.test/sql-window\nBye", [_passage(0.9)], DEFAULT_CITATION, 0.5, "Bye").passage is None
+
+
+def test_an_article_without_a_url_is_cited_by_its_title_and_a_long_title_is_shortened_never_the_url():
+    from base.citation import DEFAULT_CITATION, cite, citation_line
+
+    assert cite("Yes.", [_passage(0.8, url="")], DEFAULT_CITATION, 0.5).reply == 'Yes.\nMore in my post "SQL Window Functions"'
+    url = "https://blog.test/" + "x" * 40
+    line = citation_line(DEFAULT_CITATION, "A very long title " * 20, url, room=120)
+    assert len(line) <= 120 and line.endswith(url) and "…" in line
+    assert citation_line(DEFAULT_CITATION, "T", url, room=20) == ""  # the URL alone does not fit: no line
+
+
+def test_an_unknown_placeholder_in_the_citation_template_is_one_line_at_load():
+    from base.errors import UserError
+    from base.settings import load_settings
+
+    with pytest.raises(UserError, match=r"^invalid settings: citation \(RESPONDER_CITATION\): .*unknown placeholder "
+                                        r"\{link\}; use \{title\} and \{url\}"):
+        load_settings(citation="Read {link}")

@@ -366,3 +366,21 @@ def test_a_bad_triage_policy_stops_the_service_in_one_line():
 
     with pytest.raises(UserError, match=r"^RESPONDER_TRIAGE_POLICY: action 'never' for spam is not one of"):
         make_app(FakeGenerator(), triage_policy="spam=never")
+
+
+def test_a_reply_drawn_from_a_confident_passage_carries_its_citation_composed_by_code():
+    from base.citation import DEFAULT_CITATION
+    from base.replychecks import check_reply
+    from responder.service.app import create_app
+    from tests.fakes import FakeRetriever
+
+    responder = Responder(FakeGenerator(), STYLE, FakeRetriever(), citation=DEFAULT_CITATION)
+    with LiveServer(create_app(ServiceSettings(store="/nonexistent"), responder)) as srv:
+        cited = httpx.post(srv.url + "/respond", json={"comment": "which xgboost params first?"}).json()
+        plain = httpx.post(srv.url + "/respond", json={"comment": "first!"}).json()
+    assert cited["reply"] == ('Echo: which xgboost params first?\nMore in my post "Tuning XGBoost": '
+                              f"https://example.org/xgboost\n{SIGN_OFF}")
+    assert cited["sources"][0]["cited"] is True
+    sources = [" ".join([s["title"], s["url"]]) for s in cited["sources"]]
+    assert check_reply(cited["reply"], "which xgboost params first?", sources, SIGN_OFF).flags == []  # not invented
+    assert "More in my post" not in plain["reply"]  # no passage, no citation

@@ -225,7 +225,7 @@ def record(comment: Comment, status: str, reply: Reply | None = None) -> dict[st
         "comment_id": comment.comment_id, "video_id": comment.video_id,
         "author": clean_text(comment.author or "", MAX_AUTHOR_CHARS, one_line=True),
         "comment": clean_text(comment.text), "reply": reply.reply if reply else "",
-        "sources": [source_record(p) for p in reply.sources] if reply else [],
+        "sources": [source_record(p, p is reply.cited) for p in reply.sources] if reply else [],
         "used_context": bool(reply.used_context) if reply else False, "status": status,
     }
     if status == ANSWERED:

@@ -115,9 +115,12 @@ def _request_body(request: CommentInput) -> dict[str, Any]:
 
 
 def _reply(data: dict[str, Any]) -> Reply:
-    return Reply(reply=str(data.get("reply") or ""), sources=[Passage.from_dict(p) for p in data.get("sources") or []],
-                 used_context=bool(data.get("used_context")), model=str(data.get("model") or ""),
-                 adapter=data.get("adapter"), timings=data.get("timings") or {})
+    records = [p for p in data.get("sources") or [] if isinstance(p, dict)]
+    sources = [Passage.from_dict(p) for p in records]
+    cited = next((s for s, p in zip(sources, records) if p.get("cited")), None)
+    return Reply(reply=str(data.get("reply") or ""), sources=sources, used_context=bool(data.get("used_context")),
+                 model=str(data.get("model") or ""), adapter=data.get("adapter"), timings=data.get("timings") or {},
+                 cited=cited)
 
 
 def _detail(response: Any) -> str:

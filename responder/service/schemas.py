@@ -94,10 +94,11 @@ class Source(BaseModel):
     source: str = Field(description="The article's file, relative to the folder that was ingested.")
     url: str
     similarity: float
+    cited: bool = Field(False, description="The reply's citation line names this passage's article.")
 
     @classmethod
-    def of(cls, p: Passage) -> "Source":
-        return cls(**source_record(p))
+    def of(cls, p: Passage, cited: bool = False) -> "Source":
+        return cls(**source_record(p, cited))
 
 
 class PassageOut(Source):
@@ -133,7 +134,7 @@ class RespondResponse(BaseModel):
 
     @classmethod
     def of(cls, r: Reply, verdict: Triage | None = None, needs_creator: bool = False) -> "RespondResponse":
-        return cls(reply=r.reply, sources=[Source.of(p) for p in r.sources], used_context=r.used_context,
+        return cls(reply=r.reply, sources=[Source.of(p, p is r.cited) for p in r.sources], used_context=r.used_context,
                    model=public_name(r.model), adapter=public_name(r.adapter) or None,
                    timings=Timings(retrieve_ms=r.timings.get("retrieve_ms", 0.0),
                                    generate_ms=r.timings.get("generate_ms", 0.0)),
