@@ -210,16 +210,17 @@ def test_two_step_run_learns_and_writes_every_output(nf4_run, tiny_model_dir):
     assert "| stock replies" in samples
 
 
-def eval_rows(cases: list[tuple[str, str]], passages: list[list[dict]] | None = None) -> list[dict]:
+def eval_rows(cases: list[tuple[str, str]], passages: list[list[dict]] | None = None,
+              citation: str = "") -> list[dict]:
     """Reply rows as `finetune eval` builds them, for (comment, generated reply) pairs."""
+    from base.prompt import Passage
     from finetune.evaluation import _row
 
     rows = []
     for n, (comment, reply) in enumerate(cases):
-        item = types.SimpleNamespace(comment=comment, passages=[])
-        row = _row("tuned+passages", item, "reference reply", reply + "\n" + SIGN_OFF, SIGN_OFF)
-        row["passages"] = (passages or [[]] * len(cases))[n]
-        rows.append(row)
+        found = [Passage.from_dict(p) for p in (passages or [[]] * len(cases))[n]]
+        item = types.SimpleNamespace(comment=comment, passages=found)
+        rows.append(_row("tuned+passages", item, "reference reply", reply + "\n" + SIGN_OFF, SIGN_OFF, citation))
     return rows
 
 
@@ -245,16 +246,19 @@ def test_eval_figures_pass_replies_that_answer_from_their_passages():
     from base.prompt import PromptStyle
     from finetune.evaluation import judge, summarize
 
+    from base.citation import DEFAULT_CITATION
+
     passage = [{"text": "Use a paired bootstrap: resample the rows, score both models on each resample.",
-                "similarity": 0.62}]
+                "title": "Comparing models", "url": "https://blog.test/compare", "similarity": 0.62}]
     rows = eval_rows([("how do I compare two models fairly?", "Resample the rows with a paired bootstrap and "
                        "score both models on each resample."), ("great video!", "Thank you, glad it landed!")],
-                     [passage, []])
+                     [passage, []], citation=DEFAULT_CITATION)
     judge(rows, ["question", "thanks"], ["other", "thanks"], PromptStyle(sign_off=SIGN_OFF))
     figures = summarize(rows, 1.0, [], PromptStyle(sign_off=SIGN_OFF))
     assert figures["stock_rate"] == 0 and figures["misfit_rate"] == 0 and figures["distinct_rate"] == 1
     assert figures["grounded_rate"] == 1.0 and rows[0]["grounded"] is True and rows[1]["grounded"] is None
-    assert figures["cited_rate"] == 0.0  # a confident passage, and no citation composed yet
+    assert figures["cited_rate"] == 1.0 and rows[0]["citation"] == 'More in my post "Comparing models": https://blog.test/compare'
+    assert rows[0]["reply"].endswith(f"https://blog.test/compare\n{SIGN_OFF}") and rows[1]["citation"] is None
 
 
 def test_training_computes_in_bf16_only_on_cpus_with_bf16_instructions(monkeypatch):
