@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -218,6 +218,10 @@ class ContextConfig(Section):
 class SamplesConfig(Section):
     count: Count = 10  # held-out comments evaluated at the end (eval.json, samples.md); 0 = none
     max_new_tokens: Positive = 96  # reply budget in that evaluation (serving's default is 96)
+    # Which epoch's adapter is kept: "replies" generates the adapter's replies to those comments after
+    # every epoch and keeps the epoch whose replies score best (finetune.evaluation.selection_badness:
+    # stock, misfit, distinct and grounded rates with the relative eval loss); "loss": eval loss alone.
+    select_by: Literal["replies", "loss"] = "replies"
 
 
 class RunConfig(Section):

@@ -50,12 +50,19 @@ class EvalSetup:
     embed: Callable[[list[str]], Any] | None = None  # texts -> unit vectors (N, D)
     triage: Callable[[list[str]], list[Any]] | None = None  # texts -> one Triage each (knowledge.triage)
     citation: str = ""  # serving's citation template (base.citation); "" composes none
+    only: tuple[str, ...] = ()  # the modes to run (empty: every mode this setup can run)
     max_length: int = 2048
     batch_size: int = 8
     progress: Callable[[str, int], None] = field(default=lambda mode, n: None)
 
     def modes(self) -> list[str]:
-        return list(MODES) if self.retriever is not None else list(MODES[:2])
+        available = list(MODES) if self.retriever is not None else list(MODES[:2])
+        return [m for m in available if m in self.only] if self.only else available
+
+    @property
+    def adapter_mode(self) -> str:
+        """How the adapter is served: with passages when there is a knowledge base."""
+        return "tuned+passages" if self.retriever is not None else "tuned"
 
 
 def evaluate_replies(setup: EvalSetup, pairs: Sequence[Any]) -> dict[str, Any]:
@@ -77,6 +84,28 @@ def evaluate_replies(setup: EvalSetup, pairs: Sequence[Any]) -> dict[str, Any]:
         result["modes"][mode] = summarize(rows, loss, _similarities(setup, rows), setup.style)
         result["replies"] += rows
     return result
+
+
+SELECTION_FIGURES = ("stock_rate", "misfit_rate", "distinct_rate", "grounded_rate")
+
+
+def selection_badness(eval_loss: float, first_eval_loss: float | None, figures: dict[str, Any] | None) -> float:
+    """How bad an epoch's adapter is, lower better: what `finetune run` keeps the best of.
+
+    The eval loss relative to the untouched model's, plus the share of stock replies, of misfits
+    and of repeated replies (1 - distinct_rate), plus the share of replies to questions with
+    passages that took nothing from them (1 - grounded_rate): each a 0-1 share, weighted alike, so a
+    falling loss cannot buy a stock phrase. A figure with nothing to judge (None) adds nothing.
+    Without figures (`samples.select_by: loss`), the eval loss alone.
+    """
+    if figures is None:
+        return eval_loss
+    badness = eval_loss / first_eval_loss if first_eval_loss else eval_loss
+    for name in SELECTION_FIGURES:
+        value = figures.get(name)
+        if value is not None:
+            badness += (1 - value) if name in ("distinct_rate", "grounded_rate") else value
+    return badness
 
 
 def _intents(setup: EvalSetup, texts: list[str]) -> list[str | None]:

@@ -39,8 +39,9 @@ def plot_loss(path: Path, records: list[dict[str, Any]]) -> None:
     plt.close(fig)
 
 
-def samples_markdown(result: dict[str, Any]) -> str:
-    """samples.md: the reply-quality table, then each held-out comment with every mode's reply."""
+def samples_markdown(result: dict[str, Any], epochs: list[dict[str, Any]] | None = None) -> str:
+    """samples.md: the reply-quality table, each epoch's figures (which one was kept, and why), then
+    each held-out comment with every mode's reply."""
     from .evaluation import markdown_table
 
     def cell(text: str) -> str:
@@ -55,9 +56,27 @@ def samples_markdown(result: dict[str, Any]) -> str:
     lines = ["# Held-out comments: base model vs tuned adapter", "",
              "Replies generated as the service generates them (same prompt, decoding and cleaning), scored by "
              "`finetune eval` (definitions in the README). Flags in brackets: what a reviewer would catch.", "",
-             markdown_table(result), "| comment | " + " | ".join(modes) + " | reference |",
+             markdown_table(result), *epoch_table(epochs or []), "| comment | " + " | ".join(modes) + " | reference |",
              "|---|" + "---|" * (len(modes) + 1)]
     for comment, entry in by_comment.items():
         lines.append(f"| {cell(comment)} | " + " | ".join(cell(entry.get(m, "")) for m in modes)
                      + f" | {cell(entry['reference'])} |")
     return "\n".join(lines) + "\n"
+
+
+def epoch_table(epochs: list[dict[str, Any]]) -> list[str]:
+    """Lines of the table of each epoch's eval loss and reply figures, the kept one marked."""
+    trained = [e for e in epochs if e.get("epoch", 0) > 0]
+    if not trained:
+        return []
+    names = ("stock_rate", "misfit_rate", "distinct_rate", "grounded_rate")
+    kept = max((e["epoch"] for e in trained if e.get("best")), default=None)
+    lines = ["## Epochs: the adapter kept is the one whose replies score best", "",
+             "| epoch | eval loss | " + " | ".join(n.removesuffix("_rate") for n in names) + " | selection | kept |",
+             "|---|---|" + "---|" * (len(names) + 2)]
+    for e in trained:
+        figures = e.get("figures") or {}
+        cells = [f"{figures[n]:.0%}" if figures.get(n) is not None else "-" for n in names]
+        lines.append(f"| {e['epoch']} | {e['eval_loss']:.4f} | " + " | ".join(cells)
+                     + f" | {e.get('selection', e['eval_loss']):.3f} | {'yes' if e['epoch'] == kept else ''} |")
+    return lines + [""]

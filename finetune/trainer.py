@@ -387,16 +387,25 @@ class Recipe:
         """Eval loss at the end of an epoch (or where max_steps cut one short): an improvement saves
         the adapter as the best so far, a finished epoch is closed, a checkpoint is written.
         True when `train.patience` epochs have passed without improvement (early stop)."""
+        from .evaluation import selection_badness
+
         seconds = max(time.time() - self.epoch_start, 1e-9)
         eval_loss = self._eval_loss()
-        improved = self._keep_if_best(eval_loss)
+        figures = self._epoch_figures()
+        first = next((r["eval_loss"] for r in self.records if r["kind"] == "eval" and r["epoch"] == 0), None)
+        badness = selection_badness(eval_loss, first, figures)
+        improved = self._keep_if_best(badness)
         self.records.append({"kind": "eval", "epoch": self.epoch + 1, "step": self.step,
                              "eval_loss": round(eval_loss, 5), "epoch_seconds": round(seconds, 2),
                              "epoch_tokens_per_s": round(self.epoch_tokens / seconds, 1), "best": improved,
-                             **peak_memory_mb(self.device)})
+                             "figures": figures, "selection": round(badness, 4), **peak_memory_mb(self.device)})
         speed = f", {seconds:.1f}s, {self.epoch_tokens / seconds:.0f} tok/s" if self.epoch_tokens else ""
-        self.progress.console.print(f"epoch {self.epoch + 1}: eval loss {eval_loss:.4f}{' (best)' if improved else ''}"
-                                    + speed)
+        said = "" if figures is None else "; replies: " + ", ".join(
+            f"{name.removesuffix('_rate')} {figures[name]:.0%}" for name in ("stock_rate", "misfit_rate",
+                                                                            "distinct_rate", "grounded_rate")
+            if figures.get(name) is not None)
+        self.progress.console.print(f"epoch {self.epoch + 1}: eval loss {eval_loss:.4f}{said}"
+                                    f"{' (best)' if improved else ''}" + speed)
         finished_epoch = self.step_in_epoch >= self.steps_per_epoch
         if finished_epoch:
             self.epoch, self.step_in_epoch = self.epoch + 1, 0
@@ -408,17 +417,33 @@ class Recipe:
             return True
         return False
 
-    def _keep_if_best(self, eval_loss: float) -> bool:
-        """Save the adapter as checkpoints/best.pt if `eval_loss` beats the best so far."""
+    def _keep_if_best(self, badness: float) -> bool:
+        """Save the adapter as checkpoints/best.pt if `badness` (selection_badness) beats the best so far."""
         import torch
 
-        if eval_loss < self.best - 1e-4:
-            self.best, self.since_best = eval_loss, 0
+        if badness < self.best - 1e-4:
+            self.best, self.since_best = badness, 0
             adapter = self._adapter_state()
             write_with_atomic(self.out / BEST, lambda tmp: torch.save(adapter, tmp))
             return True
         self.since_best += 1
         return False
+
+    def _epoch_figures(self) -> dict[str, Any] | None:
+        """The reply figures of the adapter as it stands, from its replies to the eval comments (as
+        served: with passages when there is a store), or None when the run selects by loss."""
+        from .evaluation import FIGURES, evaluate_replies
+
+        if self.cfg.samples.select_by != "replies" or not self.prep.eval_pairs or not self.cfg.samples.count:
+            return None
+        setup = self._eval_setup()
+        setup = replace(setup, only=(setup.adapter_mode,))
+        self.model.eval()
+        try:
+            result = evaluate_replies(setup, self.prep.eval_pairs[:self.cfg.samples.count])
+        finally:
+            self.model.train()
+        return {name: result["modes"][setup.adapter_mode][name] for name in FIGURES}
 
     def _eval_loss(self) -> float:
         return evaluate(self.model, self.eval_ex, self.micro, self.pad_id, self.device, self.cfg.train.share_prefix)
@@ -431,7 +456,7 @@ class Recipe:
     # --- finish -----------------------------------------------------------------------------------
 
     def finish(self) -> None:
-        """The best adapter (lowest eval loss) restored; samples.md, adapter/, config.yaml,
+        """The best adapter (by what it writes, `samples.select_by`) restored; samples.md, adapter/, config.yaml,
         metrics.jsonl with its summary and loss.png written; the checkpoint removed."""
         import torch
         from peft.utils import set_peft_model_state_dict
@@ -451,10 +476,7 @@ class Recipe:
     def _write_samples(self) -> None:
         """eval.json and samples.md: the reply-quality evaluation (`finetune eval`) on the eval split,
         its table on top of samples.md and every reply below, generated as serving generates."""
-        from base.settings import load_settings
-        from engine.decoding import decoding_of
-
-        from .evaluation import EvalSetup, evaluate_replies
+        from .evaluation import evaluate_replies
 
         pairs = self.prep.eval_pairs
         if not pairs or not self.cfg.samples.count:
@@ -463,19 +485,30 @@ class Recipe:
         self.say(f"Evaluating replies to {len(pairs)} held-out comments (base, tuned"
                  f"{', tuned+passages' if self.kb else ''}) -> eval.json, samples.md ...")
         nf4_cpu_fast_path(self.model, True)  # training is over: generate with serving's kernels
-        budget = self.cfg.samples.max_new_tokens
-        serving_settings = load_settings()  # replies as serving writes them: its decoding and citation
-        serving = decoding_of(serving_settings)
-        decoding = replace(serving, max_new_tokens=budget, short_reply_tokens=min(budget, serving.short_reply_tokens))
-        setup = EvalSetup(model=self.model, tokenizer=self.tokenizer, style=self.cfg.prompt.style, decoding=decoding, device=self.device, model_name=self.cfg.model.base_model,
-                          retriever=self.kb, top_k=self.cfg.context.top_k,
-                          max_length=self.cfg.data.max_length, embed=self._embedder().embed,
-                          triage=self._triage(), citation=serving_settings.citation)
+        setup = self._eval_setup()
         self.model.eval()
         result = evaluate_replies(setup, pairs)
         self.model.train()
         write_text_atomic(self.out / "eval.json", json.dumps(result, indent=2, ensure_ascii=False) + "\n")
-        write_text_atomic(self.out / "samples.md", samples_markdown(result))
+        epochs = [r for r in self.records if r["kind"] == "eval"]
+        write_text_atomic(self.out / "samples.md", samples_markdown(result, epochs))
+
+    def _eval_setup(self) -> Any:
+        """The evaluation of replies as serving writes them: its decoding (within the samples'
+        budget) and citation, the run's store, the triage classifier for the figures."""
+        from base.settings import load_settings
+        from engine.decoding import decoding_of
+
+        from .evaluation import EvalSetup
+
+        budget = self.cfg.samples.max_new_tokens
+        serving_settings = load_settings()
+        serving = decoding_of(serving_settings)
+        decoding = replace(serving, max_new_tokens=budget, short_reply_tokens=min(budget, serving.short_reply_tokens))
+        return EvalSetup(model=self.model, tokenizer=self.tokenizer, style=self.cfg.prompt.style, decoding=decoding,
+                         device=self.device, model_name=self.cfg.model.base_model, retriever=self.kb,
+                         top_k=self.cfg.context.top_k, max_length=self.cfg.data.max_length,
+                         embed=self._embedder().embed, triage=self._triage(), citation=serving_settings.citation)
 
     def _triage(self) -> Any:
         """The triage classifier over the knowledge embedder: the reply figures read intents."""

@@ -207,7 +207,9 @@ def test_two_step_run_learns_and_writes_every_output(nf4_run, tiny_model_dir):
     for figure in ("distinct_rate", "stock_rate", "misfit_rate", "grounded_rate", "cited_rate"):
         assert all(figure in m for m in evaluation["modes"].values()), figure
     assert all(r["intent"] in INTENTS and {"raw", "reply", "stock", "misfit"} <= set(r) for r in evaluation["replies"])
-    assert "| stock replies" in samples
+    assert "| stock replies" in samples and "## Epochs: the adapter kept is the one whose replies score best" in samples
+    trained = [r for r in evals if r["epoch"] > 0]
+    assert trained and all(set(r["figures"]) >= {"stock_rate", "distinct_rate"} and "selection" in r for r in trained)
 
 
 def eval_rows(cases: list[tuple[str, str]], passages: list[list[dict]] | None = None,
@@ -222,6 +224,15 @@ def eval_rows(cases: list[tuple[str, str]], passages: list[list[dict]] | None = 
         item = types.SimpleNamespace(comment=comment, passages=found)
         rows.append(_row("tuned+passages", item, "reference reply", reply + "\n" + SIGN_OFF, SIGN_OFF, citation))
     return rows
+
+
+def test_the_epoch_kept_is_the_one_whose_replies_answer_not_the_lowest_loss():
+    from finetune.evaluation import selection_badness
+
+    stock = {"stock_rate": 0.35, "misfit_rate": 0.3, "distinct_rate": 0.65, "grounded_rate": 0.2}
+    answers = {"stock_rate": 0.0, "misfit_rate": 0.0, "distinct_rate": 1.0, "grounded_rate": 0.6}
+    assert selection_badness(3.0, 3.5, answers) < selection_badness(2.8, 3.5, stock)
+    assert selection_badness(3.0, 3.5, None) == 3.0  # samples.select_by: loss
 
 
 def test_eval_figures_see_one_stock_sentence_handed_to_every_question():
