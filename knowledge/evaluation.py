@@ -20,6 +20,7 @@ from base.prompt import Passage
 class Question:
     comment: str
     expect: tuple[str, ...]
+    video_title: str | None = None  # the title of the video the comment was posted under
 
 
 @dataclass
@@ -40,6 +41,7 @@ class Scores:
     hit_at_3: float
     mrr_at_10: float
     off_topic_no_context: float
+    on_topic_no_context: float = 0.0  # answerable comments left without any passage
     outcomes: list[Outcome] = field(default_factory=list)
 
     def as_dict(self) -> dict:
@@ -54,7 +56,8 @@ def load_questions(path: Path) -> list[Question]:
         comment, expect = (row.get("comment"), row.get("expect")) if isinstance(row, dict) else (None, None)
         if not isinstance(comment, str) or not isinstance(expect, list):
             raise UserError(f"{name} line {n} is not {shape}; fix that line")
-        questions.append(Question(comment, tuple(str(x) for x in expect)))
+        title = row.get("video_title")
+        questions.append(Question(comment, tuple(str(x) for x in expect), str(title) if title else None))
     if not questions:
         raise UserError(f"{name} has no questions; add lines of {{\"comment\": ..., \"expect\": [...]}}")
     return questions
@@ -64,11 +67,13 @@ def stem_of(passage: Passage) -> str:
     return Path(passage.source).stem
 
 
-def evaluate(questions: Sequence[Question], search: Callable[[str, int], list[Passage]]) -> Scores:
-    """Scores for `questions`; `search(comment, top_k)` applies the threshold under test."""
+def evaluate(questions: Sequence[Question], search: Callable[[str, int, str | None], list[Passage]],
+             with_video: bool = True) -> Scores:
+    """Scores for `questions`; `search(comment, top_k, video_title)` applies the threshold under
+    test; `with_video=False` searches every comment without its video's title."""
     outcomes = []
     for q in questions:
-        passages = search(q.comment, 10)
+        passages = search(q.comment, 10, q.video_title if with_video else None)
         got = [stem_of(p) for p in passages]
         rank = next((i for i, stem in enumerate(got, 1) if stem in q.expect), None)
         outcomes.append(Outcome(q.comment, list(q.expect), got, [p.similarity for p in passages], rank))
@@ -85,4 +90,5 @@ def evaluate(questions: Sequence[Question], search: Callable[[str, int], list[Pa
         mrr_at_10=round(sum(1 / o.rank for o in on if o.rank) / len(on), 4) if on else 0.0,
         # "no context" as the responder injects it: nothing among its top 3 passages.
         off_topic_no_context=share(off, lambda o: not o.got[:3]),
+        on_topic_no_context=share(on, lambda o: not o.got),
         outcomes=outcomes)

@@ -25,6 +25,7 @@ from knowledge.config import RetrievalConfig
 from .embedder import Embedder, load_embedder, resolve_embedder
 from .calibration import calibrate
 from .search import DEFAULT_MIN_SIMILARITY, resolve_min_similarity, to_passages
+from .triage import asks
 
 # Cosine space; a wider search beam than Chroma's default (100), which measurably lost
 # recall@3 at 10k+ chunks in benchmarks/ingest_bench.py.
@@ -33,6 +34,11 @@ HNSW = {"hnsw:space": "cosine", "hnsw:construction_ef": 200, "hnsw:search_ef": 2
 # instead of Chroma's approximate HNSW index: many near-identical vectors can crowd an article's
 # own chunks out of an HNSW search entirely (seen with 1,000 copies of one block beside it).
 EXACT_SEARCH_MAX = 20_000
+# A comment that asks is searched with its video's title beside it (a viewer's "what is CUPED
+# exactly?" under an A/B-testing video means that video's CUPED), and a passage found so must also
+# be this close to the comment alone, so the title cannot pull in its article for an off-topic
+# question ("what mic do you use?"). Measured on samples/retrieval_real_style.jsonl: README.
+VIDEO_COMMENT_FLOOR = 0.15
 
 __all__ = ["DEFAULT_MIN_SIMILARITY", "KnowledgeBase", "SourceState", "StoreLock", "check_workers", "lock_store",
            "open_knowledge_base"]
@@ -208,15 +214,23 @@ class KnowledgeBase:
         return col.count() if col is not None else 0
 
     # --- reading --------------------------------------------------------------------------------
-    def search(self, text: str, top_k: int = 3, min_similarity: float | None = None) -> list[Passage]:
-        """The passages closest to `text`, best first, none below the similarity threshold."""
+    def search(self, text: str, top_k: int = 3, min_similarity: float | None = None,
+               video_title: str | None = None) -> list[Passage]:
+        """The passages closest to `text`, best first, none below the similarity threshold; with the
+        video's title when the comment asks something (see VIDEO_COMMENT_FLOOR)."""
         if top_k < 1 or not has_words(text, min_chars=2):
             return []
         col = self.collection()
         if col is None:
             return []
         threshold = self.threshold(min_similarity)
-        return self.search_many([text], top_k, threshold)[0]
+        if not (video_title and video_title.strip() and asks(text)):
+            return self.search_many([text], top_k, threshold)[0]
+        alone, with_title = self.embedder.embed([text, f"{text}\n{video_title.strip()}"])
+        docs, metas, sims, vectors = self._nearest(col, [with_title], top_k * 4)[0]
+        near = [i for i in range(len(docs)) if float(np.dot(vectors[i], alone)) >= VIDEO_COMMENT_FLOOR][:top_k]
+        return to_passages([docs[i] for i in near], [metas[i] for i in near], [1.0 - sims[i] for i in near],
+                           threshold)
 
     def search_many(self, texts: Sequence[str], top_k: int, threshold: float) -> list[list[Passage]]:
         """`search` for several texts in one embedding batch and one query, at a given threshold."""
@@ -226,33 +240,37 @@ class KnowledgeBase:
         vectors = self.embedder.embed(list(texts))
         if self._embedder is not None and col.metadata.get("dimension") != self._embedder.dimension:
             self._check(col)
-        count = col.count()
-        if count <= EXACT_SEARCH_MAX:
-            return self._exact_search(col, count, vectors, top_k, threshold)
-        result = col.query(query_embeddings=vectors, n_results=top_k,
-                           include=["documents", "metadatas", "distances"])
-        return [to_passages(docs, metas, dists, threshold)
-                for docs, metas, dists in zip(result["documents"], result["metadatas"], result["distances"])]
+        return [to_passages(docs, metas, [1.0 - s for s in sims], threshold)
+                for docs, metas, sims, _ in self._nearest(col, vectors, top_k)]
 
-    def _exact_search(self, col: Any, count: int, vectors: Sequence[Sequence[float]], top_k: int,
-                      threshold: float) -> list[list[Passage]]:
-        """Every stored vector scored (cosine: unit vectors, a dot product); the store's vectors are
-        read once and again only when its chunk count changed (or this process wrote to it)."""
+    def _nearest(self, col: Any, vectors: Sequence[Sequence[float]], n: int) -> list[tuple[list, list, list, Any]]:
+        """Per query vector, the `n` nearest chunks: (documents, metadatas, cosine similarities,
+        their vectors), best first. Exact up to EXACT_SEARCH_MAX chunks, HNSW above."""
+        count = col.count()
+        if count == 0:
+            return [([], [], [], np.zeros((0, 0), dtype=np.float32)) for _ in vectors]
+        if count > EXACT_SEARCH_MAX:
+            result = col.query(query_embeddings=vectors, n_results=n,
+                               include=["documents", "metadatas", "distances", "embeddings"])
+            return [(docs, metas, [1.0 - float(d) for d in dists], np.asarray(embs, dtype=np.float32))
+                    for docs, metas, dists, embs in zip(result["documents"], result["metadatas"],
+                                                        result["distances"], result["embeddings"])]
+        _, stored, docs, metas = self._stored(col, count)
+        out = []
+        for row in np.asarray(vectors, dtype=np.float32) @ stored.T:
+            best = np.argsort(-row)[:n]
+            out.append(([docs[i] for i in best], [metas[i] for i in best], [float(row[i]) for i in best], stored[best]))
+        return out
+
+    def _stored(self, col: Any, count: int) -> tuple[int, Any, list[str], list[dict[str, Any]]]:
+        """Every stored vector, document and metadata, read once and again only when the chunk count
+        changed (or this process wrote to the store)."""
         with self._lock:
             if self._exact is None or self._exact[0] != count:
                 rows = col.get(include=["embeddings", "documents", "metadatas"])
                 self._exact = (count, np.asarray(rows["embeddings"], dtype=np.float32).reshape(len(rows["ids"]), -1),
                                list(rows["documents"]), list(rows["metadatas"]))
-            _, stored, docs, metas = self._exact
-        if not docs:
-            return [[] for _ in vectors]
-        scores = np.asarray(vectors, dtype=np.float32) @ stored.T
-        out = []
-        for row in scores:
-            best = np.argsort(-row)[:top_k]
-            out.append(to_passages([docs[i] for i in best], [metas[i] for i in best],
-                                   [1.0 - float(row[i]) for i in best], threshold))
-        return out
+            return self._exact
 
     def threshold(self, explicit: float | None = None) -> float:
         """The similarity threshold in use: explicit, configured, this store's calibrated one, or the default."""

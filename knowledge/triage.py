@@ -67,6 +67,12 @@ class Triage:
 
 # --- word features -------------------------------------------------------------------------------
 
+
+def asks(text: str) -> bool:
+    """The comment asks something: a question mark, or a question word opening a sentence."""
+    return "?" in text or _ASKS.search(text.lower()) is not None
+
+
 _ASKS = re.compile(r"(?:^|[.!?\n]\s*|\b(?:q|question|so|and|also|but|btw|ok|hey|hi|hello)[:,]?\s+)"
                    r"(?:how|what|what's|whats|why|when|where|which|who|whose|is|are|was|were|does|do|did|can|could|"
                    r"should|would|will|has|have|any idea|anyone|isn't|doesn't|don't|wait|so)\b")

@@ -42,9 +42,10 @@ _MIN_PASSAGE_BUDGET = 24
 
 
 class Retriever(Protocol):
-    """A knowledge base: passages for a text, above its own configured threshold."""
+    """A knowledge base: passages for a text, above its own configured threshold (the video's title
+    helps find what a comment that asks is about)."""
 
-    def search(self, text: str, top_k: int = 3) -> list[Passage]: ...
+    def search(self, text: str, top_k: int = 3, video_title: str | None = None) -> list[Passage]: ...
 
 
 class Generator(Protocol):
@@ -168,7 +169,7 @@ class Responder:
         """Passages for an already validated comment; none when context is off or there is no store."""
         if not request.use_context or self.retriever is None:
             return []
-        found = self.retriever.search(comment, top_k=request.top_k or self.top_k)
+        found = self.retriever.search(comment, top_k=request.top_k or self.top_k, video_title=request.video_title)
         limit = self.style.passage_tokens * _CHARS_PER_TOKEN_BOUND
         return [p if len(p.text) <= limit else replace(p, text=p.text[:limit]) for p in found]
 

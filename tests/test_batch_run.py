@@ -53,7 +53,7 @@ class EchoGenerator:
 
 
 class KeywordRetriever:
-    def search(self, text, top_k=3, min_similarity=None):
+    def search(self, text, top_k=3, video_title=None):
         if "groupby" in text:
             return [Passage(text="Use categoricals.", title="Pandas groupby performance", url="https://n.dev/g",
                             similarity=0.71)]

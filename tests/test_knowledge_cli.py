@@ -117,3 +117,21 @@ def test_samples_reach_the_retrieval_goal(tmp_path, repo_root):
         result = run_cli("responder.cli", "eval-retrieval", str(questions), "--json", "--store", store)
         scores = json.loads(result.stdout)
         assert scores["hit_at_3"] >= 0.95 and scores["off_topic_no_context"] == 1.0, questions
+
+
+@pytest.mark.integration
+def test_eval_retrieval_scores_with_and_without_the_video(ingested, tmp_path):
+    from responder.cli import cli
+
+    _, store = ingested
+    questions = tmp_path / "q.jsonl"
+    questions.write_text("\n".join(json.dumps(q) for q in [
+        {"comment": "what does LAG do exactly?", "expect": ["sql-window"], "video_title": "SQL window functions"},
+        {"comment": "hey what mic do you use?", "expect": [], "video_title": "SQL window functions"},
+    ]))
+    scores = json.loads(CliRunner().invoke(cli, ["eval-retrieval", str(questions), "--json", "--store", str(store)]).output)
+    assert scores["hit_at_1"] == 1.0 and scores["on_topic_no_context"] == 0.0 and scores["off_topic_no_context"] == 1.0
+    assert scores["without_video"]["hit_at_1"] == 0.0 and scores["without_video"]["on_topic_no_context"] == 1.0
+    assert scores["outcomes"][0]["rank"] == 1
+    table = CliRunner().invoke(cli, ["eval-retrieval", str(questions), "--store", str(store)]).output
+    assert "with the video" in table and "without it" in table

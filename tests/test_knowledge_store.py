@@ -152,3 +152,14 @@ def test_search_is_exact_so_a_crowd_of_identical_vectors_hides_nothing(tmp_path,
             for n in range(1000)])
     found = open_knowledge_base(Settings(store=tmp_path / "store")).search(question, top_k=3)
     assert found and "LAG(revenue)" in found[0].text
+
+
+@pytest.mark.integration
+def test_a_question_is_searched_with_its_videos_title_and_an_off_topic_one_still_gets_nothing(knowledge_store):
+    kb = open_knowledge_base(Settings(store=knowledge_store))
+    video = "SQL window functions: five patterns"
+    assert kb.search("what does LAG do exactly?", top_k=3) == []  # alone, too short to reach the threshold
+    found = kb.search("what does LAG do exactly?", top_k=3, video_title=video)
+    assert found and found[0].title == "SQL Window Functions" and "LAG(revenue)" in found[0].text
+    assert kb.search("hey what mic do you use?", top_k=3, video_title=video) == []  # asks, but not about the article
+    assert kb.search("great video!", top_k=3, video_title=video) == []  # asks nothing: the title is not used

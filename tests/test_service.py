@@ -36,7 +36,7 @@ def test_respond_cleans_reply_and_reports_sources():
     assert body["reply"] == f"Echo: Which xgboost params?\n{SIGN_OFF}"
     assert body["used_context"] is True
     assert body["sources"] == [{"title": "Tuning XGBoost", "section": "Trees", "source": "articles/xgboost.md",
-                                "url": "https://example.org/xgboost", "similarity": 0.71}]
+                                "url": "https://example.org/xgboost", "similarity": 0.71, "cited": False}]
     assert body["model"] == "fake-model" and body["adapter"] == "fake-adapter"
     assert set(body["timings"]) == {"retrieve_ms", "generate_ms"}
 

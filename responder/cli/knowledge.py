@@ -83,23 +83,29 @@ def eval_retrieval(questions: Path, min_similarity: float | None, as_json: bool,
 
     items = load_questions(questions)
     settings, kb = _open(store, chroma_url, min_similarity)
-    scores = evaluate(items, lambda text, k: kb.search(text, top_k=k))
+    search = lambda text, k, title: kb.search(text, top_k=k, video_title=title)  # noqa: E731
+    scores = evaluate(items, search)
+    without = evaluate(items, search, with_video=False) if any(q.video_title for q in items) else None
     threshold = kb.threshold()
     if as_json:
-        click.echo(json.dumps({"min_similarity": threshold, **scores.as_dict()}, indent=2, ensure_ascii=False))
+        extra = {"without_video": {k: v for k, v in without.as_dict().items() if k != "outcomes"}} if without else {}
+        click.echo(json.dumps({"min_similarity": threshold, **scores.as_dict(), **extra}, indent=2, ensure_ascii=False))
         return
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"retrieval on {questions} (min similarity {threshold:.2f})", title_justify="left")
     table.add_column("metric")
-    table.add_column("value", justify="right")
-    table.add_row("on-topic comments", str(scores.on_topic))
-    table.add_row("hit@1", f"{scores.hit_at_1:.3f}")
-    table.add_row("hit@3", f"{scores.hit_at_3:.3f}")
-    table.add_row("MRR@10", f"{scores.mrr_at_10:.3f}")
-    table.add_row("off-topic comments", str(scores.off_topic))
-    table.add_row("off-topic without context", f"{scores.off_topic_no_context:.3f}")
+    table.add_column("with the video" if without else "value", justify="right")
+    columns = [scores, without] if without else [scores]
+    if without:
+        table.add_column("without it", justify="right")
+    table.add_row("on-topic comments", *(str(s.on_topic) for s in columns))
+    for label, key in (("hit@1", "hit_at_1"), ("hit@3", "hit_at_3"), ("MRR@10", "mrr_at_10"),
+                       ("on-topic without a passage", "on_topic_no_context")):
+        table.add_row(label, *(f"{getattr(s, key):.3f}" for s in columns))
+    table.add_row("off-topic comments", *(str(s.off_topic) for s in columns))
+    table.add_row("off-topic without context", *(f"{s.off_topic_no_context:.3f}" for s in columns))
     console = Console()
     console.print(table)
     misses = [o for o in scores.outcomes if (o.expect and (o.rank is None or o.rank > 3))
