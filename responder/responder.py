@@ -169,7 +169,8 @@ class Responder:
         """Passages for an already validated comment; none when context is off or there is no store."""
         if not request.use_context or self.retriever is None:
             return []
-        found = self.retriever.search(comment, top_k=request.top_k or self.top_k, video_title=request.video_title)
+        title = clean_text(request.video_title or "", MAX_TITLE_CHARS, one_line=True) or None
+        found = self.retriever.search(comment, top_k=request.top_k or self.top_k, video_title=title)
         limit = self.style.passage_tokens * _CHARS_PER_TOKEN_BOUND
         return [p if len(p.text) <= limit else replace(p, text=p.text[:limit]) for p in found]
 

@@ -135,3 +135,14 @@ def test_eval_retrieval_scores_with_and_without_the_video(ingested, tmp_path):
     assert scores["outcomes"][0]["rank"] == 1
     table = CliRunner().invoke(cli, ["eval-retrieval", str(questions), "--store", str(store)]).output
     assert "with the video" in table and "without it" in table
+
+
+@pytest.mark.integration
+def test_retrieve_takes_the_videos_title(ingested):
+    from responder.cli import cli
+
+    _, store = ingested
+    args = ["retrieve", "what does LAG do exactly?", "--json", "--store", str(store)]
+    assert json.loads(CliRunner().invoke(cli, args).output) == []
+    found = json.loads(CliRunner().invoke(cli, [*args, "--video-title", "SQL window functions"]).output)
+    assert found and "LAG(revenue)" in found[0]["text"]

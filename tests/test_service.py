@@ -384,3 +384,23 @@ def test_a_reply_drawn_from_a_confident_passage_carries_its_citation_composed_by
     sources = [" ".join([s["title"], s["url"]]) for s in cited["sources"]]
     assert check_reply(cited["reply"], "which xgboost params first?", sources, SIGN_OFF).flags == []  # not invented
     assert "More in my post" not in plain["reply"]  # no passage, no citation
+
+
+def test_retrieve_and_respond_hand_the_videos_title_to_retrieval():
+    from responder.service.app import create_app
+    from tests.fakes import FakeRetriever
+
+    class Recording(FakeRetriever):
+        titles: list = []
+
+        def search(self, text, top_k=3, video_title=None):
+            self.titles.append(video_title)
+            return super().search(text, top_k, video_title)
+
+    retriever = Recording()
+    app = create_app(ServiceSettings(store="/nonexistent"), Responder(FakeGenerator(), STYLE, retriever))
+    with LiveServer(app) as srv:
+        assert httpx.post(srv.url + "/retrieve", json={"comment": "which depth?", "video_title": "XGBoost\ntuning"}
+                          ).status_code == 200
+        httpx.post(srv.url + "/respond", json={"comment": "which depth?", "video_title": "Tuning XGBoost"})
+    assert retriever.titles == ["XGBoost tuning", "Tuning XGBoost"]  # cleaned to one line, as the prompt has it

@@ -40,15 +40,16 @@ _MIN_SIM = click.option("--min-similarity", type=click.FloatRange(-1.0, 1.0), de
 @click.argument("comment")
 @click.option("--top-k", type=click.IntRange(1, 20), default=None, help="Passages at most [default: 3].")
 @_MIN_SIM
+@click.option("--video-title", default=None, help="Title of the video the comment is under (helps a question).")
 @click.option("--json", "as_json", is_flag=True, help="Print the passages as JSON.")
 @store_options
-def retrieve(comment: str, top_k: int | None, min_similarity: float | None, as_json: bool,
+def retrieve(comment: str, top_k: int | None, min_similarity: float | None, video_title: str | None, as_json: bool,
              store: str | None, chroma_url: str | None) -> None:
     """Show the passages the responder would inject for COMMENT (none for off-topic comments)."""
     from responder.responder import validate_comment
 
     settings, kb = _open(store, chroma_url, min_similarity)
-    passages = kb.search(validate_comment(comment), top_k=top_k or settings.top_k)
+    passages = kb.search(validate_comment(comment), top_k=top_k or settings.top_k, video_title=video_title)
     threshold = kb.threshold()
     if as_json:
         click.echo(json.dumps([asdict(p) for p in passages], indent=2, ensure_ascii=False))

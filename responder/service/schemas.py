@@ -75,12 +75,14 @@ class RetrieveRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     comment: str = Field(description=f"The text to find passages for (at most {MAX_COMMENT_CHARS} characters).")
+    video_title: str | None = Field(None, max_length=500, description=(
+        "Title of the video the comment is under: a comment that asks is searched with it."))
     top_k: int | None = Field(None, ge=1, le=20)
 
-    @field_validator("comment", mode="before")
+    @field_validator("comment", "video_title", mode="before")
     @classmethod
-    def _check_text(cls, value: object) -> object:
-        return _encodable(value, "comment")
+    def _check_text(cls, value: object, info) -> object:
+        return _encodable(value, info.field_name)
 
     @field_validator("comment")
     @classmethod
