@@ -128,6 +128,7 @@ class Recipe:
         self.console, self.say = console, console.print
         self.step, self.epoch, self.step_in_epoch = 0, 0, 0
         self.best, self.since_best = float("inf"), 0
+        self._samples: list[Any] | None = None  # the held-out pairs whose replies are generated
         self.records: list[dict[str, Any]] = []
         self.checkpoint: dict[str, Any] | None = None  # the state being resumed
         self.epoch_start, self.epoch_tokens = time.time(), 0
@@ -436,14 +437,28 @@ class Recipe:
 
         if self.cfg.samples.select_by != "replies" or not self.prep.eval_pairs or not self.cfg.samples.count:
             return None
+        pairs = self._sample_pairs()
         setup = self._eval_setup()
         setup = replace(setup, only=(setup.adapter_mode,))
         self.model.eval()
         try:
-            result = evaluate_replies(setup, self.prep.eval_pairs[:self.cfg.samples.count])
+            result = evaluate_replies(setup, pairs)
         finally:
             self.model.train()
         return {name: result["modes"][setup.adapter_mode][name] for name in FIGURES}
+
+    def _sample_pairs(self) -> list[Any]:
+        """The `samples.count` held-out pairs whose replies are generated: questions and requests
+        first (triage's drafting order, file order within an intent), since answering them is what
+        the figures judge; a sample of thank-yous alone could not tell a stock reply from an answer."""
+        from knowledge.triage_policy import draft_rank
+
+        if self._samples is None:
+            pairs = self.prep.eval_pairs
+            intents = [t.intent for t in self._triage()([p.comment for p in pairs])] if pairs else []
+            order = sorted(range(len(pairs)), key=lambda i: draft_rank(intents[i]))
+            self._samples = [pairs[i] for i in order[:self.cfg.samples.count]]
+        return self._samples
 
     def _eval_loss(self) -> float:
         return evaluate(self.model, self.eval_ex, self.micro, self.pad_id, self.device, self.cfg.train.share_prefix)
@@ -478,10 +493,9 @@ class Recipe:
         its table on top of samples.md and every reply below, generated as serving generates."""
         from .evaluation import evaluate_replies
 
-        pairs = self.prep.eval_pairs
-        if not pairs or not self.cfg.samples.count:
+        if not self.prep.eval_pairs or not self.cfg.samples.count:
             return
-        pairs = pairs[:self.cfg.samples.count]
+        pairs = self._sample_pairs()
         self.say(f"Evaluating replies to {len(pairs)} held-out comments (base, tuned"
                  f"{', tuned+passages' if self.kb else ''}) -> eval.json, samples.md ...")
         nf4_cpu_fast_path(self.model, True)  # training is over: generate with serving's kernels
