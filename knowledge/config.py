@@ -28,7 +28,7 @@ CONFIDENT_SIMILARITY = 0.5
 DEFAULT_TOP_K = 3
 
 # The fields a trained adapter records, in the order a warning names them.
-RECORDED = ("store", "chroma_url", "collection", "embedder", "top_k", "min_similarity")
+RECORDED = ("store", "chroma_url", "collection", "embedder", "top_k", "min_similarity", "hybrid", "focus")
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,8 @@ class RetrievalConfig:
     min_similarity: float | None = None  # None: the store's calibrated threshold
     device: str = "auto"
     confident_similarity: float = CONFIDENT_SIMILARITY
+    hybrid: bool = True  # BM25 beside the embedder, fused by rank (knowledge/lexical.py)
+    focus: bool = True  # search with the part of the comment that asks (knowledge/query.py)
 
     @classmethod
     def of(cls, settings: Any) -> RetrievalConfig:
@@ -64,7 +66,7 @@ class RetrievalConfig:
         """What an adapter's responder.json keeps of the setup it was trained with."""
         return {"store": str(self.store.resolve()) if not self.chroma_url else "", "chroma_url": self.chroma_url,
                 "collection": self.collection, "embedder": self.embedder, "top_k": self.top_k,
-                "min_similarity": threshold}
+                "min_similarity": threshold, "hybrid": self.hybrid, "focus": self.focus}
 
 
 def for_adapter(configured: RetrievalConfig, explicit: set[str], recorded: Mapping[str, Any] | None

@@ -42,6 +42,13 @@ class Scores:
     mrr_at_10: float
     off_topic_no_context: float
     on_topic_no_context: float = 0.0  # answerable comments left without any passage
+    # Of the 10 chunks exact scoring of every stored vector ranks first, the share the search in use
+    # returns, and the share Chroma's HNSW index alone returns (`KnowledgeBase.recall_against_exact`).
+    # Mean over answerable comments of the best similarity an expected article's passage reached (0:
+    # none returned): the margin over the threshold, which decides on a harder corpus.
+    expected_similarity: float = 0.0
+    recall_at_10: float | None = None
+    hnsw_recall_at_10: float | None = None
     outcomes: list[Outcome] = field(default_factory=list)
 
     def as_dict(self) -> dict:
@@ -68,9 +75,11 @@ def stem_of(passage: Passage) -> str:
 
 
 def evaluate(questions: Sequence[Question], search: Callable[[str, int, str | None], list[Passage]],
-             with_video: bool = True) -> Scores:
+             with_video: bool = True,
+             recall: Callable[[list[str], list[str | None]], tuple[float, float]] | None = None) -> Scores:
     """Scores for `questions`; `search(comment, top_k, video_title)` applies the threshold under
-    test; `with_video=False` searches every comment without its video's title."""
+    test; `with_video=False` searches every comment without its video's title; `recall(comments,
+    video_titles)` gives (recall@10 of the search, of HNSW alone) against exact scoring."""
     outcomes = []
     for q in questions:
         passages = search(q.comment, 10, q.video_title if with_video else None)
@@ -83,7 +92,15 @@ def evaluate(questions: Sequence[Question], search: Callable[[str, int, str | No
     def share(items, keep) -> float:
         return round(sum(1 for o in items if keep(o)) / len(items), 4) if items else 0.0
 
+    recall_at_10 = hnsw_recall = None
+    if recall is not None and on:
+        asked = [q for q in questions if q.expect]
+        recall_at_10, hnsw_recall = recall([q.comment for q in asked],
+                                           [q.video_title if with_video else None for q in asked])
     return Scores(
+        recall_at_10=recall_at_10, hnsw_recall_at_10=hnsw_recall,
+        expected_similarity=round(sum(max((v for g, v in zip(o.got, o.similarities) if g in o.expect), default=0.0)
+                                      for o in on) / len(on), 4) if on else 0.0,
         questions=len(outcomes), on_topic=len(on), off_topic=len(off),
         hit_at_1=share(on, lambda o: o.rank == 1),
         hit_at_3=share(on, lambda o: o.rank is not None and o.rank <= 3),

@@ -25,8 +25,9 @@ def resolve_min_similarity(explicit: float | None, configured: float | None,
 
 
 def to_passages(documents: Sequence[str], metadatas: Sequence[Mapping[str, Any]],
-                distances: Sequence[float], min_similarity: float) -> list[Passage]:
-    """Passages at or above `min_similarity`, best first (cosine distance = 1 - similarity)."""
+                distances: Sequence[float], min_similarity: float, ordered: bool = False) -> list[Passage]:
+    """Passages at or above `min_similarity` (cosine distance = 1 - similarity), most similar first,
+    or in the given order when `ordered` (retrieval's fused ranking)."""
     out: list[Passage] = []
     for text, meta, distance in zip(documents, metadatas, distances):
         similarity = round(1.0 - float(distance), 4)
@@ -37,5 +38,6 @@ def to_passages(documents: Sequence[str], metadatas: Sequence[Mapping[str, Any]]
                            source=str(meta.get("source", "")), url=str(meta.get("url", "")),
                            page=int(page) if isinstance(page, int) and page > 0 else None,
                            similarity=similarity))
-    out.sort(key=lambda p: -p.similarity)
+    if not ordered:
+        out.sort(key=lambda p: -p.similarity)
     return out

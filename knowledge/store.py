@@ -23,6 +23,8 @@ from base.settings import Settings
 from knowledge.config import RetrievalConfig
 
 from .embedder import Embedder, load_embedder, resolve_embedder
+from .lexical import LexicalIndex
+from .query import search_queries
 from .calibration import calibrate
 from .search import DEFAULT_MIN_SIMILARITY, resolve_min_similarity, to_passages
 from .triage import asks
@@ -39,6 +41,61 @@ EXACT_SEARCH_MAX = 20_000
 # be this close to the comment alone, so the title cannot pull in its article for an off-topic
 # question ("what mic do you use?"). Measured on samples/retrieval_real_style.jsonl: README.
 VIDEO_COMMENT_FLOOR = 0.15
+# Reciprocal rank fusion (Cormack et al. 2009): a chunk scores 1/(RRF_K + its embedder rank) plus
+# LEXICAL_WEIGHT/(RRF_K + its BM25 rank). At weight 1.0, BM25's ranks, which shift with the store's
+# average chunk length, cost two written questions their top passage in a store crowded with short
+# code chunks; 0.7 kept every gain and lost none, on the plain and the crowded sample store alike
+# (benchmarks/retrieval_bench.py, README "Hybrid retrieval").
+RRF_K = 60
+LEXICAL_WEIGHT = 0.7
+# Above EXACT_SEARCH_MAX, how many chunks HNSW and BM25 each propose per query for exact re-scoring.
+HNSW_CANDIDATES = 50
+
+@dataclass
+class _Index:
+    """What search reads of a store: every chunk's id, document and metadata, its vectors when the
+    store is small enough to score exactly, and the BM25 index over the documents (built on first use)."""
+
+    count: int
+    ids: list[str]
+    documents: list[str]
+    metadatas: list[dict[str, Any]]
+    vectors: Any  # (count, dimension) float32, or None above EXACT_SEARCH_MAX
+    _lexical: LexicalIndex | None = None
+
+    def __post_init__(self) -> None:
+        self.position = {chunk_id: row for row, chunk_id in enumerate(self.ids)}
+
+    def lexical(self) -> LexicalIndex:
+        if self._lexical is None:
+            self._lexical = LexicalIndex(self.documents)
+        return self._lexical
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """How one comment is searched: its queries (knowledge.query), each also with the video's title
+    when the comment asks and a title was given."""
+
+    queries: list[str]
+    video_title: str | None
+
+    @property
+    def texts(self) -> list[str]:
+        return self.queries + ([f"{q}\n{self.video_title}" for q in self.queries] if self.video_title else [])
+
+
+def _plan(text: str, video_title: str | None, focus: bool) -> _Plan:
+    title = video_title.strip() if video_title and video_title.strip() and asks(text) else None
+    return _Plan(search_queries(text) if focus else [text], title)
+
+
+def _ranks(scores: Any) -> Any:
+    """1-based rank of each score, highest first."""
+    ranks = np.empty(len(scores), dtype=np.float64)
+    ranks[np.argsort(-scores, kind="stable")] = np.arange(1, len(scores) + 1)
+    return ranks
+
 
 __all__ = ["DEFAULT_MIN_SIMILARITY", "KnowledgeBase", "SourceState", "StoreLock", "check_workers", "lock_store",
            "open_knowledge_base"]
@@ -167,7 +224,7 @@ class KnowledgeBase:
         self._collection: Any = None
         self._batch_size: int | None = None
         self._lock = threading.Lock()
-        self._exact: tuple[int, Any, list[str], list[dict[str, Any]]] | None = None  # (count, vectors, docs, metas)
+        self._stored: _Index | None = None  # what search reads, cached by chunk count
 
     # --- parts --------------------------------------------------------------------------------
     @property
@@ -216,61 +273,144 @@ class KnowledgeBase:
     # --- reading --------------------------------------------------------------------------------
     def search(self, text: str, top_k: int = 3, min_similarity: float | None = None,
                video_title: str | None = None) -> list[Passage]:
-        """The passages closest to `text`, best first, none below the similarity threshold; with the
-        video's title when the comment asks something (see VIDEO_COMMENT_FLOOR)."""
-        if top_k < 1 or not has_words(text, min_chars=2):
+        """The passages closest to `text`, in retrieval's order, none below the similarity threshold;
+        with the video's title when the comment asks something (see VIDEO_COMMENT_FLOOR)."""
+        if top_k < 1 or not has_words(text, min_chars=2) or self.collection() is None:
             return []
-        col = self.collection()
-        if col is None:
-            return []
-        threshold = self.threshold(min_similarity)
-        if not (video_title and video_title.strip() and asks(text)):
-            return self.search_many([text], top_k, threshold)[0]
-        alone, with_title = self.embedder.embed([text, f"{text}\n{video_title.strip()}"])
-        docs, metas, sims, vectors = self._nearest(col, [with_title], top_k * 4)[0]
-        near = [i for i in range(len(docs)) if float(np.dot(vectors[i], alone)) >= VIDEO_COMMENT_FLOOR][:top_k]
-        return to_passages([docs[i] for i in near], [metas[i] for i in near], [1.0 - sims[i] for i in near],
-                           threshold)
+        return self.search_many([text], top_k, self.threshold(min_similarity), [video_title])[0]
 
-    def search_many(self, texts: Sequence[str], top_k: int, threshold: float) -> list[list[Passage]]:
-        """`search` for several texts in one embedding batch and one query, at a given threshold."""
+    def search_many(self, texts: Sequence[str], top_k: int, threshold: float,
+                    video_titles: Sequence[str | None] | None = None) -> list[list[Passage]]:
+        """`search` for several comments in one embedding batch, at a given threshold.
+
+        Each comment is searched with its ask and each of its questions (knowledge.query); a chunk
+        counts with its best query's cosine similarity, the threshold applies to that, and the
+        chunks that pass are ordered by reciprocal rank fusion of that similarity's rank and BM25's
+        rank for the ask (knowledge.lexical), or by similarity alone with `hybrid` off."""
         col = self.collection()
-        if col is None or not texts:
+        if col is None or not texts or col.count() == 0:
             return [[] for _ in texts]
-        vectors = self.embedder.embed(list(texts))
+        titles = list(video_titles) if video_titles is not None else [None] * len(texts)
+        plans = [_plan(text, title, self.config.focus) for text, title in zip(texts, titles)]
+        vectors = np.asarray(self.embedder.embed([q for plan in plans for q in plan.texts]), dtype=np.float32)
         if self._embedder is not None and col.metadata.get("dimension") != self._embedder.dimension:
             self._check(col)
-        return [to_passages(docs, metas, [1.0 - s for s in sims], threshold)
-                for docs, metas, sims, _ in self._nearest(col, vectors, top_k)]
+        index = self._index(col)
+        found, start = [], 0
+        for plan in plans:
+            found.append(self._rank(col, index, plan, vectors[start:start + len(plan.texts)], top_k, threshold))
+            start += len(plan.texts)
+        return found
 
-    def _nearest(self, col: Any, vectors: Sequence[Sequence[float]], n: int) -> list[tuple[list, list, list, Any]]:
-        """Per query vector, the `n` nearest chunks: (documents, metadatas, cosine similarities,
-        their vectors), best first. Exact up to EXACT_SEARCH_MAX chunks, HNSW above."""
+    def _rank(self, col: Any, index: _Index, plan: _Plan, vectors: Any, top_k: int, threshold: float) -> list[Passage]:
+        ranked = self._ranked(col, index, plan, vectors, top_k, threshold)
+        return to_passages([index.documents[r] for r, _ in ranked], [index.metadatas[r] for r, _ in ranked],
+                           [1.0 - s for _, s in ranked], threshold, ordered=True)
+
+    def _ranked(self, col: Any, index: _Index, plan: _Plan, vectors: Any, top_k: int,
+                threshold: float) -> list[tuple[int, float]]:
+        """(row in `index`, cosine similarity) of the `top_k` chunks retrieval gives, in its order."""
+        alone = vectors[:len(plan.queries)]
+        searched = vectors[len(plan.queries):] if plan.video_title else alone
+        lexical = index.lexical().scores(plan.queries[0]) if self.config.hybrid else None
+        rows, stored = self._candidates(col, index, searched, lexical, top_k)
+        if not len(rows):
+            return []
+        similarity = (searched @ stored.T).max(axis=0)
+        passes = similarity >= threshold
+        if plan.video_title:  # the title must not pull in its article for a question about something else
+            passes &= (alone @ stored.T).max(axis=0) >= VIDEO_COMMENT_FLOOR
+        fused = 1.0 / (RRF_K + _ranks(similarity))
+        if lexical is not None:
+            words = lexical[rows]
+            fused += np.where(words > 0, LEXICAL_WEIGHT / (RRF_K + _ranks(words)), 0.0)
+        order = sorted(np.flatnonzero(passes), key=lambda i: (-fused[i], -similarity[i]))[:top_k]
+        return [(int(rows[i]), float(similarity[i])) for i in order]
+
+    def _candidates(self, col: Any, index: _Index, searched: Any, lexical: Any, top_k: int) -> tuple[Any, Any]:
+        """(row numbers in `index`, their vectors): every stored chunk up to EXACT_SEARCH_MAX (scored
+        exactly, NumPy); above it, HNSW's nearest per query plus BM25's best, their vectors fetched."""
+        if index.vectors is not None:
+            return np.arange(len(index.ids)), index.vectors
+        n = max(HNSW_CANDIDATES, top_k * 4)
+        hits = col.query(query_embeddings=searched, n_results=n, include=["embeddings"])
+        vectors = {i: e for ids, embs in zip(hits["ids"], hits["embeddings"]) for i, e in zip(ids, embs)}
+        if lexical is not None:
+            extra = [index.ids[r] for r in np.argsort(-lexical)[:n] if lexical[r] > 0 and index.ids[r] not in vectors]
+            if extra:
+                got = col.get(ids=extra, include=["embeddings"])
+                vectors.update(zip(got["ids"], got["embeddings"]))
+        ids = [i for i in vectors if i in index.position]
+        rows = np.array([index.position[i] for i in ids], dtype=np.int64)
+        return rows, np.asarray([vectors[i] for i in ids], dtype=np.float32).reshape(len(ids), -1)
+
+    def recall_against_exact(self, texts: Sequence[str], video_titles: Sequence[str | None], k: int = 10
+                             ) -> tuple[float, float]:
+        """(recall@k of the search in use, recall@k of Chroma's HNSW index alone): the share of the
+        chunks exact scoring of every stored vector ranks in its top `k` (threshold off) that each
+        also returns, averaged over `texts`. Reads every stored vector: an evaluation, not a search."""
+        col = self.collection()
+        if col is None or col.count() == 0 or not texts:
+            return 1.0, 1.0
+        index = self._index(col)
+        exact = index if index.vectors is not None else self._read_index(col, with_vectors=True)
+        plans = [_plan(text, title, self.config.focus) for text, title in zip(texts, video_titles)]
+        vectors = np.asarray(self.embedder.embed([q for plan in plans for q in plan.texts]), dtype=np.float32)
+        in_use, hnsw, start = [], [], 0
+        for plan in plans:
+            own = vectors[start:start + len(plan.texts)]
+            start += len(plan.texts)
+            truth = {exact.ids[r] for r, _ in self._ranked(col, exact, plan, own, k, -1.0)}
+            if not truth:
+                continue
+            got = {index.ids[r] for r, _ in self._ranked(col, index, plan, own, k, -1.0)}
+            in_use.append(len(truth & got) / len(truth))
+            first = own[len(plan.queries):][:1] if plan.video_title else own[:1]
+            dense_truth = {exact.ids[i] for i in np.argsort(-(exact.vectors @ first[0]))[:k]}
+            approximate = set(col.query(query_embeddings=first, n_results=k, include=[])["ids"][0])
+            hnsw.append(len(dense_truth & approximate) / len(dense_truth))
+        mean = lambda xs: round(sum(xs) / len(xs), 4) if xs else 1.0  # noqa: E731
+        return mean(in_use), mean(hnsw)
+
+    def lexical_search(self, text: str, top_k: int = 10) -> list[Passage]:
+        """BM25 alone over the stored chunks, for measurement (benchmarks/retrieval_bench.py): the
+        chunks sharing words with the comment's ask, best first, with no threshold (BM25 cannot
+        tell an off-topic comment from a question); `similarity` holds the BM25 score."""
+        col = self.collection()
+        if col is None or col.count() == 0 or not has_words(text, min_chars=2):
+            return []
+        index = self._index(col)
+        scores = index.lexical().scores(_plan(text, None, self.config.focus).queries[0])
+        best = [int(r) for r in np.argsort(-scores)[:top_k] if scores[r] > 0]
+        return to_passages([index.documents[r] for r in best], [index.metadatas[r] for r in best],
+                           [1.0 - float(scores[r]) for r in best], min_similarity=-np.inf, ordered=True)
+
+    def _index(self, col: Any) -> _Index:
+        """What search reads, read once and again only when the chunk count changed (or this process
+        wrote to the store): vectors included up to EXACT_SEARCH_MAX chunks."""
         count = col.count()
-        if count == 0:
-            return [([], [], [], np.zeros((0, 0), dtype=np.float32)) for _ in vectors]
-        if count > EXACT_SEARCH_MAX:
-            result = col.query(query_embeddings=vectors, n_results=n,
-                               include=["documents", "metadatas", "distances", "embeddings"])
-            return [(docs, metas, [1.0 - float(d) for d in dists], np.asarray(embs, dtype=np.float32))
-                    for docs, metas, dists, embs in zip(result["documents"], result["metadatas"],
-                                                        result["distances"], result["embeddings"])]
-        _, stored, docs, metas = self._stored(col, count)
-        out = []
-        for row in np.asarray(vectors, dtype=np.float32) @ stored.T:
-            best = np.argsort(-row)[:n]
-            out.append(([docs[i] for i in best], [metas[i] for i in best], [float(row[i]) for i in best], stored[best]))
-        return out
-
-    def _stored(self, col: Any, count: int) -> tuple[int, Any, list[str], list[dict[str, Any]]]:
-        """Every stored vector, document and metadata, read once and again only when the chunk count
-        changed (or this process wrote to the store)."""
         with self._lock:
-            if self._exact is None or self._exact[0] != count:
-                rows = col.get(include=["embeddings", "documents", "metadatas"])
-                self._exact = (count, np.asarray(rows["embeddings"], dtype=np.float32).reshape(len(rows["ids"]), -1),
-                               list(rows["documents"]), list(rows["metadatas"]))
-            return self._exact
+            if self._stored is None or self._stored.count != count:
+                self._stored = self._read_index(col, with_vectors=count <= EXACT_SEARCH_MAX)
+            return self._stored
+
+    @staticmethod
+    def _read_index(col: Any, with_vectors: bool, page: int = 5000) -> _Index:
+        """Every stored chunk's id, document and metadata, and its vector when `with_vectors`."""
+        include = ["documents", "metadatas"] + (["embeddings"] if with_vectors else [])
+        ids: list[str] = []
+        docs: list[str] = []
+        metas: list[dict[str, Any]] = []
+        vectors = []
+        count = col.count()
+        for offset in range(0, count, page):
+            rows = col.get(include=include, limit=page, offset=offset)
+            ids += rows["ids"]
+            docs += rows["documents"]
+            metas += rows["metadatas"]
+            if with_vectors:
+                vectors.append(np.asarray(rows["embeddings"], dtype=np.float32).reshape(len(rows["ids"]), -1))
+        return _Index(count, ids, docs, metas, np.vstack(vectors) if vectors else None)
 
     def threshold(self, explicit: float | None = None) -> float:
         """The similarity threshold in use: explicit, configured, this store's calibrated one, or the default."""
@@ -345,14 +485,14 @@ class KnowledgeBase:
     def add(self, ids: Sequence[str], embeddings: Sequence[Sequence[float]], documents: Sequence[str],
             metadatas: Sequence[dict[str, Any]]) -> None:
         col = self.collection(create=True)
-        self._exact = None
+        self._stored = None
         for s in self._batches(len(ids)):
             col.upsert(ids=list(ids[s]), embeddings=np.asarray(embeddings[s], dtype=np.float32),
                        documents=list(documents[s]), metadatas=list(metadatas[s]))
 
     def update_metadata(self, ids: Sequence[str], metadatas: Sequence[dict[str, Any]]) -> None:
         col = self.collection(create=True)
-        self._exact = None
+        self._stored = None
         for s in self._batches(len(ids)):
             col.update(ids=list(ids[s]), metadatas=list(metadatas[s]))
 
@@ -361,7 +501,7 @@ class KnowledgeBase:
         col = self.collection()
         if col is None or not ids:
             return
-        self._exact = None
+        self._stored = None
         for s in self._batches(len(ids)):
             col.delete(ids=ids[s])
 

@@ -85,8 +85,9 @@ def eval_retrieval(questions: Path, min_similarity: float | None, as_json: bool,
     items = load_questions(questions)
     settings, kb = _open(store, chroma_url, min_similarity)
     search = lambda text, k, title: kb.search(text, top_k=k, video_title=title)  # noqa: E731
-    scores = evaluate(items, search)
-    without = evaluate(items, search, with_video=False) if any(q.video_title for q in items) else None
+    scores = evaluate(items, search, recall=kb.recall_against_exact)
+    without = (evaluate(items, search, with_video=False, recall=kb.recall_against_exact)
+               if any(q.video_title for q in items) else None)
     threshold = kb.threshold()
     if as_json:
         extra = {"without_video": {k: v for k, v in without.as_dict().items() if k != "outcomes"}} if without else {}
@@ -103,8 +104,9 @@ def eval_retrieval(questions: Path, min_similarity: float | None, as_json: bool,
         table.add_column("without it", justify="right")
     table.add_row("on-topic comments", *(str(s.on_topic) for s in columns))
     for label, key in (("hit@1", "hit_at_1"), ("hit@3", "hit_at_3"), ("MRR@10", "mrr_at_10"),
-                       ("on-topic without a passage", "on_topic_no_context")):
-        table.add_row(label, *(f"{getattr(s, key):.3f}" for s in columns))
+                       ("on-topic without a passage", "on_topic_no_context"),
+                       ("recall@10 against exact", "recall_at_10"), ("HNSW alone: recall@10", "hnsw_recall_at_10")):
+        table.add_row(label, *(f"{getattr(s, key):.3f}" if getattr(s, key) is not None else "-" for s in columns))
     table.add_row("off-topic comments", *(str(s.off_topic) for s in columns))
     table.add_row("off-topic without context", *(f"{s.off_topic_no_context:.3f}" for s in columns))
     console = Console()
