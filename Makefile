@@ -52,6 +52,7 @@ $(DEMO_ADAPTER): finetune/presets/demo.yaml samples/pairs/train.csv samples/pair
 bench: $(STAMP)
 	$(PY) benchmarks/reply_quality_bench.py
 	$(PY) benchmarks/ingest_bench.py
+	$(PY) benchmarks/retrieval_bench.py
 	$(PY) benchmarks/finetune_bench.py
 	$(PY) benchmarks/serve_bench.py
 	$(PY) benchmarks/batch_bench.py

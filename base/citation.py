@@ -23,6 +23,29 @@ PLACEHOLDERS = ("title", "url")
 _BEFORE_URL = re.compile(r"[\s:,;\-–—(]*\{url\}\)?")
 
 
+def check_base_url(base_url: str) -> str:
+    """The article base URL as given, or ValueError: it must be http(s) with a host, and may hold {slug}."""
+    from urllib.parse import urlparse
+
+    parsed = urlparse(base_url.replace("{slug}", "slug"))
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ValueError(f"article base URL {base_url!r} is not an http(s) URL; give e.g. https://blog.example.com/posts/")
+    if re.search(r"\{(?!slug\})[^}]*\}", base_url):
+        raise ValueError(f"article base URL {base_url!r} has a placeholder other than {{slug}}")
+    return base_url
+
+
+def article_url(base_url: str | None, stem: str) -> str:
+    """The URL of an article whose file is named `stem`, under the creator's base URL ("" without one):
+    the slug (lower case, runs of other characters made one hyphen) replaces {slug}, or is appended."""
+    if not base_url:
+        return ""
+    slug = re.sub(r"[^a-z0-9]+", "-", stem.lower()).strip("-") or "article"
+    if "{slug}" in base_url:
+        return base_url.replace("{slug}", slug)
+    return f"{base_url.rstrip('/')}/{slug}"
+
+
 def check_template(template: str) -> str:
     """The template as given, or ValueError naming an unknown or malformed placeholder."""
     try:

@@ -65,6 +65,18 @@ class Settings(BaseSettings):
         'More in my post "{title}": {url}',
         description="Template with {title} and {url}; an article without a URL is cited by its title alone.")
 
+    # Where an article without its own URL (front matter, HTML canonical, PDF metadata) lives: a base
+    # URL its slug (the file's name without extension) is appended to, or a pattern with {slug}.
+    article_base_url: str | None = Field(
+        None, description="e.g. https://blog.example.com/posts/ or https://blog.example.com/{slug}.html")
+
+    @field_validator("article_base_url")
+    @classmethod
+    def _http_base_url(cls, value: str | None) -> str | None:
+        from base.citation import check_base_url
+
+        return check_base_url(value) if value else None
+
     @field_validator("citation")
     @classmethod
     def _known_placeholders(cls, value: str) -> str:

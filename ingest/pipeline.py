@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
+from base.citation import article_url
 from base.errors import UserError
 
 from .chunker import (
@@ -157,9 +158,11 @@ def _inside(path: Path, roots: list[Path]) -> bool:
 
 
 def fingerprint(data: bytes, embedder: str, chunk_tokens: int, overlap_tokens: int,
-                max_chunk_chars: int = DEFAULT_MAX_CHUNK_CHARS) -> str:
+                max_chunk_chars: int = DEFAULT_MAX_CHUNK_CHARS, base_url: str | None = None) -> str:
     h = hashlib.sha256(data)
     h.update(f"\0{embedder}\0{CHUNKER_VERSION}\0{chunk_tokens}\0{overlap_tokens}\0{max_chunk_chars}".encode())
+    if base_url:  # a new base URL rewrites the stored URLs (metadata only: nothing is embedded again)
+        h.update(f"\0{base_url}".encode())
     return h.hexdigest()[:32]
 
 
@@ -168,6 +171,7 @@ class ChunkSettings:
     tokens: int = DEFAULT_CHUNK_TOKENS
     overlap: int = DEFAULT_OVERLAP_TOKENS
     max_chars: int = DEFAULT_MAX_CHUNK_CHARS
+    base_url: str | None = None  # where articles without their own URL live (base.citation.article_url)
 
 
 def ingest(paths: Iterable[str | Path], kb, prune: bool = True,
@@ -175,8 +179,9 @@ def ingest(paths: Iterable[str | Path], kb, prune: bool = True,
            overlap_tokens: int = DEFAULT_OVERLAP_TOKENS,
            on_file: Callable[[Path, str], None] | None = None,
            on_start: Callable[[int], None] | None = None,
-           max_chunk_chars: int = DEFAULT_MAX_CHUNK_CHARS) -> IngestReport:
-    """Bring the knowledge base `kb` up to date with the articles under `paths`."""
+           max_chunk_chars: int = DEFAULT_MAX_CHUNK_CHARS, base_url: str | None = None) -> IngestReport:
+    """Bring the knowledge base `kb` up to date with the articles under `paths`; an article with no
+    URL of its own gets `base_url` plus its slug (none without a base URL)."""
     start = time.perf_counter()
     found = discover(paths)
     report = IngestReport(seen=len(found.files) + len(found.skipped))
@@ -185,7 +190,7 @@ def ingest(paths: Iterable[str | Path], kb, prune: bool = True,
     if on_start:
         on_start(len(found.files))
     limit = int(max_file_mb * 1024 * 1024)
-    sizes = ChunkSettings(chunk_tokens, overlap_tokens, max_chunk_chars)
+    sizes = ChunkSettings(chunk_tokens, overlap_tokens, max_chunk_chars, base_url)
     for path, source in found.files:
         status = _ingest_file(path, source, kb, manifest.get(source), limit, sizes, report)
         if status.startswith("skipped: "):
@@ -235,7 +240,7 @@ def _ingest_file(path: Path, source: str, kb, state, limit: int, sizes: ChunkSet
         data = path.read_bytes()
     except OSError as exc:
         return f"skipped: cannot read ({exc.strerror or exc})"
-    fp = fingerprint(data, kb.embedder_name, sizes.tokens, sizes.overlap, sizes.max_chars)
+    fp = fingerprint(data, kb.embedder_name, sizes.tokens, sizes.overlap, sizes.max_chars, sizes.base_url)
     if state is not None and state.is_complete(fp):
         return "unchanged"
     embedder = kb.embedder
@@ -252,13 +257,14 @@ def _ingest_file(path: Path, source: str, kb, state, limit: int, sizes: ChunkSet
     report.left_out.update(left_out)
     if not chunks:
         return "skipped: nothing to store (every chunk repeats another or has no words)"
+    url = clip(doc.url or article_url(sizes.base_url, path.stem))
     seen: Counter[str] = Counter()
     ids, metas = [], []
     for chunk in chunks:
         ids.append(chunk_id(source, kb.embedder_name, chunk.embed_text, seen[chunk.embed_text]))
         seen[chunk.embed_text] += 1
         meta = {"source": source, "stem": path.stem, "title": clip(doc.title), "section": chunk.section,
-                "url": clip(doc.url), "date": clip(doc.date), "chunk": chunk.index, "n_chunks": len(chunks),
+                "url": url, "date": clip(doc.date), "chunk": chunk.index, "n_chunks": len(chunks),
                 "fingerprint": fp}
         if chunk.page is not None:
             meta["page"] = chunk.page

@@ -200,6 +200,7 @@ def read_pdf(path: Path, data: bytes) -> Document:
             raise Skip("PDF is encrypted; save a copy without a password")
         pages = [page.extract_text() or "" for page in reader.pages]
         title = str((reader.metadata or {}).get("/Title") or "").strip()
+        url = _pdf_url(reader)
     except Skip:
         raise
     except (PyPdfError, ValueError, KeyError, TypeError, OSError) as exc:
@@ -208,4 +209,20 @@ def read_pdf(path: Path, data: bytes) -> Document:
     # PDF writers often leave "Untitled" or the source file's name ("Microsoft Word - a.docx").
     if re.search(r"^untitled|\.(docx?|odt|pages|tex|md|html?)$", title, re.IGNORECASE):
         title = ""
-    return Document(path, title or title_from_stem(path), blocks=blocks)
+    return Document(path, title or title_from_stem(path), url, blocks=blocks)
+
+
+def _pdf_url(reader) -> str:
+    """Where the PDF lives, from its metadata: a /URL (or /Canonical) entry of the document info, or an
+    http(s) dc:identifier or dc:source in its XMP; "" when it names none."""
+    info = reader.metadata or {}
+    found = [info.get(key) for key in ("/URL", "/Url", "/url", "/Canonical", "/canonical")]
+    try:
+        xmp = reader.xmp_metadata
+    except Exception:  # noqa: BLE001 - malformed XMP: the document info is enough
+        xmp = None
+    if xmp is not None:
+        for field in ("dc_identifier", "dc_source"):
+            value = getattr(xmp, field, None)
+            found.extend(value if isinstance(value, list) else [value])
+    return next((str(v).strip() for v in found if v and re.match(r"https?://\S+$", str(v).strip())), "")

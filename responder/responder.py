@@ -66,6 +66,7 @@ class Reply:
     adapter: str | None
     timings: dict[str, float] = field(default_factory=dict)
     cited: Passage | None = None  # the passage whose article the citation line names (base.citation)
+    citation: str = ""  # that line, as it stands in `reply` ("" when nothing was cited)
 
 
 class CommentFailed(Exception):
@@ -235,4 +236,4 @@ class Responder:
         cited = cite(clean_reply(raw, self.style.sign_off), item.passages, self.citation, self.confident,
                      self.style.sign_off)
         return Reply(cited.reply, list(item.passages), bool(item.passages), self.generator.model_name,
-                     self.generator.adapter_name, dict(timings), cited.passage)
+                     self.generator.adapter_name, dict(timings), cited.passage, cited.line)

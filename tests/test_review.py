@@ -14,7 +14,7 @@ from base.errors import UserError
 from responder.cli import cli
 from responder.jobs.reply_log import ReplyLog
 from responder.review.app import ReviewConfig, create_app
-from tests.review_support import LINK_FLAG, TRIAGED, TRIAGED_REVIEW_ORDER, read_drafts, write_drafts
+from tests.review_support import LINK_FLAG, SIGN, SQL, TRIAGED, TRIAGED_REVIEW_ORDER, draft, read_drafts, write_drafts
 from tests.fakes import StubAnswerer
 
 H = {"X-Review": "1"}
@@ -217,3 +217,21 @@ def test_skipped_and_failed_comments_have_no_draft_to_approve(tmp_path):
     assert r.status_code == 200 and r.json()["state"] == "pending"
     saved = read_drafts(path)
     assert saved["UgxEmoji"]["status"] == "skipped:emoji-only" and "approved" not in saved["UgxEmoji"]
+
+
+def test_the_citation_is_its_own_line_on_the_page_and_can_be_removed(tmp_path):
+    line = 'More in my post "SQL Window Functions": https://blog.test/sql-window'
+    cited = draft("UgxCited", "@maria_analyst", "How do I get a running total per day in Postgres?",
+                  f"Use SUM(amount) OVER (ORDER BY day).\n{line}\n{SIGN}", [{**SQL, "cited": True}], citation=line)
+    path = write_drafts(tmp_path / "r.jsonl", [cited])
+    c = client(path)
+    page = c.get("/").text
+    assert "Citation, composed from the article" in page and 'data-action="uncite"' in page
+    r = c.post("/api/drafts/UgxCited/uncite", json={}, headers=H)
+    assert r.status_code == 200 and 'data-action="uncite"' not in r.json()["card"]
+    saved = read_drafts(path)["UgxCited"]
+    assert saved["reply"] == f"Use SUM(amount) OVER (ORDER BY day).\n{SIGN}"  # the rest untouched, sign-off kept
+    assert saved["citation_removed"] is True and "citation" not in saved and not saved["sources"][0].get("cited")
+    assert saved["original_reply"].count(line) == 1 and saved["approved"] is False
+    again = c.post("/api/drafts/UgxCited/uncite", json={}, headers=H)
+    assert again.status_code == 409 and "no citation line" in again.json()["detail"]

@@ -41,6 +41,22 @@ def test_respond_cleans_reply_and_reports_sources():
     assert set(body["timings"]) == {"retrieve_ms", "generate_ms"}
 
 
+def test_a_cited_reply_names_its_citation_line_and_the_batch_client_keeps_it():
+    from base.citation import DEFAULT_CITATION
+    from responder.jobs.service_client import _reply
+    from responder.service.app import create_app
+    from tests.fakes import FakeRetriever
+
+    settings = ServiceSettings(max_batch_size=8, max_wait_ms=100, queue_size=16, store="/nonexistent")
+    app = create_app(settings, Responder(FakeGenerator(), STYLE, FakeRetriever(), citation=DEFAULT_CITATION))
+    with LiveServer(app) as srv:
+        body = httpx.post(srv.url + "/respond", json={"comment": "Which xgboost params?"}).json()
+    line = 'More in my post "Tuning XGBoost": https://example.org/xgboost'
+    assert body["citation"] == line and body["reply"] == f"Echo: Which xgboost params?\n{line}\n{SIGN_OFF}"
+    assert body["sources"][0]["cited"] is True
+    assert _reply(body).citation == line  # what `batch --service` writes to the replies file
+
+
 def test_off_topic_comment_gets_no_context():
     with LiveServer(make_app(FakeGenerator())) as srv:
         body = httpx.post(srv.url + "/respond", json={"comment": "first!"}).json()

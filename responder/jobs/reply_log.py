@@ -228,6 +228,8 @@ def record(comment: Comment, status: str, reply: Reply | None = None) -> dict[st
         "sources": [source_record(p, p is reply.cited) for p in reply.sources] if reply else [],
         "used_context": bool(reply.used_context) if reply else False, "status": status,
     }
+    if reply is not None and reply.citation:
+        r["citation"] = reply.citation  # its own line in `reply`; the review page can remove it
     if status == ANSWERED:
         r["approved"] = False  # a person sets it to true after reading the reply; `responder post` reads it
     return r

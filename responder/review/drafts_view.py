@@ -63,6 +63,12 @@ class DraftView:
         return self.record.get("needs_creator") is True
 
     @property
+    def citation(self) -> str:
+        """The reply's citation line while the reply still holds it ("" otherwise)."""
+        line = str(self.record.get("citation") or "")
+        return line if line and line in str(self.record.get("reply") or "").splitlines() else ""
+
+    @property
     def reason(self) -> str:
         status = str(self.record.get("status") or "")
         return status.split(":", 1)[1] if ":" in status else ""
@@ -148,6 +154,24 @@ def edit(record: dict[str, Any], reply: str, flags_now: list[str]) -> None:
     record.update(reply=reply, status="answered", approved=True, flags_seen=list(flags_now), reviewed_at=_now())
 
 
+def uncite(record: dict[str, Any]) -> None:
+    """The citation line taken out of the reply (the rest as it was), its source no longer marked cited."""
+    _must_be_draft(record, "remove the citation from")
+    line = str(record.get("citation") or "")
+    reply = str(record.get("reply") or "")
+    if not line or line not in reply.splitlines():
+        from base.errors import UserError
+
+        raise UserError(f"the reply to comment '{record.get('comment_id')}' holds no citation line to remove")
+    record.setdefault("original_reply", reply)
+    record.update(reply="\n".join(x for x in reply.splitlines() if x != line), edited=True, citation_removed=True,
+                  reviewed_at=_now())
+    record.pop("citation", None)
+    for source in record.get("sources") or []:
+        if isinstance(source, dict):
+            source.pop("cited", None)
+
+
 def reject(record: dict[str, Any]) -> None:
     _must_be_draft(record, "reject")
     record.update(status="rejected", approved=False, reviewed_at=_now())
@@ -158,5 +182,7 @@ def regenerated(record: dict[str, Any], reply: Any) -> None:
     record.update(reply=reply.reply, sources=[p.to_dict() for p in reply.sources],
                   used_context=bool(reply.used_context), status="answered", approved=False,
                   regenerated_at=_now())
-    for key in ("flags_seen", "reviewed_at", "edited", "original_reply"):
+    for key in ("flags_seen", "reviewed_at", "edited", "original_reply", "citation", "citation_removed"):
         record.pop(key, None)
+    if getattr(reply, "citation", ""):
+        record["citation"] = reply.citation

@@ -79,6 +79,8 @@ def act(comment_id: str, action: str, body: Action, review: ReviewDep) -> Any:
             record = review.change(comment_id, apply)
         elif action == "reject":
             record = review.change(comment_id, dv.reject)
+        elif action == "uncite":
+            record = review.change(comment_id, dv.uncite)
         elif action == "regenerate":
             record = review.regenerate(comment_id)
         else:

@@ -133,6 +133,9 @@ class RespondResponse(BaseModel):
         "question or request that no passage answers confidently."))
     screened: str | None = Field(None, description=(
         "Why no reply was generated, in fixed words that never quote the comment; null when one was."))
+    citation: str | None = Field(None, description=(
+        "The citation line the reply holds (composed by code from the cited article, never generated); "
+        "null when nothing was cited."))
 
     @classmethod
     def of(cls, r: Reply, verdict: Triage | None = None, needs_creator: bool = False) -> "RespondResponse":
@@ -141,7 +144,7 @@ class RespondResponse(BaseModel):
                    timings=Timings(retrieve_ms=r.timings.get("retrieve_ms", 0.0),
                                    generate_ms=r.timings.get("generate_ms", 0.0)),
                    intent=verdict.intent if verdict else None, confidence=verdict.confidence if verdict else None,
-                   needs_creator=needs_creator)
+                   needs_creator=needs_creator, citation=r.citation or None)
 
     @classmethod
     def skipped(cls, model: str, adapter: str | None, verdict: Triage, reason: str,
