@@ -54,6 +54,19 @@ class Chunk:
     index: int         # position in the document
 
 
+def text_key(text: str) -> str:
+    """A chunk's text as compared for repeats: blanks collapsed, case folded."""
+    return " ".join(text.split()).casefold()
+
+
+def text_hash(text: str) -> str:
+    """What the store records of a chunk's text, so a repeat in another file is found by a metadata query."""
+    return hashlib.sha256(text_key(text).encode("utf-8")).hexdigest()[:24]
+
+
+REPEATS_ANOTHER_FILE = "repeats a chunk of another file"
+
+
 def storable(chunks: list[Chunk]) -> tuple[list[Chunk], Counter[str]]:
     """The chunks worth storing, renumbered, and what was left out, by reason.
 
@@ -66,7 +79,7 @@ def storable(chunks: list[Chunk]) -> tuple[list[Chunk], Counter[str]]:
     left_out: Counter[str] = Counter()
     seen: set[str] = set()
     for chunk in chunks:
-        key = " ".join(chunk.text.split()).casefold()
+        key = text_key(chunk.text)
         words = re.findall(r"[^\W_]+", key)
         if not words or (len(words) >= 4 and len(set(words)) == 1):
             left_out["degenerate (no words, or one word repeated)"] += 1

@@ -20,7 +20,7 @@ import logging
 import os
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -32,10 +32,12 @@ from .chunker import (
     DEFAULT_CHUNK_TOKENS,
     DEFAULT_MAX_CHUNK_CHARS,
     DEFAULT_OVERLAP_TOKENS,
+    REPEATS_ANOTHER_FILE,
     chunk_document,
     chunk_id,
     clip,
     storable,
+    text_hash,
 )
 from .readers import SUPPORTED, Skip, read_document
 
@@ -210,6 +212,15 @@ def ingest(paths: Iterable[str | Path], kb, prune: bool = True,
     return report
 
 
+def _not_stored_elsewhere(chunks: list, source: str, kb) -> tuple[list, int]:
+    """`chunks` less those whose text another file already stores (a footer, an author bio, the same
+    code cell in a series: one stored copy answers as well, and a thousand would crowd search), and
+    how many were left out. The file that stored a text first keeps it."""
+    elsewhere = kb.sources_of_texts([text_hash(c.text) for c in chunks])
+    kept = [c for c in chunks if not (elsewhere.get(text_hash(c.text), set()) - {source})]
+    return [replace(c, index=i) for i, c in enumerate(kept)], len(chunks) - len(kept)
+
+
 def _remove_stale(kb, manifest: dict, found: Found, prune: bool) -> int:
     """Delete what the store holds for files gone from the given folders (with `prune`), and the
     chunks a store made before sources were relative keeps under a file's absolute path (always:
@@ -254,6 +265,9 @@ def _ingest_file(path: Path, source: str, kb, state, limit: int, sizes: ChunkSet
         log.warning("%s: reader failed", path, exc_info=True)
         first = (str(exc).splitlines() or [""])[0][:120]
         return f"skipped: the reader failed ({type(exc).__name__}: {first})"
+    chunks, repeats = _not_stored_elsewhere(chunks, source, kb)
+    if repeats:
+        left_out[REPEATS_ANOTHER_FILE] += repeats
     report.left_out.update(left_out)
     if not chunks:
         return "skipped: nothing to store (every chunk repeats another or has no words)"
@@ -265,7 +279,7 @@ def _ingest_file(path: Path, source: str, kb, state, limit: int, sizes: ChunkSet
         seen[chunk.embed_text] += 1
         meta = {"source": source, "stem": path.stem, "title": clip(doc.title), "section": chunk.section,
                 "url": url, "date": clip(doc.date), "chunk": chunk.index, "n_chunks": len(chunks),
-                "fingerprint": fp}
+                "fingerprint": fp, "text_hash": text_hash(chunk.text)}
         if chunk.page is not None:
             meta["page"] = chunk.page
         metas.append(meta)

@@ -474,6 +474,19 @@ class KnowledgeBase:
                 return states
             offset += page
 
+    def sources_of_texts(self, hashes: Sequence[str], page: int = 500) -> dict[str, set[str]]:
+        """For each chunk-text hash the store holds (metadata `text_hash`, set at ingest), its sources."""
+        col = self.collection()
+        found: dict[str, set[str]] = {}
+        unique = sorted(set(hashes))
+        if col is None or not unique:
+            return found
+        for start in range(0, len(unique), page):
+            got = col.get(where={"text_hash": {"$in": unique[start:start + page]}}, include=["metadatas"])
+            for meta in got["metadatas"]:
+                found.setdefault(str(meta.get("text_hash")), set()).add(str(meta.get("source", "")))
+        return found
+
     # --- writing (batched by the server's limit) ----------------------------------------------
     def _batches(self, n: int) -> Iterable[slice]:
         if self._batch_size is None:  # a server round trip in server mode: ask once

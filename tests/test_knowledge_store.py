@@ -163,3 +163,21 @@ def test_a_question_is_searched_with_its_videos_title_and_an_off_topic_one_still
     assert found and found[0].title == "SQL Window Functions" and "LAG(revenue)" in found[0].text
     assert kb.search("hey what mic do you use?", top_k=3, video_title=video) == []  # asks, but not about the article
     assert kb.search("great video!", top_k=3, video_title=video) == []  # asks nothing: the title is not used
+
+
+@pytest.mark.integration
+def test_a_block_repeated_across_articles_is_stored_once(tmp_path, articles):
+    bio = ("## About me\n\nI'm Nadia, a data scientist who writes about SQL, Docker and statistics. "
+           "Subscribe to my newsletter for a new article every Tuesday.\n")
+    for name in ("sql-window.md", "docker.md", "bootstrap.md"):
+        path = articles / name
+        path.write_text(path.read_text(encoding="utf-8") + "\n" + bio, encoding="utf-8")
+    kb = open_knowledge_base(Settings(store=tmp_path / "store"))
+    report = ingest([articles], kb)
+    assert report.left_out["repeats a chunk of another file"] == 2
+    stored = kb.collection().get(include=["documents"])["documents"]
+    assert sum("Subscribe to my newsletter" in d for d in stored) == 1
+    again = ingest([articles], kb)
+    assert again.unchanged == 3 and again.chunks_embedded == 0  # the left-out copies do not make a file stale
+    found = kb.search("how do I compute a running total per day in postgres", top_k=3)
+    assert found and "SUM(amount)" in found[0].text
