@@ -66,6 +66,8 @@ class FakeYouTube:
         self.thread_replies: dict[str, list[dict[str, Any]]] = {}  # top comment id -> replies given by add_thread
         self.disabled: set[str] = set()  # videos with comments turned off
         self.quota_exhausted = False
+        self.videos: dict[str, dict[str, str]] = {}  # id -> {"title", "description"} for videos.list
+        self.videos_refused: str | None = None  # a reason videos.list answers 403 with (threads still work)
         self.page_size: int | None = None
         self.inline_replies = 5
         self.calls: list[tuple[str, str]] = []  # (method, "insert" | "list" | "threads" | "channels")
@@ -222,7 +224,7 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlparse(self.path)
         query = parse_qs(url.query)
         route = {"/youtube/v3/comments": self._comments_list, "/youtube/v3/commentThreads": self._threads,
-                 "/youtube/v3/channels": self._channels}.get(url.path)
+                 "/youtube/v3/channels": self._channels, "/youtube/v3/videos": self._videos}.get(url.path)
         if route is None:
             self.fake.shape_errors.append(f"unknown path {url.path}")
             self._error(404, "notFound", f"unknown path {url.path}")
@@ -248,6 +250,19 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(403, "quotaExceeded", ERRORS["quotaExceeded"][2], "youtube.quota")
             return
         self._send(*self.fake.list_threads(query))
+
+    def _videos(self, query: dict[str, list[str]]) -> None:
+        self.fake.calls.append(("GET", "videos"))
+        ids = query.get("id", [""])[0].split(",")
+        if not self._shape(query.get("part") == ["snippet"] and 0 < len(ids) <= 50 and all(ids), "videos"):
+            return
+        if not self._authorized(query):
+            return
+        if self.fake.videos_refused:
+            self._error(403, self.fake.videos_refused, "videos.list refused", "youtube.quota")
+            return
+        items = [{"kind": "youtube#video", "id": i, "snippet": self.fake.videos[i]} for i in ids if i in self.fake.videos]
+        self._send(200, {"kind": "youtube#videoListResponse", "items": items})
 
     def _channels(self, query: dict[str, list[str]]) -> None:
         self.fake.calls.append(("GET", "channels"))

@@ -232,3 +232,47 @@ def test_batch_video_fetches_then_answers(tmp_path, yt, live_server, monkeypatch
     records = [json.loads(x) for x in (tmp_path / f"{VIDEO}.replies.jsonl").read_text().splitlines()]
     assert [r["status"] for r in records] == ["answered"] * 5 and records[0]["comment_id"] == "Ugw4"
     assert "responder review" in result.stdout
+
+
+def test_fetch_writes_each_videos_title_and_batch_searches_with_it(tmp_path, yt, live_server, monkeypatch):
+    import json
+
+    from fastapi import FastAPI
+
+    yt.videos[VIDEO] = {"title": "SQL window functions: five patterns", "description": "More: https://n.dev/sql"}
+    out = tmp_path / "threads.json"
+    result = fetch(yt, VIDEO, "-o", str(out))
+    assert result.exit_code == 0, result.output
+    assert yt.shape_errors == [] and yt.count("videos") == 1
+    assert "title and description of 1 video(s); 1 quota unit(s)" in result.stderr
+    comments = load_comments(out)
+    assert {c.video_title for c in comments} == {"SQL window functions: five patterns"}
+    assert comments[0].video_description == "More: https://n.dev/sql"
+
+    seen: list[dict] = []
+    app = FastAPI()
+
+    @app.post("/respond/batch")
+    def respond(body: list[dict]) -> list[dict]:
+        seen.extend(body)
+        return [{"reply": "Use LAG.", "sources": [], "used_context": False, "model": "stub"} for _ in body]
+
+    service = live_server(app)
+    replies = tmp_path / "replies.jsonl"
+    done = CliRunner().invoke(cli, ["batch", str(out), "-o", str(replies), "--server", service.url],
+                              standalone_mode=False)
+    assert done.exit_code == 0, (done.output, done.exception)
+    assert seen and all(b["video_title"] == "SQL window functions: five patterns" for b in seen)
+    records = [json.loads(x) for x in replies.read_text().splitlines()]
+    assert {r["video_title"] for r in records} == {"SQL window functions: five patterns"}
+
+
+def test_a_videos_list_refusal_keeps_the_threads_and_says_what_is_missing(tmp_path, yt):
+    yt.videos[VIDEO] = {"title": "SQL window functions", "description": ""}
+    yt.videos_refused = "quotaExceeded"
+    out = tmp_path / "threads.json"
+    result = fetch(yt, VIDEO, "-o", str(out))
+    assert result.exit_code == 0, result.output
+    assert "Warning:" in result.stderr and "quota" in result.stderr and "without those titles" in result.stderr
+    comments = load_comments(out)
+    assert len(comments) == 5 and all(c.video_title is None for c in comments)

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 
 from base.errors import UserError
 from base.fileio import AppendOnlyLog, LogScan, json_lines, scan_jsonl_log
-from base.prompt import MAX_AUTHOR_CHARS, clean_text
+from base.prompt import MAX_AUTHOR_CHARS, MAX_TITLE_CHARS, clean_text
 from responder.responder import Reply, source_record
 from responder.youtube.export import Comment
 
@@ -228,6 +228,8 @@ def record(comment: Comment, status: str, reply: Reply | None = None) -> dict[st
         "sources": [source_record(p, p is reply.cited) for p in reply.sources] if reply else [],
         "used_context": bool(reply.used_context) if reply else False, "status": status,
     }
+    if comment.video_title:
+        r["video_title"] = clean_text(comment.video_title, MAX_TITLE_CHARS, one_line=True)
     if reply is not None and reply.citation:
         r["citation"] = reply.citation  # its own line in `reply`; the review page can remove it
     if status == ANSWERED:

@@ -2,6 +2,9 @@
 its reply pairs (what `finetune run` trains on). The workflows `responder fetch` and
 `responder batch --video` share; the API calls themselves are `fetch.py`'s.
 
+A threads file also holds, under "videos", each video's title and description (videos.list), which
+`batch` passes with every comment so retrieval can use the video it is under.
+
 Reads with YOUTUBE_API_KEY when set (public comments), else the OAuth login (`responder login`) or
 YOUTUBE_ACCESS_TOKEN. Output files are written atomically once everything was read: a refusal
 from YouTube (bad key, unknown video, comments off, quota) is a `UserError` and nothing is written.
@@ -43,14 +46,33 @@ def fetch_video(video: str, output: Path | None, since: str | None, max_threads:
         fetched = fetch_threads(client, {"videoId": vid}, since=since_at, max_threads=max_threads,
                                 what=f"video '{vid}'", credential=credential,
                                 on_page=lambda f: click.echo(f"  page {f.pages}: {len(f.items)} threads", err=True))
+        videos = _videos(client, fetched, credential)
     finally:
         client.close()
     output = output or Path(f"{vid}.threads.json")
-    _write_json(output, fetched.as_export(), write_text_atomic)
+    _write_json(output, fetched.as_export(videos), write_text_atomic)
     older = f", {fetched.older_skipped} older than --since left out" if fetched.older_skipped else ""
     click.echo(f"Fetched {fetched.pages} page(s): {len(fetched.items)} comments ({fetched.replies} replies under "
                f"them){older}; {fetched.units} quota unit(s) -> {output}")
     return output
+
+
+def _videos(client, fetched, credential: str) -> dict[str, dict[str, str]]:
+    """The title and description of every video the threads are under (videos.list), said in a line;
+    a refusal is a warning: the threads are written without them."""
+    from responder.youtube.fetch import fetch_videos
+
+    ids = fetched.video_ids()
+    if not ids:
+        return {}
+    videos = fetch_videos(client, ids, credential)
+    if videos.found:
+        click.echo(f"Read the title and description of {len(videos.found)} video(s); {videos.units} quota unit(s)",
+                   err=True)
+    if videos.problem:
+        click.echo(f"Warning: {videos.problem}. The threads are written without those titles: retrieval then "
+                   "searches their comments without the video; fetch again later to add them", err=True)
+    return videos.found
 
 
 def _write_json(path: Path, data, write) -> None:
@@ -105,8 +127,9 @@ def _channel_threads(client, cid: str, units: int, output: Path | None, since_at
 
     fetched = fetch_threads(client, {"allThreadsRelatedToChannelId": cid}, since=since_at, max_threads=max_n,
                             what=f"channel '{cid}'", credential=credential)
+    videos = _videos(client, fetched, credential)
     output = output or Path(f"{cid}.threads.json")
-    _write_json(output, fetched.as_export(), write_text_atomic)
+    _write_json(output, fetched.as_export(videos), write_text_atomic)
     click.echo(f"Fetched {fetched.pages} page(s): {len(fetched.items)} comments on the channel's videos; "
                f"{fetched.units + units} quota unit(s) -> {output}")
 

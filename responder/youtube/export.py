@@ -41,6 +41,7 @@ class Comment:
     author: str = ""
     author_channel_id: str = ""
     video_title: str | None = None
+    video_description: str | None = None  # from the threads file's "videos" (responder fetch)
     published_at: datetime | None = None
     can_reply: bool = True
     moderation_status: str = ""
@@ -120,8 +121,14 @@ def _from_json(path: Path, data: Any, where: str) -> Iterator[Comment]:
     if "items" in data:  # a commentThreads.list page
         if not isinstance(data["items"], list):
             raise UserError(f"input '{path}'{where}: 'items' is not a list; pass commentThreads.list pages")
+        videos = data.get("videos") if isinstance(data.get("videos"), dict) else {}
         for i, item in enumerate(data["items"], 1):
-            yield _from_thread(path, item, where=f"{where} item {i}")
+            comment = _from_thread(path, item, where=f"{where} item {i}")
+            video = videos.get(comment.video_id)
+            if isinstance(video, dict):
+                comment.video_title = str(video.get("title") or "").strip() or None
+                comment.video_description = str(video.get("description") or "").strip() or None
+            yield comment
         return
     if isinstance(data.get("snippet"), dict) and "topLevelComment" in data["snippet"]:
         yield _from_thread(path, data, where=where)

@@ -3,6 +3,8 @@
 - `video_id(text)`: the id from an id or any YouTube URL form (watch, youtu.be, shorts, embed, live).
 - `fetch_threads(...)`: commentThreads.list pages (part snippet,replies, 100 a page, plain text),
   1 quota unit a page, into one commentThreads page that `responder.youtube.export` reads.
+- `fetch_videos(...)`: videos.list (part snippet, 50 ids a call, 1 unit a call): each video's title
+  and description, written beside the threads so retrieval can use the video a comment is under.
 - `fetch_pairs(...)`: a channel's past threads (allThreadsRelatedToChannelId) where the channel
   replied: (comment, first channel reply) pairs for `finetune run --data`.
 
@@ -126,10 +128,17 @@ class Fetched:
     def replies(self) -> int:
         return sum(len((t.get("replies") or {}).get("comments") or []) for t in self.items)
 
-    def as_export(self) -> dict[str, Any]:
-        """One commentThreads.list page holding every thread: what `responder batch` reads."""
-        return {"kind": "youtube#commentThreadListResponse", "pageInfo": {"totalResults": len(self.items)},
+    def as_export(self, videos: dict[str, dict[str, str]] | None = None) -> dict[str, Any]:
+        """One commentThreads.list page holding every thread: what `responder batch` reads; with
+        `videos` (id -> title and description, from videos.list) under our own key "videos"."""
+        page = {"kind": "youtube#commentThreadListResponse", "pageInfo": {"totalResults": len(self.items)},
                 "items": self.items}
+        if videos:
+            page["videos"] = videos
+        return page
+
+    def video_ids(self) -> list[str]:
+        return sorted({str((t.get("snippet") or {}).get("videoId") or "") for t in self.items} - {""})
 
 
 def thread_time(item: dict[str, Any]) -> datetime | None:
@@ -170,6 +179,38 @@ def fetch_threads(client: YouTubeClient, scope: dict[str, str], *, since: dateti
         if not token or reached_older or (max_threads is not None and len(out.items) >= max_threads):
             break
         params["pageToken"] = token
+    return out
+
+
+# --------------------------------------------------------------------------------- videos
+
+VIDEOS_PER_CALL = 50  # videos.list takes at most 50 ids a call
+
+
+@dataclass
+class Videos:
+    found: dict[str, dict[str, str]] = field(default_factory=dict)  # id -> {"title", "description"}
+    units: int = 0
+    problem: str | None = None  # why some were not read (the threads are kept without them)
+
+
+def fetch_videos(client: YouTubeClient, ids: list[str], credential: str = "API key") -> Videos:
+    """Title and description of each video in `ids`. A refusal does not raise: what was read is kept
+    and `problem` says what is missing, so the threads already fetched are still written."""
+    out = Videos()
+    for start in range(0, len(ids), VIDEOS_PER_CALL):
+        batch = ids[start:start + VIDEOS_PER_CALL]
+        try:
+            page = client.get("videos", {"part": "snippet", "id": ",".join(batch), "maxResults": VIDEOS_PER_CALL})
+        except YouTubeError as exc:
+            out.problem = str(explain(exc, f"the titles of {len(ids) - start} video(s)", credential))
+            return out
+        out.units += 1
+        for item in page.get("items") or []:
+            snippet = item.get("snippet") or {}
+            if item.get("id"):
+                out.found[str(item["id"])] = {"title": str(snippet.get("title") or ""),
+                                              "description": str(snippet.get("description") or "")}
     return out
 
 
