@@ -24,7 +24,7 @@ _SYMBOLS = re.compile(r"[^\w\s.,;:!?'\"()\[\]{}<>=+\-*/%#&|^~`$\\]", re.UNICODE)
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 # A greeting with the creator's name after it ("Hey Nadia", "hi sam,").
 _GREETING = re.compile(r"^\s*(?:hey|hi|hello|hiya|yo|dear|greetings|good (?:morning|evening|day))\b[\s,!]*"
-                       r"(?:there|guys|all|everyone|man|bro|sir|ma'?am|[A-Z][\w'-]*)?[\s,!.]*", re.IGNORECASE)
+                       r"(?:there|guys|all|everyone|man|bro|sir|ma'?am|(?-i:[A-Z][\w'-]*))?[\s,!.]*", re.IGNORECASE)
 # Words a praise or greeting sentence is made of; a sentence that does not ask and keeps at most
 # two other words once these are gone carries nothing to search for.
 _FILLER = frozenset("""

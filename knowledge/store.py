@@ -51,6 +51,7 @@ LEXICAL_WEIGHT = 0.7
 # Above EXACT_SEARCH_MAX, how many chunks HNSW and BM25 each propose per query for exact re-scoring.
 HNSW_CANDIDATES = 50
 
+
 @dataclass
 class _Index:
     """What search reads of a store: every chunk's id, document and metadata, its vectors when the

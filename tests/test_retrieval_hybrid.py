@@ -124,3 +124,19 @@ def test_recall_against_exact_and_bm25_alone(knowledge_store):
     lexical = kb.lexical_search("running total postgres", top_k=5)
     assert lexical and "SUM(amount)" in lexical[0].text
     assert kb.lexical_search("lol", top_k=5) == []
+
+
+@pytest.mark.integration
+def test_above_the_exact_limit_hnsw_and_bm25_propose_and_the_same_passages_come_back(knowledge_store, monkeypatch):
+    import knowledge.store as store_module
+
+    comment = "how do I get last month's revenue next to this month's in postgres?"
+    exact = open_knowledge_base(Settings(store=knowledge_store)).search(comment, top_k=3)
+    monkeypatch.setattr(store_module, "EXACT_SEARCH_MAX", 2)  # the test store is "large": HNSW path
+    kb = open_knowledge_base(Settings(store=knowledge_store))
+    approximate = kb.search(comment, top_k=3)
+    assert kb._index(kb.collection()).vectors is None  # no vectors held in memory on this path
+    assert [(p.source, p.section, p.similarity) for p in approximate] == [
+        (p.source, p.section, p.similarity) for p in exact]
+    in_use, hnsw = kb.recall_against_exact([comment], [None])
+    assert in_use == 1.0 and hnsw == 1.0
