@@ -59,6 +59,8 @@ class Settings(BaseSettings):
                                       description="Penalty on tokens the reply already used (1.0: off).")
     no_repeat_ngram_size: int = Field(4, ge=0, le=20,
                                       description="No token n-gram twice within a reply (0: off).")
+    context_weight: float = Field(0.0, ge=0.0, le=5.0, description=(
+        "Context-aware decoding: how much the passages' effect on each token is amplified (0: off)."))
 
     # The citation line under a reply drawn from a confident passage (base/citation.py); "" turns it off.
     citation: str = Field(

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
-from engine.decoding import Decoding, logits_processors, opening_ban_ids, sentence_end_token_ids
+from engine.decoding import ContextContrast, Decoding, logits_processors, opening_ban_ids, sentence_end_token_ids
 from base.adapter_info import adapter_display_name
 from base.prompt import CommentInput, PromptStyle, encode_prompt
 
@@ -120,9 +120,9 @@ class LocalGenerator:
             max_new_tokens=max(budgets),
             eos_token_id=stop_ids,
             pad_token_id=self.tokenizer.pad_token_id,
-            logits_processor=logits_processors(self.decoding, width, budgets, stop_ids,
-                                               sentence_end_token_ids(self.tokenizer),
-                                               opening_ban_ids(self.tokenizer, stop_ids, style.sign_off)),
+            logits_processor=self._contrast(items, style, width) + logits_processors(
+                self.decoding, width, budgets, stop_ids, sentence_end_token_ids(self.tokenizer),
+                opening_ban_ids(self.tokenizer, stop_ids, style.sign_off)),
             **self._sampling(),
         )
         if style.sign_off:
@@ -132,6 +132,14 @@ class LocalGenerator:
             output = self.model.generate(**kwargs)  # (B, T + new)
         self._count(prompts, output[:, width:].tolist(), stop_ids)
         return self.tokenizer.batch_decode(output[:, width:], skip_special_tokens=True)
+
+    def _contrast(self, items: Sequence[CommentInput], style: PromptStyle, width: int) -> list[Any]:
+        """Context-aware decoding for the items with passages, when `context_weight` is set."""
+        if self.decoding.context_weight <= 0 or not any(item.passages for item in items):
+            return []
+        plain = self.encode([replace(item, passages=()) for item in items], style)
+        return [ContextContrast(self.model, plain, self.tokenizer.pad_token_id, width, self.decoding.context_weight,
+                                [bool(item.passages) for item in items])]
 
     def _count(self, prompts: list[list[int]], replies: list[list[int]], stop_ids: list[int]) -> None:
         """Add a batch's prompt tokens, and each reply's tokens up to its stop, to `stats`."""

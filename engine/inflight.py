@@ -25,7 +25,8 @@ prompt, as vLLM's automatic prefix caching does; a joining prompt computes only 
 
 Each row decodes with exactly the controls `LocalGenerator` uses (`engine.decoding`): the same
 processors, applied to that row's own reply tokens, and the same stops (end of turn, sign-off,
-budget). Why not transformers' own continuous batching (`generate_batch`)? It packs requests into
+budget); with context-aware decoding on, a row with passages also runs its prompt without them,
+one row and one token at a time beside the batch. Why not transformers' own continuous batching (`generate_batch`)? It packs requests into
 one flat sequence: its logits processors see no per-request history, and it drops
 `RepetitionPenaltyLogitsProcessor` as unsupported, so the reply controls would not apply.
 
@@ -35,10 +36,10 @@ One thread drives a decoder; it takes the generator's lock around each model cal
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from engine.decoding import logits_processors, opening_ban_ids, sentence_end_token_ids
+from engine.decoding import ContextContrast, logits_processors, opening_ban_ids, sentence_end_token_ids
 from engine.generation import LocalGenerator, TokenCounts
 from engine.packed_pass import GrowingColumns, PackedPass, passable_config, routed_through_pass
 from base.prompt import CommentInput, PromptStyle, encode_prompt
@@ -152,9 +153,18 @@ class ContinuousDecoder:
         self._count(prompt_tokens=sum(map(len, prompts)), prompt_tokens_computed=sum(len(p) - skip for p in prompts))
 
     def _new_rows(self, items: Sequence[CommentInput], tags: Sequence[Any]) -> list[Row]:
-        return [Row(tag, budget, logits_processors(self.decoding, 0, [budget], self.stop_ids, self.sentence_ends,
-                                                   self.opening_bans))
-                for tag, budget in zip(tags, (self.decoding.budget(item.comment) for item in items))]
+        return [Row(tag, budget, self._contrast(item) + logits_processors(
+                    self.decoding, 0, [budget], self.stop_ids, self.sentence_ends, self.opening_bans))
+                for tag, item, budget in zip(tags, items, (self.decoding.budget(item.comment) for item in items))]
+
+    def _contrast(self, item: CommentInput) -> list[Any]:
+        """Context-aware decoding for a row with passages, when `context_weight` is set: the row's own
+        pass without passages, a one-row forward per token beside the batch's (engine.decoding)."""
+        if self.decoding.context_weight <= 0 or not item.passages:
+            return []
+        plain = encode_prompt(self.tokenizer, self.style, replace(item, passages=()))
+        return [ContextContrast(self.generator.model, [plain], self.tokenizer.pad_token_id, 0,
+                                self.decoding.context_weight, [True], lock=self.generator._lock)]
 
     def _prefill(self, prompts: list[list[int]], skip: int) -> tuple[Any, Any, Any]:
         """Logits of each prompt's last position (n, vocab), its cache and its attention mask.

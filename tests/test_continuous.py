@@ -59,6 +59,28 @@ def test_replies_equal_one_at_a_time_generation(embedded_generator, share_prefix
         assert stats.prompt_tokens_computed == stats.prompt_tokens
 
 
+def test_context_aware_decoding_writes_the_replies_generate_writes(embedded_generator):
+    from dataclasses import replace
+
+    from base.prompt import Passage
+    from engine.inflight import ContinuousDecoder
+
+    passage = Passage("LAG(revenue) OVER (ORDER BY month) gives last month's revenue beside this month's, "
+                      "so growth needs no self join.", "SQL Window Functions", "Previous row", similarity=0.7)
+    items = [CommentInput(QUESTIONS[0], passages=(passage,)), CommentInput(THANKS)]
+    plain_gen = generator(embedded_generator)
+    gen = LocalGenerator(plain_gen.model, plain_gen.tokenizer, "SmolLM2",
+                         decoding=replace(plain_gen.decoding, context_weight=1.0))
+    alone = [gen.generate([item], STYLE)[0] for item in items]
+    decoder = ContinuousDecoder(gen, STYLE)
+    got = dict(decoder.join(items, ["question", "thanks"]))
+    while decoder.size:
+        got.update(decoder.step())
+    assert [got["question"], got["thanks"]] == alone
+    assert alone[0] != plain_gen.generate([items[0]], STYLE)[0]  # the passages' pull changed the reply
+    assert alone[1] == plain_gen.generate([items[1]], STYLE)[0]  # no passages: decoded as before
+
+
 def test_a_failed_joining_step_leaves_the_batch_as_it_was(embedded_generator, monkeypatch):
     from engine.inflight import ContinuousDecoder, FusedJoinFailed
     from engine.packed_pass import PackedPass

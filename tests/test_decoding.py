@@ -76,3 +76,44 @@ def test_a_reply_never_opens_with_its_sign_off_a_blank_or_the_end(tokenizer):
     assert first.argmax(dim=1).tolist() == [that, that]
     later = opening(torch.zeros(2, 8, dtype=torch.long), scores.clone())  # words written: the sign-off may come
     assert later.argmax(dim=1).tolist() == [keep, keep]
+
+
+@pytest.mark.integration
+def test_context_aware_decoding_contrasts_with_the_same_rows_without_passages(tiny_generator):
+    """Each contrasted row's scores are (1 + a) log p(. | with passages) - a log p(. | without), the
+    second from an unpadded pass over that row's plain prompt and reply so far; other rows untouched."""
+    from engine.decoding import ContextContrast
+
+    model, tok = tiny_generator.model, tiny_generator.tokenizer
+    plain = [tok.encode("short prompt"), tok.encode("a much longer prompt without any passages in it")]
+    with_passages = [tok.encode("passage: LAG. short prompt"), tok.encode("a longer prompt")]
+    width = max(map(len, with_passages))
+    reply = [[11, 12, 13], [21, 22, 23]]
+    contrast = ContextContrast(model, plain, tok.pad_token_id, width, alpha=0.5, contrasted=[True, True])
+    ids = [[tok.pad_token_id] * (width - len(p)) + p for p in with_passages]
+    for step in range(len(reply[0]) + 1):  # the first call, then one token at a time
+        rows = torch.tensor([ids[r] + reply[r][:step] for r in range(2)])
+        scores = torch.randn(2, model.config.vocab_size)
+        got = contrast(rows, scores.clone())
+        for r in range(2):
+            with torch.inference_mode():
+                alone = model(torch.tensor([plain[r] + reply[r][:step]])).logits[0, -1]
+            want = 1.5 * torch.log_softmax(scores[r], -1) - 0.5 * torch.log_softmax(alone, -1)
+            assert torch.allclose(got[r], want, atol=1e-4), (step, r)
+    only_first = ContextContrast(model, plain, tok.pad_token_id, width, 0.5, contrasted=[True, False])
+    scores = torch.randn(2, model.config.vocab_size)
+    got = only_first(torch.tensor(ids), scores.clone())
+    assert torch.equal(got[1], scores[1]) and not torch.equal(got[0], scores[0])
+
+
+@pytest.mark.integration
+def test_generation_with_context_aware_decoding_keeps_its_budgets(tiny_model_dir):
+    from base.prompt import Passage
+    from engine.generation import LocalGenerator
+
+    gen = LocalGenerator.load(str(tiny_model_dir), None, "none", "cpu", max_new_tokens=8,
+                              decoding=Decoding(max_new_tokens=8, context_weight=0.5))
+    passage = Passage("Use LAG(revenue) OVER (ORDER BY month).", "SQL", similarity=0.7)
+    items = [CommentInput("how do I get last month's revenue?", passages=(passage,)), CommentInput("thanks!")]
+    out = gen.generate(items, PromptStyle())
+    assert len(out) == 2 and gen.stats.generated_tokens <= 8 + 8
