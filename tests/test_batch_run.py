@@ -49,14 +49,16 @@ class EchoGenerator:
         self.batches.append(len(items))
         if self.fail_on and any(self.fail_on in i.comment for i in items):
             raise RuntimeError("generation blew up")
-        return [f"Thanks {i.author or 'friend'}! You asked: {i.comment[:24]}" for i in items]
+        # With a passage, it repeats the passage's first words: a reply grounded in it.
+        return [f"Thanks {i.author or 'friend'}! You asked: {i.comment[:24]}"
+                + (f" {i.passages[0].text}" if i.passages else "") for i in items]
 
 
 class KeywordRetriever:
     def search(self, text, top_k=3, video_title=None):
         if "groupby" in text:
-            return [Passage(text="Use categoricals.", title="Pandas groupby performance", url="https://n.dev/g",
-                            similarity=0.71)]
+            return [Passage(text="Use categoricals for the keys.", title="Pandas groupby performance",
+                            url="https://n.dev/g", similarity=0.71)]
         return []
 
 
@@ -88,8 +90,9 @@ def test_answers_the_right_comments_in_batches(tmp_path, sample):
     assert len(answered) == summary.answered == TEN_TO_ANSWER
     assert responder.generator.batches == [4, 4, 2]
     for r in answered:
-        assert set(r) == {"comment_id", "video_id", "author", "comment", "reply", "sources", "used_context",
-                          "status", "approved"}
+        assert set(r) - {"grounded"} == {"comment_id", "video_id", "author", "comment", "reply", "sources",
+                                         "used_context", "status", "approved"}
+        assert ("grounded" in r) == bool(r["sources"])  # judged only where passages were given
         assert r["reply"].startswith(f"Thanks {r['author']}!") and r["reply"].endswith(f"\n{SIGN}")
         assert r["approved"] is False and r["video_id"] == "nDdVid00001"
     groupby = next(r for r in answered if r["comment_id"] == "UgxxYzcb6iauujCtA-rxCRZ4AaABAg")
@@ -528,6 +531,25 @@ def test_cli_in_process_builds_the_real_responder(tmp_path, sample, tiny_model_d
     assert len(tried) == 5 and {r["status"] for r in tried} <= {"answered", "failed:empty-reply"}
     assert all(r["reply"].strip() for r in tried if r["status"] == "answered")
     assert "left for the next run (--limit)" in result.output
+
+
+def test_a_reply_to_a_question_that_says_nothing_from_its_passages_is_left_for_the_creator(tmp_path, sample):
+    from knowledge.triage import Triage
+
+    class Deaf(EchoGenerator):  # answers without the passages it was given
+        def generate(self, items, style):
+            return [f"Great question, {i.author or 'friend'}! Keep at it." for i in items]
+
+    def triage(texts):
+        return [Triage("question" if "?" in t or "groupby" in t else "thanks", 0.9, None) for t in texts]
+
+    for generator, grounded in ((EchoGenerator(), True), (Deaf(), False)):
+        path = tmp_path / f"{grounded}.jsonl"
+        with ReplyLog(path) as out:
+            run_batch(selected(sample), Responder(generator, STYLE, KeywordRetriever()), out, triage=triage)
+        with_passage = [r for r in lines(path) if r["status"] == "answered" and r["sources"]]
+        assert with_passage and all(r["grounded"] is grounded for r in with_passage)
+        assert all(r["needs_creator"] is (not grounded) for r in with_passage if r["intent"] == "question")
 
 
 def test_a_question_answered_with_thanks_is_left_for_the_creator(tmp_path, sample):

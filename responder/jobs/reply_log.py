@@ -26,6 +26,7 @@ from typing import Any, Sequence
 from base.errors import UserError
 from base.fileio import AppendOnlyLog, LogScan, json_lines, scan_jsonl_log
 from base.prompt import MAX_AUTHOR_CHARS, MAX_TITLE_CHARS, clean_text
+from base.reply_figures import is_grounded
 from responder.responder import Reply, source_record
 from responder.youtube.export import Comment
 
@@ -33,9 +34,11 @@ log = logging.getLogger(__name__)
 
 
 FIELDS = ["comment_id", "video_id", "author", "comment", "reply", "sources", "used_context", "status",
-          "approved", "intent", "confidence", "needs_creator", "reply_intent"]
-# The columns of replies files written before triage: appending to one keeps its columns.
+          "approved", "intent", "confidence", "needs_creator", "reply_intent", "video_title", "citation", "grounded"]
+# The columns of replies files written by earlier versions (before triage; before video titles and
+# citations): appending to one keeps its columns, so every row keeps parsing.
 FIELDS_BEFORE_TRIAGE = FIELDS[:9]
+FIELDS_BEFORE_CITATIONS = FIELDS[:13]
 
 
 ANSWERED = "answered"
@@ -115,13 +118,15 @@ def _csv_record(row: dict[str, str]) -> dict[str, Any]:
         record["sources"] = []
     record["used_context"] = row.get("used_context", "").lower() == "true"
     record["approved"] = row.get("approved", "").strip().lower() in ("true", "yes", "1", "y", "x")
-    if "needs_creator" in row:
-        record["needs_creator"] = row["needs_creator"].strip().lower() == "true"
+    for flag in ("needs_creator", "grounded"):
+        if row.get(flag, "").strip():
+            record[flag] = row[flag].strip().lower() == "true"
     try:
         record["confidence"] = float(row["confidence"]) if row.get("confidence") else None
     except ValueError:
         record["confidence"] = None
-    for key in ("intent", "confidence", "needs_creator", "reply_intent"):  # a file written before triage has none
+    for key in ("intent", "confidence", "needs_creator", "reply_intent", "video_title", "citation", "grounded"):
+        # a file written before triage (or before citations) has none
         if record.get(key) in (None, ""):
             record.pop(key, None)
     return record
@@ -188,14 +193,15 @@ class ReplyLog:
 
 
 def csv_columns(path: Path) -> list[str]:
-    """The columns to write to the CSV at `path`: FIELDS, or the older ones of a file written before
-    triage (appends and rewrites keep a file's columns, so every row keeps parsing)."""
+    """The columns to write to the CSV at `path`: FIELDS, or the older ones of a file an earlier
+    version wrote (appends and rewrites keep a file's columns, so every row keeps parsing)."""
     try:
         with path.open("rb") as f:
             first = f.readline().decode("utf-8", "replace").strip()
     except OSError:
         return FIELDS
-    return FIELDS_BEFORE_TRIAGE if first == ",".join(FIELDS_BEFORE_TRIAGE) else FIELDS
+    return next((older for older in (FIELDS_BEFORE_TRIAGE, FIELDS_BEFORE_CITATIONS) if first == ",".join(older)),
+                FIELDS)
 
 
 def encode_csv(records: Sequence[dict[str, Any]], header: bool, columns: Sequence[str] = FIELDS) -> bytes:
@@ -230,6 +236,10 @@ def record(comment: Comment, status: str, reply: Reply | None = None) -> dict[st
     }
     if comment.video_title:
         r["video_title"] = clean_text(comment.video_title, MAX_TITLE_CHARS, one_line=True)
+    texts = [p.text for p in reply.sources if p.text] if reply is not None else []
+    if texts:  # the passages' own words in the reply, before the citation line code added
+        body = "\n".join(x for x in reply.reply.splitlines() if x != reply.citation)
+        r["grounded"] = is_grounded(body, comment.text, texts)
     if reply is not None and reply.citation:
         r["citation"] = reply.citation  # its own line in `reply`; the review page can remove it
     if status == ANSWERED:
