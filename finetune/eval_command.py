@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,10 @@ from base.errors import UserError
 @click.option("--chroma-url", default=None, metavar="URL", help="Chroma server instead of --store.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on standard output, nothing else.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate the first N pairs only.")
+@click.option("--mode", "modes", multiple=True, type=click.Choice(["base", "tuned", "tuned+passages"]),
+              help="Run only this mode (repeatable) [default: every mode the setup can run].")
 def eval_cmd(pairs_path: str, adapter_path: str, store: str | None, chroma_url: str | None, as_json: bool,
-             limit: int | None) -> None:
+             limit: int | None, modes: tuple[str, ...]) -> None:
     """Generate replies to held-out PAIRS as serving does (base, tuned, tuned+passages) and score them.
 
     PAIRS: comment/reply pairs in any format `finetune run` reads. Reports, per mode, the
@@ -43,7 +46,9 @@ def eval_cmd(pairs_path: str, adapter_path: str, store: str | None, chroma_url: 
     adapter_dir = find_adapter_dir(adapter_path)
     run_dir = adapter_dir.parent if adapter_dir.name == "adapter" else adapter_dir
     console = _stderr_console()
-    setup = load_setup(adapter_dir, store, chroma_url, console)
+    setup = replace(load_setup(adapter_dir, store, chroma_url, console), only=modes)
+    if modes and not setup.modes():
+        raise UserError(f"--mode {' '.join(modes)} needs a knowledge base; give --store DIR (or --chroma-url)")
     result = run_with_progress(setup, pairs, console)
     write_eval(run_dir, result)
     if as_json:

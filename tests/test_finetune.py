@@ -408,3 +408,16 @@ def test_demo_preset_on_the_real_model(tmp_path):
     assert tuned >= 7, text
     words = re.search(r"Mean words per reply: base ([0-9.]+), tuned ([0-9.]+)", text)
     assert float(words.group(2)) < float(words.group(1)) / 2, text  # short replies, like Nadia's
+
+
+@pytest.mark.integration
+def test_eval_runs_only_the_modes_asked_for(tmp_path, tiny_adapter):
+    pairs = write_csv(tmp_path / "heldout.csv", PAIRS[:3])
+    result = CliRunner().invoke(cli, ["eval", str(pairs), "--adapter", str(tiny_adapter), "--mode", "base",
+                                      "--json"], standalone_mode=False)
+    assert result.exit_code == 0, (result.output, result.exception)
+    figures = json.loads(result.stdout)
+    assert list(figures["modes"]) == ["base"] and {r["mode"] for r in figures["replies"]} == {"base"}
+    refused = CliRunner().invoke(cli, ["eval", str(pairs), "--adapter", str(tiny_adapter), "--mode",
+                                       "tuned+passages"], standalone_mode=False, env={"RESPONDER_STORE": str(tmp_path / "none")})
+    assert isinstance(refused.exception, UserError) and "needs a knowledge base" in str(refused.exception)
