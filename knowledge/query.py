@@ -16,6 +16,9 @@ import re
 
 from knowledge.triage import asks
 
+# Questions searched one by one, at most: real comments ask two or three things; a wall of questions
+# must not cost a hundred embeddings.
+MAX_QUESTIONS = 4
 _TIMESTAMP = re.compile(r"\b(?:at\s+|around\s+|@)?\d{1,2}:\d{2}(?::\d{2})?\b", re.IGNORECASE)
 _LINK = re.compile(r"\bhttps?://\S+|\bwww\.\S+", re.IGNORECASE)
 _MENTION = re.compile(r"(?<!\w)@[\w.-]+")
@@ -77,5 +80,5 @@ def search_queries(comment: str) -> list[str]:
     # "1000? 10000? does it matter" is one question: a sub-query needs words of its own to search with.
     asking = [s for s in kept if asks(s) and len(content_words(s)) >= 3]
     if len(asking) > 1:
-        queries.extend(s for s in asking if s not in queries)
+        queries.extend([s for s in asking if s not in queries][:MAX_QUESTIONS])
     return queries

@@ -140,3 +140,9 @@ def test_above_the_exact_limit_hnsw_and_bm25_propose_and_the_same_passages_come_
         (p.source, p.section, p.similarity) for p in exact]
     in_use, hnsw = kb.recall_against_exact([comment], [None])
     assert in_use == 1.0 and hnsw == 1.0
+
+
+def test_a_wall_of_questions_costs_a_few_queries():
+    wall = " ".join(f"how do I tune parameter number {n} of my model?" for n in range(50))
+    queries = search_queries(wall)
+    assert len(queries) == 1 + 4 and queries[0].startswith("how do I tune parameter number 0")
