@@ -29,6 +29,7 @@ from base.reply_figures import (ASKING, FIGURES, ReplyCase, is_grounded, misfit_
 from base.replychecks import check_reply, is_loop, without_sign_off, words
 from engine.decoding import Decoding, is_short_remark
 from knowledge.config import CONFIDENT_SIMILARITY
+from knowledge.triage import asks as comment_asks
 
 MODES = ("base", "tuned", "tuned+passages")
 RATES = ("loop_rate_raw", "loop_rate", "echo_rate", "empty_rate", "invented_link_rate", "distinct_rate",
@@ -129,7 +130,8 @@ def judge(rows: list[dict[str, Any]], intents: Sequence[str | None], reply_inten
                    misfit=misfit_reason(intent, reply_intent),
                    grounded=is_grounded(reply, row["comment"], texts, style.persona, style.sign_off)
                    if texts and intent == "question" else None,
-                   confident=any(p["similarity"] >= CONFIDENT_SIMILARITY for p in row["passages"]),
+                   confident=comment_asks(row["comment"])
+                   and any(p["similarity"] >= CONFIDENT_SIMILARITY for p in row["passages"]),
                    cited=bool(row.get("citation")))
 
 
@@ -171,7 +173,7 @@ def generated(row: dict[str, Any]) -> str:
 
 def _row(mode: str, item: CommentInput, reference: str, raw: str, sign_off: str, citation: str = "") -> dict[str, Any]:
     reply = clean_reply(raw, sign_off)
-    cited = cite(reply, item.passages, citation, CONFIDENT_SIMILARITY, sign_off)
+    cited = cite(reply, item.passages if comment_asks(item.comment) else (), citation, CONFIDENT_SIMILARITY, sign_off)
     sources = [p.text for p in item.passages]
     raw_body = raw.split(sign_off)[0] if sign_off and sign_off in raw else raw
     on_raw = check_reply(raw_body, item.comment, sources, sign_off)

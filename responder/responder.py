@@ -33,6 +33,7 @@ from base.prompt import (
     system_message,
 )
 from knowledge.config import CONFIDENT_SIMILARITY
+from knowledge.triage import asks
 
 DEFAULT_MAX_COMMENT_TOKENS = 3072  # as Settings.max_comment_tokens
 # A passage longer than this many characters per token of the passage budget can never fit it:
@@ -233,7 +234,8 @@ class Responder:
 
     def reply(self, item: CommentInput, raw: str, timings: dict[str, float]) -> Reply:
         """The cleaned reply to a prepared comment, from the generator's raw completion."""
-        cited = cite(clean_reply(raw, self.style.sign_off), item.passages, self.citation, self.confident,
-                     self.style.sign_off)
+        # Only a comment that asks is pointed to the article: "best PCA video ever" gets thanks, not a link.
+        cited = cite(clean_reply(raw, self.style.sign_off), item.passages if asks(item.comment) else (),
+                     self.citation, self.confident, self.style.sign_off)
         return Reply(cited.reply, list(item.passages), bool(item.passages), self.generator.model_name,
                      self.generator.adapter_name, dict(timings), cited.passage, cited.line)

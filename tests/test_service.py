@@ -51,6 +51,8 @@ def test_a_cited_reply_names_its_citation_line_and_the_batch_client_keeps_it():
     app = create_app(settings, Responder(FakeGenerator(), STYLE, FakeRetriever(), citation=DEFAULT_CITATION))
     with LiveServer(app) as srv:
         body = httpx.post(srv.url + "/respond", json={"comment": "Which xgboost params?"}).json()
+        praise = httpx.post(srv.url + "/respond", json={"comment": "best xgboost video ever"}).json()
+    assert praise["sources"] and praise["citation"] is None  # praise is thanked, not sent to the article
     line = 'More in my post "Tuning XGBoost": https://example.org/xgboost'
     assert body["citation"] == line and body["reply"] == f"Echo: Which xgboost params?\n{line}\n{SIGN_OFF}"
     assert body["sources"][0]["cited"] is True
