@@ -223,6 +223,20 @@ def csv_cell(value: Any) -> str:
     return neutralise_cell("" if value is None else str(value))
 
 
+def reply_judgement(reply: Reply, comment: str) -> dict[str, Any]:
+    """What a record keeps about a reply beside its text: `grounded` (it carries its passages' own
+    words, judged before the citation line code added; only when passage texts are known) and the
+    `citation` line (its own line in the reply, which the review page can remove)."""
+    out: dict[str, Any] = {}
+    texts = [p.text for p in reply.sources if p.text]
+    if texts:
+        body = "\n".join(x for x in reply.reply.splitlines() if x != reply.citation)
+        out["grounded"] = is_grounded(body, comment, texts)
+    if reply.citation:
+        out["citation"] = reply.citation
+    return out
+
+
 def record(comment: Comment, status: str, reply: Reply | None = None) -> dict[str, Any]:
     """The replies file's record of one comment. Comment and author are cleaned as the prompt cleans
     them (base.prompt.clean_text): the reviewer reads what the model read, with no invisible or
@@ -236,12 +250,8 @@ def record(comment: Comment, status: str, reply: Reply | None = None) -> dict[st
     }
     if comment.video_title:
         r["video_title"] = clean_text(comment.video_title, MAX_TITLE_CHARS, one_line=True)
-    texts = [p.text for p in reply.sources if p.text] if reply is not None else []
-    if texts:  # the passages' own words in the reply, before the citation line code added
-        body = "\n".join(x for x in reply.reply.splitlines() if x != reply.citation)
-        r["grounded"] = is_grounded(body, comment.text, texts)
-    if reply is not None and reply.citation:
-        r["citation"] = reply.citation  # its own line in `reply`; the review page can remove it
+    if reply is not None:
+        r.update(reply_judgement(reply, comment.text))
     if status == ANSWERED:
         r["approved"] = False  # a person sets it to true after reading the reply; `responder post` reads it
     return r

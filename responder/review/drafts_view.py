@@ -15,6 +15,8 @@ from urllib.parse import quote
 
 from knowledge.triage_policy import DRAFT_ORDER, draft_rank
 from responder.jobs.posting import is_approved
+from responder.jobs.reply_log import reply_judgement
+from responder.responder import source_record
 from responder.jobs.screening import draft_flags, flags_cleared
 
 FILTERS = ("drafts", "pending", "approved", "rejected", "skipped", "failed", "all")
@@ -179,10 +181,9 @@ def reject(record: dict[str, Any]) -> None:
 
 def regenerated(record: dict[str, Any], reply: Any) -> None:
     """A new draft from the responder: back to pending, earlier approvals and seen flags dropped."""
-    record.update(reply=reply.reply, sources=[p.to_dict() for p in reply.sources],
+    record.update(reply=reply.reply, sources=[source_record(p, p is reply.cited) for p in reply.sources],
                   used_context=bool(reply.used_context), status="answered", approved=False,
                   regenerated_at=_now())
-    for key in ("flags_seen", "reviewed_at", "edited", "original_reply", "citation", "citation_removed"):
+    for key in ("flags_seen", "reviewed_at", "edited", "original_reply", "citation", "citation_removed", "grounded"):
         record.pop(key, None)
-    if getattr(reply, "citation", ""):
-        record["citation"] = reply.citation
+    record.update(reply_judgement(reply, str(record.get("comment") or "")))
