@@ -61,6 +61,12 @@ def test_an_unsure_spam_verdict_falls_to_the_next_intent_so_no_viewer_is_skipped
     assert decide([0.02, 0.02, 0.90, 0.06], classes)[0] == "spam"
 
 
+def test_an_unsure_instructions_verdict_falls_to_the_next_intent_a_sure_one_stays():
+    classes = ["instructions", "other", "question", "thanks"]
+    assert decide([0.37, 0.30, 0.20, 0.13], classes)[0] == "other"  # "my regex .* eats the whole line"
+    assert decide([0.85, 0.05, 0.05, 0.05], classes)[0] == "instructions"
+
+
 @pytest.fixture(scope="module")
 def classifier(tmp_path_factory):
     return TriageClassifier.load(cache_dir=tmp_path_factory.mktemp("triage-cache"))
