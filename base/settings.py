@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     top_k: int = Field(3, ge=1, le=20)
     min_similarity: float | None = Field(
         None, description="Cosine similarity below which passages are dropped (None: calibrated default).")
+    hybrid: bool = Field(True, description="BM25 beside the embedder, fused by rank (README: Hybrid retrieval).")
+    focus: bool = Field(True, description="Search with the part of a comment that asks, each question too.")
 
     # Model
     base_model: str = Field(DEFAULT_BASE_MODEL, description="Hub id or local directory.")

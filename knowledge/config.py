@@ -51,7 +51,8 @@ class RetrievalConfig:
             return settings
         return cls(store=Path(settings.store).expanduser(), chroma_url=settings.chroma_url or None,
                    collection=settings.collection, embedder=settings.embedder, top_k=settings.top_k,
-                   min_similarity=settings.min_similarity, device=getattr(settings, "device", "auto"))
+                   min_similarity=settings.min_similarity, device=getattr(settings, "device", "auto"),
+                   hybrid=getattr(settings, "hybrid", True), focus=getattr(settings, "focus", True))
 
     @property
     def location(self) -> str:

@@ -39,6 +39,20 @@ def test_an_explicit_setting_that_differs_is_honoured_with_one_line_saying_so():
                      "its replies may differ from its evaluation"]
 
 
+def test_hybrid_and_focus_are_settings_and_recorded_like_the_rest(monkeypatch):
+    from base.settings import load_settings
+
+    monkeypatch.setenv("RESPONDER_HYBRID", "false")
+    settings = load_settings(store="/srv/kb")
+    configured = RetrievalConfig.of(settings)
+    assert (configured.hybrid, configured.focus) == (False, True)
+    config, notes = for_adapter(configured, settings.model_fields_set, {**RECORD, "hybrid": True, "focus": True})
+    assert config.hybrid is False and notes == [
+        "retrieval: hybrid is False as set, but the adapter was trained with True; its replies may differ "
+        "from its evaluation"]
+    assert for_adapter(RetrievalConfig(store=Path("/srv/kb")), set(), {**RECORD, "hybrid": False})[0].hybrid is False
+
+
 def test_a_recorded_store_that_is_not_here_leaves_the_configured_one(tmp_path):
     config, notes = for_adapter(RetrievalConfig(store=tmp_path), set(), {**RECORD, "store": "/gone/kb"})
     assert config.store == tmp_path and len(notes) == 1 and "/gone/kb, which is not here" in notes[0]
