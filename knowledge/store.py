@@ -281,13 +281,13 @@ class KnowledgeBase:
         return self.search_many([text], top_k, self.threshold(min_similarity), [video_title])[0]
 
     def search_many(self, texts: Sequence[str], top_k: int, threshold: float,
-                    video_titles: Sequence[str | None] | None = None) -> list[list[Passage]]:
+                    video_titles: Sequence[str | None] | None = None, fused: bool = True) -> list[list[Passage]]:
         """`search` for several comments in one embedding batch, at a given threshold.
 
         Each comment is searched with its ask and each of its questions (knowledge.query); a chunk
         counts with its best query's cosine similarity, the threshold applies to that, and the
         chunks that pass are ordered by reciprocal rank fusion of that similarity's rank and BM25's
-        rank for the ask (knowledge.lexical), or by similarity alone with `hybrid` off."""
+        rank for the ask (knowledge.lexical), or by similarity alone with `hybrid` (or `fused`) off."""
         col = self.collection()
         if col is None or not texts or col.count() == 0:
             return [[] for _ in texts]
@@ -299,21 +299,22 @@ class KnowledgeBase:
         index = self._index(col)
         found, start = [], 0
         for plan in plans:
-            found.append(self._rank(col, index, plan, vectors[start:start + len(plan.texts)], top_k, threshold))
+            found.append(self._rank(col, index, plan, vectors[start:start + len(plan.texts)], top_k, threshold, fused))
             start += len(plan.texts)
         return found
 
-    def _rank(self, col: Any, index: _Index, plan: _Plan, vectors: Any, top_k: int, threshold: float) -> list[Passage]:
-        ranked = self._ranked(col, index, plan, vectors, top_k, threshold)
+    def _rank(self, col: Any, index: _Index, plan: _Plan, vectors: Any, top_k: int, threshold: float,
+              fused: bool = True) -> list[Passage]:
+        ranked = self._ranked(col, index, plan, vectors, top_k, threshold, fused)
         return to_passages([index.documents[r] for r, _ in ranked], [index.metadatas[r] for r, _ in ranked],
                            [1.0 - s for _, s in ranked], threshold, ordered=True)
 
     def _ranked(self, col: Any, index: _Index, plan: _Plan, vectors: Any, top_k: int,
-                threshold: float) -> list[tuple[int, float]]:
+                threshold: float, fused: bool = True) -> list[tuple[int, float]]:
         """(row in `index`, cosine similarity) of the `top_k` chunks retrieval gives, in its order."""
         alone = vectors[:len(plan.queries)]
         searched = vectors[len(plan.queries):] if plan.video_title else alone
-        lexical = index.lexical().scores(plan.queries[0]) if self.config.hybrid else None
+        lexical = index.lexical().scores(plan.queries[0]) if self.config.hybrid and fused else None
         rows, stored = self._candidates(col, index, searched, lexical, top_k)
         if not len(rows):
             return []
@@ -431,7 +432,9 @@ class KnowledgeBase:
             return DEFAULT_MIN_SIMILARITY, 0.0
 
         def best_match(comments: Sequence[str]) -> list[float]:
-            found = self.search_many(comments, 1, threshold=-1.0)
+            # The most similar chunk, by cosine alone: BM25 may put a less similar one first, and the
+            # threshold must sit above what any generic comment can reach.
+            found = self.search_many(comments, 1, threshold=-1.0, fused=False)
             return [p[0].similarity if p else 0.0 for p in found]
 
         threshold, best = calibrate(best_match, DEFAULT_MIN_SIMILARITY)
