@@ -146,3 +146,26 @@ def test_a_wall_of_questions_costs_a_few_queries():
     wall = " ".join(f"how do I tune parameter number {n} of my model?" for n in range(50))
     queries = search_queries(wall)
     assert len(queries) == 1 + 4 and queries[0].startswith("how do I tune parameter number 0")
+
+
+@pytest.mark.integration
+def test_the_threshold_is_calibrated_on_the_most_similar_chunk_not_the_fused_first(tmp_path, monkeypatch):
+    import knowledge.store as store_module
+
+    folder = tmp_path / "articles"
+    folder.mkdir()
+    (folder / "levels.md").write_text("# Audio levels\n\n## Voice\n\nKeep the voice at -14 LUFS and the background "
+                                      "track quiet, so nobody has to reach for the volume knob while watching.\n")
+    (folder / "songs.md").write_text("# Clustering songs\n\n## Features\n\nThe song dataset has loud, music, genre "
+                                     "and tempo columns; we cluster the tracks on them with k-means after scaling.\n")
+    ingest([folder], open_knowledge_base(Settings(store=tmp_path / "store")))
+    monkeypatch.setattr(store_module, "LEXICAL_WEIGHT", 1000.0)  # BM25's order first: songs.md for "music loud"
+    kb = _kb(tmp_path / "store")
+    fused_first = kb.search("the music is too loud", top_k=1, min_similarity=-1.0)[0]
+    assert Path(fused_first.source).name == "songs.md"
+    scorers = []
+    monkeypatch.setattr(store_module, "calibrate", lambda best_match, default: (scorers.append(best_match), (default, 0.0))[1])
+    kb.calibrate()
+    most_similar = kb.search_many(["the music is too loud"], 1, -1.0, fused=False)[0][0]
+    assert Path(most_similar.source).name == "levels.md" and most_similar.similarity > fused_first.similarity
+    assert scorers[0](["the music is too loud"]) == [most_similar.similarity]
