@@ -292,8 +292,7 @@ class KnowledgeBase:
         if col is None or not texts or col.count() == 0:
             return [[] for _ in texts]
         titles = list(video_titles) if video_titles is not None else [None] * len(texts)
-        plans = [_plan(text, title, self.config.focus) for text, title in zip(texts, titles)]
-        vectors = np.asarray(self.embedder.embed([q for plan in plans for q in plan.texts]), dtype=np.float32)
+        plans, vectors = self._embed_plans(texts, titles)
         if self._embedder is not None and col.metadata.get("dimension") != self._embedder.dimension:
             self._check(col)
         index = self._index(col)
@@ -302,6 +301,11 @@ class KnowledgeBase:
             found.append(self._rank(col, index, plan, vectors[start:start + len(plan.texts)], top_k, threshold, fused))
             start += len(plan.texts)
         return found
+
+    def _embed_plans(self, texts: Sequence[str], titles: Sequence[str | None]) -> tuple[list[_Plan], Any]:
+        """Each comment's search plan, and the vectors of every plan's texts in one embedding batch."""
+        plans = [_plan(text, title, self.config.focus) for text, title in zip(texts, titles)]
+        return plans, np.asarray(self.embedder.embed([q for plan in plans for q in plan.texts]), dtype=np.float32)
 
     def _rank(self, col: Any, index: _Index, plan: _Plan, vectors: Any, top_k: int, threshold: float,
               fused: bool = True) -> list[Passage]:
@@ -356,8 +360,7 @@ class KnowledgeBase:
             return 1.0, 1.0
         index = self._index(col)
         exact = index if index.vectors is not None else self._read_index(col, with_vectors=True)
-        plans = [_plan(text, title, self.config.focus) for text, title in zip(texts, video_titles)]
-        vectors = np.asarray(self.embedder.embed([q for plan in plans for q in plan.texts]), dtype=np.float32)
+        plans, vectors = self._embed_plans(texts, video_titles)
         in_use, hnsw, start = [], [], 0
         for plan in plans:
             own = vectors[start:start + len(plan.texts)]
@@ -382,7 +385,7 @@ class KnowledgeBase:
         if col is None or col.count() == 0 or not has_words(text, min_chars=2):
             return []
         index = self._index(col)
-        scores = index.lexical().scores(_plan(text, None, self.config.focus).queries[0])
+        scores = index.lexical().scores(search_queries(text)[0] if self.config.focus else text)
         best = [int(r) for r in np.argsort(-scores)[:top_k] if scores[r] > 0]
         return to_passages([index.documents[r] for r in best], [index.metadatas[r] for r in best],
                            [1.0 - float(scores[r]) for r in best], min_similarity=-np.inf, ordered=True)
