@@ -34,6 +34,7 @@ DEFAULT_PASSAGE_TOKENS = 384
 _MIN_PASSAGE_TOKENS = 24  # less than this left: the passage is dropped, not shown as a fragment
 MAX_AUTHOR_CHARS = 100
 MAX_TITLE_CHARS = 200
+MAX_DESCRIPTION_CHARS = 5000  # YouTube's own limit on a video description
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,8 @@ class CommentInput:
     passages: Sequence[Passage] = field(default_factory=tuple)
     use_context: bool = True
     top_k: int | None = None
+    video_id: str | None = None           # retrieval only: which articles the video is about
+    video_description: str | None = None  # retrieval only: links to the video's articles
 
 
 # Characters a reader cannot see or that steer how text is shown: control characters (but line

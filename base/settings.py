@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     article_base_url: str | None = Field(
         None, description="e.g. https://blog.example.com/posts/ or https://blog.example.com/{slug}.html")
 
+    # The creator's video -> article mapping read at ingest (ingest/video_map.py): a CSV of video,article.
+    videos_file: str | None = Field(None, description="CSV with video (id or URL) and article (file or URL) columns.")
+
     @field_validator("article_base_url")
     @classmethod
     def _http_base_url(cls, value: str | None) -> str | None:

@@ -22,7 +22,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 from base.citation import article_url
 from base.errors import UserError
@@ -40,6 +40,7 @@ from .chunker import (
     text_hash,
 )
 from .readers import SUPPORTED, Skip, read_document
+from .video_map import read_video_map, resolve_video_map
 
 log = logging.getLogger(__name__)
 
@@ -160,11 +161,15 @@ def _inside(path: Path, roots: list[Path]) -> bool:
 
 
 def fingerprint(data: bytes, embedder: str, chunk_tokens: int, overlap_tokens: int,
-                max_chunk_chars: int = DEFAULT_MAX_CHUNK_CHARS, base_url: str | None = None) -> str:
+                max_chunk_chars: int = DEFAULT_MAX_CHUNK_CHARS, base_url: str | None = None,
+                videos: Sequence[str] = ()) -> str:
     h = hashlib.sha256(data)
     h.update(f"\0{embedder}\0{CHUNKER_VERSION}\0{chunk_tokens}\0{overlap_tokens}\0{max_chunk_chars}".encode())
-    if base_url:  # a new base URL rewrites the stored URLs (metadata only: nothing is embedded again)
+    # A new base URL or video mapping rewrites the stored metadata only: nothing is embedded again.
+    if base_url:
         h.update(f"\0{base_url}".encode())
+    if videos:
+        h.update(f"\0videos:{' '.join(videos)}".encode())
     return h.hexdigest()[:32]
 
 
@@ -176,16 +181,34 @@ class ChunkSettings:
     base_url: str | None = None  # where articles without their own URL live (base.citation.article_url)
 
 
+def video_links(videos_file: Path | None, found: Found, base_url: str | None) -> dict[str, tuple[str, ...]]:
+    """{source key: video ids} from the creator's `--videos` mapping (ingest.video_map), resolved
+    against this run's files before anything is written."""
+    if videos_file is None:
+        return {}
+
+    def url_of(path: Path) -> str:
+        try:
+            return read_document(path, path.read_bytes()).url or article_url(base_url, path.stem)
+        except (OSError, Skip):
+            return article_url(base_url, path.stem)
+
+    return resolve_video_map(read_video_map(videos_file), found.files, videos_file, url_of)
+
+
 def ingest(paths: Iterable[str | Path], kb, prune: bool = True,
            max_file_mb: float = DEFAULT_MAX_FILE_MB, chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
            overlap_tokens: int = DEFAULT_OVERLAP_TOKENS,
            on_file: Callable[[Path, str], None] | None = None,
            on_start: Callable[[int], None] | None = None,
-           max_chunk_chars: int = DEFAULT_MAX_CHUNK_CHARS, base_url: str | None = None) -> IngestReport:
+           max_chunk_chars: int = DEFAULT_MAX_CHUNK_CHARS, base_url: str | None = None,
+           videos_file: Path | None = None) -> IngestReport:
     """Bring the knowledge base `kb` up to date with the articles under `paths`; an article with no
-    URL of its own gets `base_url` plus its slug (none without a base URL)."""
+    URL of its own gets `base_url` plus its slug (none without a base URL); `videos_file` links
+    videos to articles (ingest.video_map), beside each article's front matter `video:`."""
     start = time.perf_counter()
     found = discover(paths)
+    mapped = video_links(videos_file, found, base_url)
     report = IngestReport(seen=len(found.files) + len(found.skipped))
     report.skipped = [(str(p), reason) for p, reason in found.skipped]
     manifest = kb.manifest()
@@ -194,7 +217,7 @@ def ingest(paths: Iterable[str | Path], kb, prune: bool = True,
     limit = int(max_file_mb * 1024 * 1024)
     sizes = ChunkSettings(chunk_tokens, overlap_tokens, max_chunk_chars, base_url)
     for path, source in found.files:
-        status = _ingest_file(path, source, kb, manifest.get(source), limit, sizes, report)
+        status = _ingest_file(path, source, kb, manifest.get(source), limit, sizes, report, mapped.get(source, ()))
         if status.startswith("skipped: "):
             report.skipped.append((str(path), status[len("skipped: "):]))
         else:
@@ -243,7 +266,7 @@ def _remove_stale(kb, manifest: dict, found: Found, prune: bool) -> int:
 
 
 def _ingest_file(path: Path, source: str, kb, state, limit: int, sizes: ChunkSettings,
-                 report: IngestReport) -> str:
+                 report: IngestReport, mapped_videos: Sequence[str] = ()) -> str:
     try:
         size = path.stat().st_size
         if size > limit:
@@ -251,7 +274,8 @@ def _ingest_file(path: Path, source: str, kb, state, limit: int, sizes: ChunkSet
         data = path.read_bytes()
     except OSError as exc:
         return f"skipped: cannot read ({exc.strerror or exc})"
-    fp = fingerprint(data, kb.embedder_name, sizes.tokens, sizes.overlap, sizes.max_chars, sizes.base_url)
+    fp = fingerprint(data, kb.embedder_name, sizes.tokens, sizes.overlap, sizes.max_chars, sizes.base_url,
+                     mapped_videos)
     if state is not None and state.is_complete(fp):
         return "unchanged"
     embedder = kb.embedder
@@ -272,6 +296,7 @@ def _ingest_file(path: Path, source: str, kb, state, limit: int, sizes: ChunkSet
     if not chunks:
         return "skipped: nothing to store (every chunk repeats another or has no words)"
     url = clip(doc.url or article_url(sizes.base_url, path.stem))
+    videos = " ".join(dict.fromkeys((*doc.videos, *mapped_videos)))  # a string: Chroma metadata is scalar
     seen: Counter[str] = Counter()
     ids, metas = [], []
     for chunk in chunks:
@@ -279,7 +304,7 @@ def _ingest_file(path: Path, source: str, kb, state, limit: int, sizes: ChunkSet
         seen[chunk.embed_text] += 1
         meta = {"source": source, "stem": path.stem, "title": clip(doc.title), "section": chunk.section,
                 "url": url, "date": clip(doc.date), "chunk": chunk.index, "n_chunks": len(chunks),
-                "fingerprint": fp, "text_hash": text_hash(chunk.text)}
+                "fingerprint": fp, "text_hash": text_hash(chunk.text), "videos": videos}
         if chunk.page is not None:
             meta["page"] = chunk.page
         metas.append(meta)

@@ -1,15 +1,20 @@
 """Readers: one article file in, a `Document` out (title, url, date and blocks of text by section).
 
-Markdown (front matter title/url/date; images and HTML dropped; code kept), HTML (main content via
+Markdown (front matter title/url/date/video; images and HTML dropped; code kept), HTML (main content via
 trafilatura, then read as markdown), plain text, and PDF (text per page, page numbers kept).
 Anything a reader cannot use raises `Skip` with the reason shown in the ingest report.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from base.video import parse_video_id
+
+log = logging.getLogger(__name__)
 
 MARKDOWN = {".md", ".markdown", ".mdx"}
 HTML = {".html", ".htm"}
@@ -37,6 +42,7 @@ class Document:
     url: str = ""
     date: str = ""
     blocks: list[Block] = field(default_factory=list)
+    videos: tuple[str, ...] = ()  # ids of the creator's videos about this article (front matter `video:`)
 
 
 def title_from_stem(path: Path) -> str:
@@ -158,7 +164,25 @@ def read_markdown(path: Path, text: str, meta: dict | None = None) -> Document:
     title = str(meta.get("title") or "").strip() or None
     first_h1, blocks = markdown_blocks(text, title)
     url = str(meta.get("url") or meta.get("canonical") or meta.get("canonical_url") or "").strip()
-    return Document(path, title or first_h1 or title_from_stem(path), url, str(meta.get("date") or ""), blocks)
+    return Document(path, title or first_h1 or title_from_stem(path), url, str(meta.get("date") or ""), blocks,
+                    front_matter_videos(path, meta))
+
+
+VIDEO_KEYS = ("video", "videos", "youtube")
+
+
+def front_matter_videos(path: Path, meta: dict) -> tuple[str, ...]:
+    """The video ids under front matter `video:` (or `videos:`, `youtube:`): an id or URL, or a list."""
+    found: list[str] = []
+    for key in VIDEO_KEYS:
+        value = meta.get(key)
+        for item in value if isinstance(value, list) else [value] if value else []:
+            vid = parse_video_id(str(item))
+            if vid is None:
+                log.warning("%s: front matter %s: %r is not a YouTube video id or URL; left out", path, key, item)
+            elif vid not in found:
+                found.append(vid)
+    return tuple(found)
 
 
 # --- HTML, text, PDF ----------------------------------------------------------------------------

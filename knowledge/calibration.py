@@ -32,11 +32,31 @@ GENERIC_OFF_TOPIC = (
 )
 
 
+# Videos every channel posts that no article is about: their titles must link to no article
+# (knowledge/video_links.py), so the link threshold is set above the best article they reach.
+GENERIC_VIDEO_TITLES = (
+    "Q&A livestream", "Channel update", "My desk setup tour", "100k subscribers special", "Bloopers",
+    "A day in my life", "Answering your questions", "What I'm working on this month", "Year in review",
+    "Behind the scenes", "Trailer", "Live coding stream", "My favourite books this year",
+    "Studio tour and gear", "Unboxing my new laptop", "Vlog: conference week", "Ask me anything",
+    "Thank you for 10,000 subscribers", "Reacting to your comments", "Shorts compilation",
+)
+LINK_MARGIN = 0.05
+LINK_CAP = 0.6
+
+
 def calibrated_threshold(best_similarities: Sequence[float], default: float) -> float:
     """The threshold for a store whose best matches to the generic comments are given."""
     if not best_similarities:
         return default
     return round(min(CAP, max(default, max(best_similarities) + MARGIN)), 4)
+
+
+def calibrated_link_threshold(best_similarities: Sequence[float], default: float) -> float:
+    """The video-title link threshold for a store whose best matches to the generic titles are given."""
+    if not best_similarities:
+        return default
+    return round(min(LINK_CAP, max(default, max(best_similarities) + LINK_MARGIN)), 4)
 
 
 def calibrate(best_match: Callable[[Sequence[str]], list[float]], default: float) -> tuple[float, float]:

@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 from base.errors import UserError
 from base.fileio import read_jsonl
 from base.prompt import Passage
+from base.video import Video
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,12 @@ class Question:
     comment: str
     expect: tuple[str, ...]
     video_title: str | None = None  # the title of the video the comment was posted under
+    video_id: str | None = None
+    video_description: str | None = None
+
+    @property
+    def video(self) -> Video | None:
+        return Video.of(self.video_id, self.video_title, self.video_description)
 
 
 @dataclass
@@ -47,6 +54,9 @@ class Scores:
     # Mean over answerable comments of the best similarity an expected article's passage reached (0:
     # none returned): the margin over the threshold, which decides on a harder corpus.
     expected_similarity: float = 0.0
+    # Of the passages the responder injects (the top 3) for answerable comments, the share from an
+    # expected article: what the model reads, beside hit@k's "was the article found at all".
+    precision_at_3: float = 0.0
     recall_at_10: float | None = None
     hnsw_recall_at_10: float | None = None
     outcomes: list[Outcome] = field(default_factory=list)
@@ -63,8 +73,9 @@ def load_questions(path: Path) -> list[Question]:
         comment, expect = (row.get("comment"), row.get("expect")) if isinstance(row, dict) else (None, None)
         if not isinstance(comment, str) or not isinstance(expect, list):
             raise UserError(f"{name} line {n} is not {shape}; fix that line")
-        title = row.get("video_title")
-        questions.append(Question(comment, tuple(str(x) for x in expect), str(title) if title else None))
+        title, vid, description = (str(row.get(key) or "").strip() or None
+                                   for key in ("video_title", "video_id", "video_description"))
+        questions.append(Question(comment, tuple(str(x) for x in expect), title, vid, description))
     if not questions:
         raise UserError(f"{name} has no questions; add lines of {{\"comment\": ..., \"expect\": [...]}}")
     return questions
@@ -74,15 +85,15 @@ def stem_of(passage: Passage) -> str:
     return Path(passage.source).stem
 
 
-def evaluate(questions: Sequence[Question], search: Callable[[str, int, str | None], list[Passage]],
+def evaluate(questions: Sequence[Question], search: Callable[[str, int, Video | None], list[Passage]],
              with_video: bool = True,
-             recall: Callable[[list[str], list[str | None]], tuple[float, float]] | None = None) -> Scores:
-    """Scores for `questions`; `search(comment, top_k, video_title)` applies the threshold under
-    test; `with_video=False` searches every comment without its video's title; `recall(comments,
-    video_titles)` gives (recall@10 of the search, of HNSW alone) against exact scoring."""
+             recall: Callable[[list[str], list[Video | None]], tuple[float, float]] | None = None) -> Scores:
+    """Scores for `questions`; `search(comment, top_k, video)` applies the threshold under test;
+    `with_video=False` searches every comment without its video (id, title, description);
+    `recall(comments, videos)` gives (recall@10 of the search, of HNSW alone) against exact scoring."""
     outcomes = []
     for q in questions:
-        passages = search(q.comment, 10, q.video_title if with_video else None)
+        passages = search(q.comment, 10, q.video if with_video else None)
         got = [stem_of(p) for p in passages]
         rank = next((i for i, stem in enumerate(got, 1) if stem in q.expect), None)
         outcomes.append(Outcome(q.comment, list(q.expect), got, [p.similarity for p in passages], rank))
@@ -96,11 +107,13 @@ def evaluate(questions: Sequence[Question], search: Callable[[str, int, str | No
     if recall is not None and on:
         asked = [q for q in questions if q.expect]
         recall_at_10, hnsw_recall = recall([q.comment for q in asked],
-                                           [q.video_title if with_video else None for q in asked])
+                                           [q.video if with_video else None for q in asked])
     return Scores(
         recall_at_10=recall_at_10, hnsw_recall_at_10=hnsw_recall,
         expected_similarity=round(sum(max((v for g, v in zip(o.got, o.similarities) if g in o.expect), default=0.0)
                                       for o in on) / len(on), 4) if on else 0.0,
+        precision_at_3=round(sum(sum(g in o.expect for g in o.got[:3]) / len(o.got[:3]) if o.got else 0.0
+                                 for o in on) / len(on), 4) if on else 0.0,
         questions=len(outcomes), on_topic=len(on), off_topic=len(off),
         hit_at_1=share(on, lambda o: o.rank == 1),
         hit_at_3=share(on, lambda o: o.rank is not None and o.rank <= 3),

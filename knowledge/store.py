@@ -20,14 +20,16 @@ import numpy as np
 from base.errors import UserError
 from base.prompt import Passage, has_words
 from base.settings import Settings
+from base.video import Video
 from knowledge.config import RetrievalConfig
 
 from .embedder import Embedder, load_embedder, resolve_embedder
 from .lexical import LexicalIndex
 from .query import search_queries
-from .calibration import calibrate
+from .calibration import GENERIC_VIDEO_TITLES, calibrate, calibrated_link_threshold
 from .search import DEFAULT_MIN_SIMILARITY, resolve_min_similarity, to_passages
 from .triage import asks
+from .video_links import DEFAULT_LINK_SIMILARITY, Link, VideoLinks, title_text
 
 # Cosine space; a wider search beam than Chroma's default (100), which measurably lost
 # recall@3 at 10k+ chunks in benchmarks/ingest_bench.py.
@@ -50,6 +52,13 @@ RRF_K = 60
 LEXICAL_WEIGHT = 0.7
 # Above EXACT_SEARCH_MAX, how many chunks HNSW and BM25 each propose per query for exact re-scoring.
 HNSW_CANDIDATES = 50
+# The chunks of the articles a comment's video is about (knowledge.video_links) get this extra vote
+# in the fusion, as much as a ranking that put them first with this weight: a preference, not a
+# filter (a comment about something else still finds its article, and the threshold still applies).
+# On samples/retrieval_real_style.jsonl, 0 / 0.1 / 0.25 / 0.5 gave passages from the expected
+# article (precision@3) 0.945 / 0.955 / 0.965 / 0.970, and from 0.25 up the one off-topic question
+# under another article's video lost its article from the top 3: README "Video-aware retrieval".
+VIDEO_BOOST = 0.1
 
 
 @dataclass
@@ -63,32 +72,51 @@ class _Index:
     metadatas: list[dict[str, Any]]
     vectors: Any  # (count, dimension) float32, or None above EXACT_SEARCH_MAX
     _lexical: LexicalIndex | None = None
+    _links: VideoLinks | None = None
 
     def __post_init__(self) -> None:
         self.position = {chunk_id: row for row, chunk_id in enumerate(self.ids)}
+        self.linked: dict[tuple, tuple[Link, ...]] = {}  # each video's links, found once per store state
 
     def lexical(self) -> LexicalIndex:
         if self._lexical is None:
             self._lexical = LexicalIndex(self.documents)
         return self._lexical
 
+    def links(self) -> VideoLinks:
+        if self._links is None:
+            self._links = VideoLinks(self.metadatas)
+        return self._links
+
 
 @dataclass(frozen=True)
 class _Plan:
     """How one comment is searched: its queries (knowledge.query), each also with the video's title
-    when the comment asks and a title was given."""
+    when the comment asks and a title was given, and the articles its video is about."""
 
     queries: list[str]
     video_title: str | None
+    links: tuple[Link, ...] = ()
+
+    @property
+    def alone(self) -> int:
+        """How many of `texts` are the comment's own queries: all of them, or with a title only the
+        whole ask, which the VIDEO_COMMENT_FLOOR check needs (each text embedded costs ~10 ms)."""
+        return 1 if self.video_title else len(self.queries)
 
     @property
     def texts(self) -> list[str]:
-        return self.queries + ([f"{q}\n{self.video_title}" for q in self.queries] if self.video_title else [])
+        if not self.video_title:
+            return self.queries
+        return self.queries[:1] + [f"{q}\n{self.video_title}" for q in self.queries]
 
 
-def _plan(text: str, video_title: str | None, focus: bool) -> _Plan:
-    title = video_title.strip() if video_title and video_title.strip() and asks(text) else None
-    return _Plan(search_queries(text) if focus else [text], title)
+def _plan(text: str, video: Video | None, focus: bool, links: tuple[Link, ...], index: _Index) -> _Plan:
+    """A video known by its id alone is searched as the title of the article it is linked to."""
+    title = video.title if video is not None else None
+    if not title and links:
+        title = index.links().titles.get(links[0].source)
+    return _Plan(search_queries(text) if focus else [text], title if title and asks(text) else None, links)
 
 
 def _ranks(scores: Any) -> Any:
@@ -273,15 +301,16 @@ class KnowledgeBase:
 
     # --- reading --------------------------------------------------------------------------------
     def search(self, text: str, top_k: int = 3, min_similarity: float | None = None,
-               video_title: str | None = None) -> list[Passage]:
+               video: Video | None = None) -> list[Passage]:
         """The passages closest to `text`, in retrieval's order, none below the similarity threshold;
-        with the video's title when the comment asks something (see VIDEO_COMMENT_FLOOR)."""
+        with the video's title when the comment asks something (see VIDEO_COMMENT_FLOOR), and the
+        video's own articles preferred (VIDEO_BOOST)."""
         if top_k < 1 or not has_words(text, min_chars=2) or self.collection() is None:
             return []
-        return self.search_many([text], top_k, self.threshold(min_similarity), [video_title])[0]
+        return self.search_many([text], top_k, self.threshold(min_similarity), [video])[0]
 
     def search_many(self, texts: Sequence[str], top_k: int, threshold: float,
-                    video_titles: Sequence[str | None] | None = None, fused: bool = True) -> list[list[Passage]]:
+                    videos: Sequence[Video | None] | None = None, fused: bool = True) -> list[list[Passage]]:
         """`search` for several comments in one embedding batch, at a given threshold.
 
         Each comment is searched with its ask and each of its questions (knowledge.query); a chunk
@@ -291,21 +320,56 @@ class KnowledgeBase:
         col = self.collection()
         if col is None or not texts or col.count() == 0:
             return [[] for _ in texts]
-        titles = list(video_titles) if video_titles is not None else [None] * len(texts)
-        plans, vectors = self._embed_plans(texts, titles)
+        index = self._index(col)
+        plans, vectors = self._embed_plans(col, index, texts, videos)
         if self._embedder is not None and col.metadata.get("dimension") != self._embedder.dimension:
             self._check(col)
-        index = self._index(col)
         found, start = [], 0
         for plan in plans:
             found.append(self._rank(col, index, plan, vectors[start:start + len(plan.texts)], top_k, threshold, fused))
             start += len(plan.texts)
         return found
 
-    def _embed_plans(self, texts: Sequence[str], titles: Sequence[str | None]) -> tuple[list[_Plan], Any]:
+    def _embed_plans(self, col: Any, index: _Index, texts: Sequence[str], videos: Sequence[Video | None] | None
+                     ) -> tuple[list[_Plan], Any]:
         """Each comment's search plan, and the vectors of every plan's texts in one embedding batch."""
-        plans = [_plan(text, title, self.config.focus) for text, title in zip(texts, titles)]
+        videos = list(videos) if videos is not None else [None] * len(texts)
+        plans = [_plan(text, video, self.config.focus, self._links(col, index, video), index)
+                 for text, video in zip(texts, videos)]
         return plans, np.asarray(self.embedder.embed([q for plan in plans for q in plan.texts]), dtype=np.float32)
+
+    # --- the articles a video is about (knowledge.video_links) ------------------------------------
+    def video_links(self, video: Video | None) -> list[Link]:
+        """The stored articles `video` is about: linked by its description's URLs or the creator's
+        mapping, else the one most similar to its title above the store's link threshold."""
+        col = self.collection()
+        if col is None or col.count() == 0:
+            return []
+        return list(self._links(col, self._index(col), video))
+
+    def _links(self, col: Any, index: _Index, video: Video | None) -> tuple[Link, ...]:
+        if video is None:
+            return ()
+        threshold = self.link_threshold()
+        key = (video, threshold)
+        if key not in index.linked:
+            links = index.links().explicit(video)
+            text = title_text(video)
+            if not links and text:
+                vector = np.asarray(self.embedder.embed([text]), dtype=np.float32)
+                rows, stored = self._candidates(col, index, vector, None, HNSW_CANDIDATES)
+                best = index.links().most_similar(rows, stored @ vector[0])
+                if best is not None and best[1] >= threshold:
+                    links = [Link(best[0], "title", round(best[1], 4))]
+            with self._lock:
+                index.linked[key] = tuple(links)
+        return index.linked[key]
+
+    def link_threshold(self) -> float:
+        """How similar a video's title must be to an article to link them: this store's calibrated one."""
+        col = self.collection()
+        calibrated = (col.metadata or {}).get("video_link_similarity") if col is not None else None
+        return float(calibrated) if calibrated is not None else DEFAULT_LINK_SIMILARITY
 
     def _rank(self, col: Any, index: _Index, plan: _Plan, vectors: Any, top_k: int, threshold: float,
               fused: bool = True) -> list[Passage]:
@@ -316,8 +380,8 @@ class KnowledgeBase:
     def _ranked(self, col: Any, index: _Index, plan: _Plan, vectors: Any, top_k: int,
                 threshold: float, fused: bool = True) -> list[tuple[int, float]]:
         """(row in `index`, cosine similarity) of the `top_k` chunks retrieval gives, in its order."""
-        alone = vectors[:len(plan.queries)]
-        searched = vectors[len(plan.queries):] if plan.video_title else alone
+        alone = vectors[:plan.alone]
+        searched = vectors[plan.alone:] if plan.video_title else alone
         lexical = index.lexical().scores(plan.queries[0]) if self.config.hybrid and fused else None
         rows, stored = self._candidates(col, index, searched, lexical, top_k)
         if not len(rows):
@@ -330,6 +394,8 @@ class KnowledgeBase:
         if lexical is not None:
             words = lexical[rows]
             fused += np.where(words > 0, LEXICAL_WEIGHT / (RRF_K + _ranks(words)), 0.0)
+        if plan.links and VIDEO_BOOST:
+            fused += np.where(index.links().mask(rows, plan.links), VIDEO_BOOST / (RRF_K + 1), 0.0)
         order = sorted(np.flatnonzero(passes), key=lambda i: (-fused[i], -similarity[i]))[:top_k]
         return [(int(rows[i]), float(similarity[i])) for i in order]
 
@@ -350,7 +416,7 @@ class KnowledgeBase:
         rows = np.array([index.position[i] for i in ids], dtype=np.int64)
         return rows, np.asarray([vectors[i] for i in ids], dtype=np.float32).reshape(len(ids), -1)
 
-    def recall_against_exact(self, texts: Sequence[str], video_titles: Sequence[str | None], k: int = 10
+    def recall_against_exact(self, texts: Sequence[str], videos: Sequence[Video | None], k: int = 10
                              ) -> tuple[float, float]:
         """(recall@k of the search in use, recall@k of Chroma's HNSW index alone): the share of the
         chunks exact scoring of every stored vector ranks in its top `k` (threshold off) that each
@@ -360,7 +426,7 @@ class KnowledgeBase:
             return 1.0, 1.0
         index = self._index(col)
         exact = index if index.vectors is not None else self._read_index(col, with_vectors=True)
-        plans, vectors = self._embed_plans(texts, video_titles)
+        plans, vectors = self._embed_plans(col, index, texts, videos)
         in_use, hnsw, start = [], [], 0
         for plan in plans:
             own = vectors[start:start + len(plan.texts)]
@@ -370,7 +436,7 @@ class KnowledgeBase:
                 continue
             got = {index.ids[r] for r, _ in self._ranked(col, index, plan, own, k, -1.0)}
             in_use.append(len(truth & got) / len(truth))
-            first = own[len(plan.queries):][:1] if plan.video_title else own[:1]
+            first = own[plan.alone:][:1] if plan.video_title else own[:1]
             dense_truth = {exact.ids[i] for i in np.argsort(-(exact.vectors @ first[0]))[:k]}
             approximate = set(col.query(query_embeddings=first, n_results=k, include=[])["ids"][0])
             hnsw.append(len(dense_truth & approximate) / len(dense_truth))
@@ -426,7 +492,8 @@ class KnowledgeBase:
     def threshold_is_stale(self) -> bool:
         """True when the store holds chunks but no calibrated threshold (made before calibration)."""
         col = self.collection()
-        return col is not None and col.count() > 0 and "min_similarity" not in (col.metadata or {})
+        meta = col.metadata or {} if col is not None else {}
+        return col is not None and col.count() > 0 and not {"min_similarity", "video_link_similarity"} <= set(meta)
 
     def calibrate(self) -> tuple[float, float]:
         """Set this store's threshold above what generic off-topic comments reach; (threshold, their best)."""
@@ -441,11 +508,24 @@ class KnowledgeBase:
             return [p[0].similarity if p else 0.0 for p in found]
 
         threshold, best = calibrate(best_match, DEFAULT_MIN_SIMILARITY)
+        link = calibrated_link_threshold(self._best_article_similarity(col, GENERIC_VIDEO_TITLES),
+                                         DEFAULT_LINK_SIMILARITY)
         # Chroma refuses metadata that restates the HNSW settings fixed at creation: keep the rest.
         meta = {k: v for k, v in (col.metadata or {}).items() if not k.startswith("hnsw:")}
-        col.modify(metadata={**meta, "min_similarity": threshold, "generic_best_similarity": best})
+        col.modify(metadata={**meta, "min_similarity": threshold, "generic_best_similarity": best,
+                             "video_link_similarity": link})
         self._collection = None
         return threshold, best
+
+    def _best_article_similarity(self, col: Any, titles: Sequence[str]) -> list[float]:
+        """For each video title, the similarity of the stored chunk most similar to it."""
+        index = self._index(col)
+        vectors = np.asarray(self.embedder.embed(list(titles)), dtype=np.float32)
+        best = []
+        for vector in vectors:
+            rows, stored = self._candidates(col, index, vector[None, :], None, HNSW_CANDIDATES)
+            best.append(float((stored @ vector).max()) if len(rows) else 0.0)
+        return best
 
     def random_passages(self, count: int, exclude_sources: set[str], seed: int) -> list[Passage]:
         """`count` stored chunks from sources other than `exclude_sources`, chosen with `seed`."""

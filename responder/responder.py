@@ -21,6 +21,7 @@ from base.errors import UserError
 from base.prompt import (
     MAX_AUTHOR_CHARS,
     MAX_COMMENT_CHARS,
+    MAX_DESCRIPTION_CHARS,
     MAX_TITLE_CHARS,
     CommentInput,
     Passage,
@@ -32,6 +33,7 @@ from base.prompt import (
     fit_passages,
     system_message,
 )
+from base.video import Video
 from knowledge.config import CONFIDENT_SIMILARITY
 from knowledge.triage import asks
 
@@ -43,10 +45,10 @@ _MIN_PASSAGE_BUDGET = 24
 
 
 class Retriever(Protocol):
-    """A knowledge base: passages for a text, above its own configured threshold (the video's title
-    helps find what a comment that asks is about)."""
+    """A knowledge base: passages for a text, above its own configured threshold (the video, its
+    title and its articles, helps find what a comment that asks is about)."""
 
-    def search(self, text: str, top_k: int = 3, video_title: str | None = None) -> list[Passage]: ...
+    def search(self, text: str, top_k: int = 3, video: Video | None = None) -> list[Passage]: ...
 
 
 class Generator(Protocol):
@@ -154,7 +156,8 @@ class Responder:
             comment = validate_comment(request.comment)
         except UserError as exc:
             raise CommentFailed("invalid-comment", str(exc)) from None
-        for name, value in (("author", request.author), ("video_title", request.video_title)):
+        for name, value in (("author", request.author), ("video_title", request.video_title),
+                            ("video_description", request.video_description)):
             problem = unencodable(value or "")
             if problem:
                 raise CommentFailed("invalid-comment", f"{name} {problem}")
@@ -171,8 +174,9 @@ class Responder:
         """Passages for an already validated comment; none when context is off or there is no store."""
         if not request.use_context or self.retriever is None:
             return []
-        title = clean_text(request.video_title or "", MAX_TITLE_CHARS, one_line=True) or None
-        found = self.retriever.search(comment, top_k=request.top_k or self.top_k, video_title=title)
+        video = Video.of(request.video_id, clean_text(request.video_title or "", MAX_TITLE_CHARS, one_line=True),
+                         clean_text(request.video_description or "", MAX_DESCRIPTION_CHARS))
+        found = self.retriever.search(comment, top_k=request.top_k or self.top_k, video=video)
         limit = self.style.passage_tokens * _CHARS_PER_TOKEN_BOUND
         return [p if len(p.text) <= limit else replace(p, text=p.text[:limit]) for p in found]
 

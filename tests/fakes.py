@@ -44,7 +44,7 @@ class FakeGenerator:
 
 
 class FakeRetriever:
-    def search(self, text: str, top_k: int = 3, video_title: str | None = None) -> list[Passage]:
+    def search(self, text: str, top_k: int = 3, video=None) -> list[Passage]:
         if "xgboost" not in text.lower():
             return []
         return [Passage("Tune the learning rate and the number of trees together.", "Tuning XGBoost",

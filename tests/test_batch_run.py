@@ -55,7 +55,7 @@ class EchoGenerator:
 
 
 class KeywordRetriever:
-    def search(self, text, top_k=3, video_title=None):
+    def search(self, text, top_k=3, video=None):
         if "groupby" in text:
             return [Passage(text="Use categoricals for the keys.", title="Pandas groupby performance",
                             url="https://n.dev/g", similarity=0.71)]
@@ -345,7 +345,7 @@ class FakeService:
                     return self._send(401, {"detail": "missing or wrong API key"})
                 if not isinstance(body, list) or not all(
                         isinstance(x, dict) and isinstance(x.get("comment"), str)
-                        and set(x) <= {"comment", "video_title", "author"} for x in body):
+                        and set(x) <= {"comment", "video_title", "video_id", "video_description", "author"} for x in body):
                     fake.problems.append(repr(body)[:200])
                     return self._send(422, {"detail": "bad body"})
                 fake.requests.append(body)
@@ -402,7 +402,7 @@ def test_server_mode_sends_the_api_key_and_the_documented_body(tmp_path, sample,
     # Questions are drafted first: the sample's first question opens the first request.
     assert svc.requests[0][0] == {"comment": "my groupby on a string column with 3 million rows takes ages, what "
                                              "should I change first?", "video_title": "Pandas tips",
-                                  "author": "@tomasz_analytics"}
+                                  "video_id": "nDdVid00001", "author": "@tomasz_analytics"}
     answered = [r for r in lines(out_path) if r["status"] == "answered"]
     assert len(answered) == TEN_TO_ANSWER and all(r["reply"].endswith(SIGN) for r in answered)
     assert any(r["used_context"] and r["sources"][0]["url"] == "https://n.dev/g" for r in answered)

@@ -151,7 +151,7 @@ def create_counting_app(gen, retriever=None, **overrides):
 class LongPassages:
     """Three on-topic passages of about 300 tokens each, with a long title."""
 
-    def search(self, text, top_k=3, video_title=None):
+    def search(self, text, top_k=3, video=None):
         body = "Tune the learning rate and the number of trees together, then the depth. " * 20
         return [Passage(body, f"Tuning XGBoost part {n}", "Trees", f"xgb{n}.md", "", None, 0.8) for n in range(3)]
 
@@ -227,10 +227,10 @@ class HeldRetriever(FakeRetriever):
         self.gate = threading.Event()
         self.calls = 0
 
-    def search(self, text, top_k=3, video_title=None):
+    def search(self, text, top_k=3, video=None):
         self.calls += 1
         self.gate.wait(30)
-        return super().search(text, top_k, video_title)
+        return super().search(text, top_k, video)
 
 
 def test_retrieve_has_its_own_bounded_queue_and_never_blocks_replies():
@@ -310,7 +310,7 @@ def test_the_retrieve_lane_waits_while_replies_gather_a_batch():
     computed: list[float] = []
 
     class Timed(FakeRetriever):
-        def search(self, text, top_k=3, video_title=None):
+        def search(self, text, top_k=3, video=None):
             if text == "xgboost?":  # the /retrieve request, not the reply's own retrieval
                 computed.append(time.perf_counter())
             return []
@@ -333,7 +333,7 @@ def test_the_retrieve_lane_waits_while_replies_gather_a_batch():
 
 
 class PathLeakingRetriever:
-    def search(self, text, top_k=3, video_title=None):
+    def search(self, text, top_k=3, video=None):
         return [Passage("Tune the trees.", "Tuning", "Trees", "/home/nadia/blog/posts/xgboost.md", "", None, 0.7)]
 
 

@@ -9,6 +9,7 @@ import pytest
 from base.errors import UserError
 from base.prompt import has_words
 from base.settings import Settings
+from base.video import Video
 from ingest.pipeline import ingest
 from knowledge.embedder import embedded_embedder_dir, resolve_embedder
 from knowledge.search import DEFAULT_MIN_SIMILARITY, to_passages
@@ -157,12 +158,12 @@ def test_search_is_exact_so_a_crowd_of_identical_vectors_hides_nothing(tmp_path,
 @pytest.mark.integration
 def test_a_question_is_searched_with_its_videos_title_and_an_off_topic_one_still_gets_nothing(knowledge_store):
     kb = open_knowledge_base(Settings(store=knowledge_store))
-    video = "SQL window functions: five patterns"
+    video = Video(title="SQL window functions: five patterns")
     assert kb.search("what does LAG do exactly?", top_k=3) == []  # alone, too short to reach the threshold
-    found = kb.search("what does LAG do exactly?", top_k=3, video_title=video)
+    found = kb.search("what does LAG do exactly?", top_k=3, video=video)
     assert found and found[0].title == "SQL Window Functions" and "LAG(revenue)" in found[0].text
-    assert kb.search("hey what mic do you use?", top_k=3, video_title=video) == []  # asks, but not about the article
-    assert kb.search("great video!", top_k=3, video_title=video) == []  # asks nothing: the title is not used
+    assert kb.search("hey what mic do you use?", top_k=3, video=video) == []  # asks, but not about the article
+    assert kb.search("great video!", top_k=3, video=video) == []  # asks nothing: the title is not used
 
 
 @pytest.mark.integration

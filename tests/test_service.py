@@ -404,21 +404,27 @@ def test_a_reply_drawn_from_a_confident_passage_carries_its_citation_composed_by
     assert "More in my post" not in plain["reply"]  # no passage, no citation
 
 
-def test_retrieve_and_respond_hand_the_videos_title_to_retrieval():
+def test_retrieve_and_respond_hand_the_video_to_retrieval():
+    from base.video import Video
     from responder.service.app import create_app
     from tests.fakes import FakeRetriever
 
     class Recording(FakeRetriever):
-        titles: list = []
+        videos: list = []
 
-        def search(self, text, top_k=3, video_title=None):
-            self.titles.append(video_title)
-            return super().search(text, top_k, video_title)
+        def search(self, text, top_k=3, video=None):
+            self.videos.append(video)
+            return super().search(text, top_k, video)
 
     retriever = Recording()
     app = create_app(ServiceSettings(store="/nonexistent"), Responder(FakeGenerator(), STYLE, retriever))
     with LiveServer(app) as srv:
         assert httpx.post(srv.url + "/retrieve", json={"comment": "which depth?", "video_title": "XGBoost\ntuning"}
                           ).status_code == 200
-        httpx.post(srv.url + "/respond", json={"comment": "which depth?", "video_title": "Tuning XGBoost"})
-    assert retriever.titles == ["XGBoost tuning", "Tuning XGBoost"]  # cleaned to one line, as the prompt has it
+        httpx.post(srv.url + "/respond", json={"comment": "which depth?", "video_title": "Tuning XGBoost",
+                                               "video_id": "https://youtu.be/dQw4w9WgXcQ",
+                                               "video_description": "Notes: https://n.dev/xgb"})
+        bad = httpx.post(srv.url + "/retrieve", json={"comment": "which depth?", "video_id": "not a video"})
+    assert retriever.videos == [Video(None, "XGBoost tuning"),  # cleaned to one line, as the prompt has it
+                                Video("dQw4w9WgXcQ", "Tuning XGBoost", "Notes: https://n.dev/xgb")]
+    assert bad.status_code == 422 and "video_id" in bad.text and "not a YouTube video id" in bad.text

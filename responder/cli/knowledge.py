@@ -41,15 +41,20 @@ _MIN_SIM = click.option("--min-similarity", type=click.FloatRange(-1.0, 1.0), de
 @click.option("--top-k", type=click.IntRange(1, 20), default=None, help="Passages at most [default: 3].")
 @_MIN_SIM
 @click.option("--video-title", default=None, help="Title of the video the comment is under (helps a question).")
+@click.option("--video-id", default=None, metavar="ID|URL",
+              help="The video the comment is under: its articles (front matter video:, ingest --videos) come first.")
 @click.option("--json", "as_json", is_flag=True, help="Print the passages as JSON.")
 @store_options
-def retrieve(comment: str, top_k: int | None, min_similarity: float | None, video_title: str | None, as_json: bool,
-             store: str | None, chroma_url: str | None) -> None:
+def retrieve(comment: str, top_k: int | None, min_similarity: float | None, video_title: str | None,
+             video_id: str | None, as_json: bool, store: str | None, chroma_url: str | None) -> None:
     """Show the passages the responder would inject for COMMENT (none for off-topic comments)."""
+    from base.video import Video
     from responder.responder import validate_comment
+    from responder.youtube.fetch import video_id as parse_id
 
+    video = Video.of(parse_id(video_id) if video_id else None, video_title)
     settings, kb = _open(store, chroma_url, min_similarity)
-    passages = kb.search(validate_comment(comment), top_k=top_k or settings.top_k, video_title=video_title)
+    passages = kb.search(validate_comment(comment), top_k=top_k or settings.top_k, video=video)
     threshold = kb.threshold()
     if as_json:
         click.echo(json.dumps([asdict(p) for p in passages], indent=2, ensure_ascii=False))
@@ -59,6 +64,10 @@ def retrieve(comment: str, top_k: int | None, min_similarity: float | None, vide
 
     console = Console()
     console.print(f"Similarity threshold in use: {threshold:.2f} ({_threshold_origin(settings, kb)})")
+    if video is not None:
+        links = kb.video_links(video)
+        console.print("The video is about: " + (", ".join(_link_words(link) for link in links) if links else
+                                                "no stored article (its comments are searched without a preference)"))
     if not passages:
         console.print("No passage is close enough: the comment gets no context.")
     for n, p in enumerate(passages, 1):
@@ -66,6 +75,12 @@ def retrieve(comment: str, top_k: int | None, min_similarity: float | None, vide
         origin = p.source + (f" (page {p.page})" if p.page else "") + (f"  {p.url}" if p.url else "")
         console.print(Panel(p.text, title=f"[{n}] {where}  similarity {p.similarity:.3f}",
                             subtitle=origin, title_align="left", subtitle_align="left"))
+
+
+def _link_words(link) -> str:
+    how = (f"title similarity {link.similarity:.2f}" if link.how == "title" else
+           {"description": "linked in its description", "mapping": "your mapping"}[link.how])
+    return f"{link.source} ({how})"
 
 
 @click.command("eval-retrieval")
@@ -84,10 +99,10 @@ def eval_retrieval(questions: Path, min_similarity: float | None, as_json: bool,
 
     items = load_questions(questions)
     settings, kb = _open(store, chroma_url, min_similarity)
-    search = lambda text, k, title: kb.search(text, top_k=k, video_title=title)  # noqa: E731
+    search = lambda text, k, video: kb.search(text, top_k=k, video=video)  # noqa: E731
     scores = evaluate(items, search, recall=kb.recall_against_exact)
     without = (evaluate(items, search, with_video=False, recall=kb.recall_against_exact)
-               if any(q.video_title for q in items) else None)
+               if any(q.video for q in items) else None)
     threshold = kb.threshold()
     if as_json:
         extra = {"without_video": {k: v for k, v in without.as_dict().items() if k != "outcomes"}} if without else {}

@@ -219,7 +219,8 @@ def answer_chunk(chunk: Sequence[Comment], answerer: Answerer, video_title: str 
         except UserError as exc:
             log.info("%s: %s", c.comment_id, exc)
             out[n] = record(c, "failed:invalid-comment")
-    requests = [CommentInput(chunk[n].text, chunk[n].video_title or video_title, chunk[n].author or None)
+    requests = [CommentInput(chunk[n].text, chunk[n].video_title or video_title, chunk[n].author or None,
+                             video_id=chunk[n].video_id or None, video_description=chunk[n].video_description)
                 for n in ok]
     try:
         replies = answerer.respond_many(requests) if requests else []

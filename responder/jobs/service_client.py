@@ -107,8 +107,9 @@ class HttpResponder:
 
 def _request_body(request: CommentInput) -> dict[str, Any]:
     item: dict[str, Any] = {"comment": request.comment}
-    if request.video_title:
-        item["video_title"] = request.video_title
+    for key in ("video_title", "video_id", "video_description"):
+        if getattr(request, key):
+            item[key] = getattr(request, key)
     if request.author:
         item["author"] = request.author
     return item

@@ -13,7 +13,15 @@ from pydantic_core import PydanticCustomError
 
 from base.errors import UserError
 from knowledge.triage import Triage
-from base.prompt import MAX_AUTHOR_CHARS, MAX_COMMENT_CHARS, MAX_TITLE_CHARS, CommentInput, Passage
+from base.prompt import (
+    MAX_AUTHOR_CHARS,
+    MAX_COMMENT_CHARS,
+    MAX_DESCRIPTION_CHARS,
+    MAX_TITLE_CHARS,
+    CommentInput,
+    Passage,
+)
+from base.video import parse_video_id
 from responder.responder import DEFAULT_MAX_COMMENT_TOKENS, Reply, source_record, unencodable, validate_comment
 from responder.service.state import public_name
 
@@ -39,6 +47,20 @@ COMMENT_HELP = (f"The comment's text: at most {MAX_COMMENT_CHARS} characters (Yo
                 "(RESPONDER_MAX_BODY_BYTES; 413 above).")
 
 
+VIDEO_ID_HELP = ("The video the comment is under (its 11-character id or URL): the articles linked to it "
+                 "(front matter video:, ingest --videos) are preferred; an id nothing links to changes nothing.")
+VIDEO_DESCRIPTION_HELP = "The video's description: the articles it links to are preferred."
+
+
+def _video_id(value: str | None) -> str | None:
+    if value is None or not value.strip():
+        return None
+    found = parse_video_id(value)
+    if found is None:
+        raise ValueError("is not a YouTube video id or URL; give the 11-character id (as in watch?v=dQw4w9WgXcQ)")
+    return found
+
+
 class RespondRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"comment": "how big does my A/B test need to be to spot a 1 point lift?",
@@ -47,6 +69,8 @@ class RespondRequest(BaseModel):
     comment: str = Field(description=COMMENT_HELP)
     video_title: str | None = Field(None, max_length=500, description=(
         f"Title of the video; the prompt keeps its first {MAX_TITLE_CHARS} characters, on one line."))
+    video_id: str | None = Field(None, max_length=200, description=VIDEO_ID_HELP)
+    video_description: str | None = Field(None, max_length=MAX_DESCRIPTION_CHARS, description=VIDEO_DESCRIPTION_HELP)
     author: str | None = Field(None, max_length=200, description=(
         f"The commenter's name; the prompt keeps its first {MAX_AUTHOR_CHARS} characters, on one line."))
     use_context: bool = Field(True, description="Retrieve passages from the creator's articles.")
@@ -57,13 +81,19 @@ class RespondRequest(BaseModel):
     def _check_comment(cls, value: str) -> str:
         return _checked_comment(value)
 
-    @field_validator("comment", "video_title", "author", mode="before")
+    @field_validator("comment", "video_title", "video_description", "author", mode="before")
     @classmethod
     def _check_text(cls, value: object, info) -> object:
         return _encodable(value, info.field_name)
 
+    @field_validator("video_id")
+    @classmethod
+    def _check_video_id(cls, value: str | None) -> str | None:
+        return _video_id(value)
+
     def to_core(self) -> CommentInput:
-        return CommentInput(self.comment, self.video_title, self.author, use_context=self.use_context, top_k=self.top_k)
+        return CommentInput(self.comment, self.video_title, self.author, use_context=self.use_context, top_k=self.top_k,
+                            video_id=self.video_id, video_description=self.video_description)
 
 
 class RespondBatchRequest(RootModel[list[RespondRequest]]):
@@ -77,12 +107,19 @@ class RetrieveRequest(BaseModel):
     comment: str = Field(description=f"The text to find passages for (at most {MAX_COMMENT_CHARS} characters).")
     video_title: str | None = Field(None, max_length=500, description=(
         "Title of the video the comment is under: a comment that asks is searched with it."))
+    video_id: str | None = Field(None, max_length=200, description=VIDEO_ID_HELP)
+    video_description: str | None = Field(None, max_length=MAX_DESCRIPTION_CHARS, description=VIDEO_DESCRIPTION_HELP)
     top_k: int | None = Field(None, ge=1, le=20)
 
-    @field_validator("comment", "video_title", mode="before")
+    @field_validator("comment", "video_title", "video_description", mode="before")
     @classmethod
     def _check_text(cls, value: object, info) -> object:
         return _encodable(value, info.field_name)
+
+    @field_validator("video_id")
+    @classmethod
+    def _check_video_id(cls, value: str | None) -> str | None:
+        return _video_id(value)
 
     @field_validator("comment")
     @classmethod

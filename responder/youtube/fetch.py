@@ -18,39 +18,25 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import urlparse
 
 from base.errors import UserError
 from base.prompt import has_words
+from base.video import parse_video_id
 from responder.youtube.client import YouTubeClient, YouTubeError, author_id
 from responder.youtube.export import comment_text, parse_time
 
-_ID = re.compile(r"^[A-Za-z0-9_-]{11}$")
 _CHANNEL_ID = re.compile(r"^UC[A-Za-z0-9_-]{22}$")
-_PATH_FORMS = ("shorts", "embed", "live", "v", "e")
 MAX_PAGES = 1000  # 100,000 threads: a guard against a server that never stops paginating
 
 
 def video_id(text: str) -> str:
     """The 11-character video id in an id or a YouTube URL; a `UserError` when there is none."""
-    value = text.strip()
-    if _ID.match(value):
-        return value
-    url = urlparse(value if "://" in value else "https://" + value)
-    host = (url.hostname or "").lower().removeprefix("www.").removeprefix("m.").removeprefix("music.")
-    parts = [p for p in url.path.split("/") if p]
-    found = ""
-    if host == "youtu.be" and parts:
-        found = parts[0]
-    elif host in ("youtube.com", "youtube-nocookie.com"):
-        if parts[:1] == ["watch"]:
-            found = (parse_qs(url.query).get("v") or [""])[0]
-        elif len(parts) >= 2 and parts[0] in _PATH_FORMS:
-            found = parts[1]
-    if _ID.match(found):
-        return found
-    raise UserError(f"'{text}' is not a YouTube video id or URL; pass the 11-character id (as in "
-                    "youtube.com/watch?v=dQw4w9WgXcQ) or the video's URL")
+    found = parse_video_id(text)
+    if found is None:
+        raise UserError(f"'{text}' is not a YouTube video id or URL; pass the 11-character id (as in "
+                        "youtube.com/watch?v=dQw4w9WgXcQ) or the video's URL")
+    return found
 
 
 def channel_ref(text: str) -> tuple[str, str]:

@@ -20,7 +20,8 @@ router = APIRouter(dependencies=Protected)
 @router.post("/retrieve", response_model=RetrieveResponse,
              summary="The article passages a comment would get, without generating")
 async def retrieve(body: RetrieveRequest, state: StateDep, retrieval: RetrievalDep) -> RetrieveResponse:
-    request = CommentInput(body.comment, video_title=body.video_title, top_k=body.top_k)
+    request = CommentInput(body.comment, video_title=body.video_title, top_k=body.top_k, video_id=body.video_id,
+                           video_description=body.video_description)
     [passages] = await submit(retrieval, [request], "retrieval", "passages", "RESPONDER_RETRIEVE_TIMEOUT_S",
                               on_full=state.metrics.retrieve_rejected.inc)
     return RetrieveResponse(passages=[PassageOut.of(p) for p in passages])
