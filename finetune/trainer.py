@@ -358,7 +358,8 @@ class Recipe:
         loss_total, n_tokens, computed = 0.0, 0, {"decoder": 0, "head": 0, "attention_pairs": 0}
         for mb in micro_batches:
             batch = collate(self.train_ex, mb, self.pad_id, self.device)
-            loss_sum, _ = reply_loss_sum(self.model, batch, self.cfg.train.share_prefix, self.checkpointing)
+            loss_sum, _ = reply_loss_sum(self.model, batch, self.cfg.train.share_prefix, self.checkpointing,
+                                         (self.cfg.train.opener_tokens, self.cfg.train.opener_weight))
             (loss_sum / max(1, n_reply)).backward()
             if self.device == "cpu":
                 release_free_heap()
