@@ -219,13 +219,34 @@ def encode_prompt(tokenizer: Any, style: PromptStyle, item: CommentInput) -> lis
 
 
 def with_sign_off(reply: str, sign_off: str) -> str:
-    """The reply ending with the sign-off exactly once, on its own line."""
+    """The reply ending with the sign-off exactly once, on its own line. A reply that already ends
+    with it in other case ("I'll keep exploring! - Nadia"), or with its first words as a sentence of
+    their own ("... now. Keep exploring!"), loses that ending first: a small model writes both, and
+    the reply then read "Keep exploring! Keep exploring! - Nadia"."""
     body = reply.strip()
     if sign_off:
-        while body.endswith(sign_off):
-            body = body[: -len(sign_off)].rstrip()
+        while True:
+            cut = _sign_off_ending(body, sign_off)
+            if cut is None:
+                break
+            body = body[:cut].rstrip()
         return f"{body}\n{sign_off}" if body else sign_off
     return body
+
+
+def _sign_off_ending(body: str, sign_off: str) -> int | None:
+    """Where a trailing copy of the sign-off, or of its first two or more words, starts in `body`."""
+    folded, target = body.casefold(), sign_off.casefold()
+    if folded.endswith(target) and (len(body) == len(target) or not body[-len(target) - 1].isalnum()):
+        return len(body) - len(target)
+    words = sign_off.split()
+    for n in range(len(words) - 1, 1, -1):
+        prefix = " ".join(words[:n]).casefold()
+        start = len(body) - len(prefix)
+        if start >= 0 and folded.endswith(prefix) and (start == 0 or body[:start].rstrip()[-1:] in ".!?\n"
+                                                         or body[start - 1] == "\n"):
+            return start
+    return None
 
 
 def training_completion(tokenizer: Any, style: PromptStyle, reply: str) -> str:
@@ -264,7 +285,8 @@ def clean_reply(text: str, sign_off: str) -> str:
     repeated sentence (the last guard; decoding is what keeps replies from looping), and the
     sign-off is present exactly once.
     """
-    if sign_off and sign_off in text:
-        text = text[: text.index(sign_off)]
+    at = text.casefold().find(sign_off.casefold()) if sign_off else -1
+    if at >= 0:
+        text = text[:at]
     text = _SPECIAL_TOKEN_TEXT.sub("", text)
     return with_sign_off(cut_at_repeated_sentence(text), sign_off)

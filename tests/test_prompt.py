@@ -140,3 +140,14 @@ def test_an_unknown_placeholder_in_the_citation_template_is_one_line_at_load():
     with pytest.raises(UserError, match=r"^invalid settings: citation \(RESPONDER_CITATION\): .*unknown placeholder "
                                         r"\{link\}; use \{title\} and \{url\}"):
         load_settings(citation="Read {link}")
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("Split first, then scale. Keep exploring! Keep exploring! - Nadia", "Split first, then scale.\nKeep exploring! - Nadia"),
+    ("Split first, then scale. Keep exploring!", "Split first, then scale.\nKeep exploring! - Nadia"),
+    ("Split first. keep exploring! - nadia", "Split first.\nKeep exploring! - Nadia"),
+    ("You should keep exploring the data", "You should keep exploring the data\nKeep exploring! - Nadia"),
+])
+def test_a_reply_that_writes_its_own_sign_off_gets_it_once(raw, expected):
+    """A small model writes the sign-off's first words, or the sign-off in other case, before the real one."""
+    assert clean_reply(raw, STYLE.sign_off) == expected
