@@ -207,7 +207,7 @@ def broken_head_backward(monkeypatch):
     class Forgetful(real):
         @staticmethod
         def backward(ctx, grad_out):
-            return (ctx.saved_tensors[0], None, None, None, None)
+            return (ctx.saved_tensors[0], None, None, None, None, None)
 
     monkeypatch.setattr(loss, "_head_ce_function", lambda: Forgetful)
 
@@ -219,7 +219,7 @@ def broken_targets(monkeypatch):
     from finetune import loss
 
     real = loss.head_cross_entropy
-    monkeypatch.setattr(loss, "head_cross_entropy", lambda head, hidden, targets: real(head, hidden, torch.roll(targets, 1)))
+    monkeypatch.setattr(loss, "head_cross_entropy", lambda head, hidden, targets, weights=None: real(head, hidden, torch.roll(targets, 1), weights))
 
 
 BREAKS = {"transformers checkpointing": broken_transformers_checkpointing, "head backward": broken_head_backward,
