@@ -273,8 +273,8 @@ def print_table(result: dict) -> None:
 
     m = result["machine"]
     table = Table(title=(f"engine_bench: {m['comments']} comments + 1 lone, {m['clients']} clients, at most "
-                         f"{m['max_new_tokens']} new tokens, greedy, {m['rounds']} interleaved rounds, {m['cpus']} CPUs, "
-                         f"load {m['load_before'][0]:.2f} before, {m['load_after'][0]:.2f} after"),
+                         f"{m['max_new_tokens']} new tokens, greedy, {m['rounds']} interleaved rounds, "
+                         f"{m['cpus']} CPUs, load {m['load_before'][0]:.2f} before, {m['load_after'][0]:.2f} after"),
                   title_justify="left")
     for col in ("side", "replies/s", "tokens/s", "tokens/reply", "p50 s", "p95 s", "lone s", "peak RSS MB",
                 "loops", "echo", "empty", "distinct"):
@@ -377,8 +377,9 @@ def main() -> None:
     result["ratio_best_ours_vs_llamacpp"] = (max(s["replies_per_s"] for s in ours) / theirs["replies_per_s"]
                                              if theirs else None)
     if theirs:
-        result["tokens_ratio_best_ours_vs_llamacpp"] = max(s["tokens_per_s"] for s in ours) / theirs["tokens_per_s"]
-        result["tokens_ratio_nf4_vs_llamacpp"] = result["sides"]["responder-nf4"]["tokens_per_s"] / theirs["tokens_per_s"]
+        rate = theirs["tokens_per_s"]
+        result["tokens_ratio_best_ours_vs_llamacpp"] = max(s["tokens_per_s"] for s in ours) / rate
+        result["tokens_ratio_nf4_vs_llamacpp"] = result["sides"]["responder-nf4"]["tokens_per_s"] / rate
     result["notes"] = notes + [f"replies written to {out}"]
     result["machine"] = {"cpus": os.cpu_count(), "load_before": load_before[:3],
                          "load_after": os.getloadavg()[:3], "comments": len(comments), "clients": args.clients,

@@ -60,8 +60,8 @@ CROWD_BLOCK = ("```python\nfrom mylib import helpers\nhelpers.setup_logging(leve
 
 
 def figures(scores: Scores) -> dict:
-    keep = ("hit_at_1", "hit_at_3", "mrr_at_10", "precision_at_3", "on_topic_no_context", "off_topic_no_context", "expected_similarity",
-            "recall_at_10", "hnsw_recall_at_10")
+    keep = ("hit_at_1", "hit_at_3", "mrr_at_10", "precision_at_3", "on_topic_no_context", "off_topic_no_context",
+            "expected_similarity", "recall_at_10", "hnsw_recall_at_10")
     return {k: getattr(scores, k) for k in keep}
 
 

@@ -29,7 +29,8 @@ from .pipeline import DEFAULT_MAX_FILE_MB
                    "{slug} [env RESPONDER_ARTICLE_BASE_URL].")
 @click.option("--videos", "videos_file", default=None, metavar="FILE",
               help="CSV with video (id or URL) and article (file or URL) columns: which articles each of "
-                   "your videos is about; retrieval prefers them for that video's comments [env RESPONDER_VIDEOS_FILE].")
+                   "your videos is about; retrieval prefers them for that video's comments "
+                   "[env RESPONDER_VIDEOS_FILE].")
 @click.option("-v", "--verbose", is_flag=True, help="Log every file as it is done.")
 def cli(paths: tuple[str, ...], store: str | None, chroma_url: str | None, embedder: str | None,
         no_prune: bool, max_file_mb: float, chunk_tokens: int, overlap_tokens: int, max_chunk_chars: int,
@@ -39,15 +40,18 @@ def cli(paths: tuple[str, ...], store: str | None, chroma_url: str | None, embed
     Folders are read recursively (hidden files and folders are ignored; symlinks leading outside
     the given folders are skipped). Each article's URL, for the citation under replies, is its own
     (front matter url/canonical, HTML canonical or og:url, PDF metadata), else --base-url plus its
-    slug, else none (cited by title). Each article's videos come from its front matter (`video:`, an id,
-    URL or list) and --videos; a video without either is linked by its title. Re-running is incremental: unchanged files are not embedded
-    again, edited ones have their chunks replaced and files deleted from a folder are removed from
-    the knowledge base (unless --no-prune). Passages name their file relative to the folder given.
+    slug, else none (cited by title). The videos an article is about come from its front matter
+    (`video:`, an id, URL or list) and --videos; a video without either is linked by its title when
+    its comments are answered. Re-running is incremental: unchanged files are not embedded again,
+    edited ones have their chunks replaced and files deleted from a folder are removed from the
+    knowledge base (unless --no-prune). Passages name their file relative to the folder given.
 
     An embedded store is locked while ingest writes it: a second ingest, or a `responder serve`
     using the same store, is refused (use a Chroma server, --chroma-url, to do both at once).
     """
     setup_logging(verbose)
+    from pathlib import Path
+
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -55,8 +59,6 @@ def cli(paths: tuple[str, ...], store: str | None, chroma_url: str | None, embed
     from knowledge.store import lock_store, open_knowledge_base
 
     from .pipeline import discover, ingest, video_links
-
-    from pathlib import Path
 
     settings = load_settings(store=store, chroma_url=chroma_url, embedder=embedder, article_base_url=base_url,
                              videos_file=videos_file)
@@ -70,7 +72,8 @@ def cli(paths: tuple[str, ...], store: str | None, chroma_url: str | None, embed
             task = progress.add_task("ingest", total=None, name="")
             report = ingest(paths, kb, prune=not no_prune, max_file_mb=max_file_mb, chunk_tokens=chunk_tokens,
                             overlap_tokens=overlap_tokens, max_chunk_chars=max_chunk_chars,
-                            base_url=settings.article_base_url, videos_file=mapping, on_start=lambda n: progress.update(task, total=n),
+                            base_url=settings.article_base_url, videos_file=mapping,
+                            on_start=lambda n: progress.update(task, total=n),
                             on_file=lambda path, status: progress.update(task, advance=1, name=path.name))
     print_report(report, kb.location)
 
