@@ -103,7 +103,7 @@ def reply_key(reply: str, sign_off: str = "") -> str:
     return " ".join(words(without_sign_off(reply, sign_off)))
 
 
-def _comment_key(comment: str) -> str:
+def comment_key(comment: str) -> str:
     return " ".join(words(comment))
 
 
@@ -116,7 +116,7 @@ def repeat_counts(replies: Sequence[str], comments: Sequence[str], sign_off: str
     keys = [reply_key(r, sign_off) for r in replies]
     for key, comment in zip(keys, comments):
         if key:
-            by_reply.setdefault(key, set()).add(_comment_key(comment))
+            by_reply.setdefault(key, set()).add(comment_key(comment))
     return [len(by_reply.get(key, ())) for key in keys]
 
 
@@ -178,7 +178,7 @@ def distinct_rate(replies: Sequence[str], comments: Sequence[str], sign_off: str
     """Distinct replies among the replies to different comments (the first reply per comment)."""
     first: dict[str, str] = {}
     for reply, comment in zip(replies, comments):
-        first.setdefault(_comment_key(comment), reply_key(reply, sign_off))
+        first.setdefault(comment_key(comment), reply_key(reply, sign_off))
     if not first:
         return None
     return len(set(first.values())) / len(first)

@@ -4,10 +4,13 @@
 
 Runs what a user runs, as subprocesses: `ingest` the articles, `finetune run` with the default
 preset on 100 pairs (no --config) twice, without and with `--store` (context-aware training),
-then `finetune eval` on held-out pairs whose replies vary the way real creators' replies do. It
-prints one table (base | plain tuned | plain tuned+passages | context-aware tuned | context-aware
-tuned+passages) and the goals of the reply-quality issue, each with its figure and MET / missed.
-Loop, echo and empty rates are counted on the raw generation as well as the cleaned reply.
+then `finetune eval` on held-out pairs whose replies vary the way real creators' replies do, the
+context-aware adapter's replies with passages once without redrafting and once with
+`RESPONDER_REDRAFTS=N` (`--redrafts`, base/redraft.py). It prints one table (base | plain tuned |
+plain tuned+passages | context-aware tuned | context-aware tuned+passages, redrafts 0 | the same,
+redrafts N) and the goals of the reply-quality issues (context-aware training; replies that answer),
+each with its figure and MET / missed. Loop, echo and empty rates are counted on the raw generation
+as well as the cleaned reply.
 
 Takes about 40 minutes on a quiet 2-core CPU. Run it alone: two benchmarks on two cores print
 wrong times. `--keep DIR` keeps (and on a re-run reuses) the store and the two runs.
@@ -24,10 +27,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 GOAL_MINUTES = {"plain": 10.0, "context": 20.0}
+REDRAFTED = "context tuned+passages, redrafted"
 
 
 def main() -> None:
@@ -46,13 +51,17 @@ def main() -> None:
         step(f"finetune run ({name})", ["finetune", "run", "--data", str(pairs), "--output", str(out), *extra],
              skip=done)
         minutes[name] = None if done else (time.perf_counter() - start) / 60
-    evals = {name: run_eval(args.heldout, work / name, store, work / f"eval_{name}.json") for name in ("plain", "context")}
+    evals = {name: run_eval(args.heldout, work / name, store, work / f"eval_{name}.json", redrafts=0)
+             for name in ("plain", "context")}
+    redrafted = run_eval(args.heldout, work / "context", store, work / f"eval_context_redrafts{args.redrafts}.json",
+                         redrafts=args.redrafts, modes=["tuned+passages"])
     columns = {"base": evals["plain"]["modes"]["base"],
                "plain tuned": evals["plain"]["modes"]["tuned"],
                "plain tuned+passages": evals["plain"]["modes"]["tuned+passages"],
                "context tuned": evals["context"]["modes"]["tuned"],
-               "context tuned+passages": evals["context"]["modes"]["tuned+passages"]}
-    goals = check_goals(columns, minutes)
+               "context tuned+passages": evals["context"]["modes"]["tuned+passages"],
+               REDRAFTED: redrafted["modes"]["tuned+passages"]}
+    goals = check_goals(columns, minutes) + check_answer_goals(columns)
     report = {"columns": columns, "goals": goals, "minutes": minutes, "work_dir": str(work),
               "load_before": load_before, "load_after": os.getloadavg()}
     if args.json:
@@ -70,6 +79,7 @@ def parse_args() -> argparse.Namespace:
                    help="held-out pairs for `finetune eval`")
     p.add_argument("--articles", default=str(ROOT / "samples/articles"))
     p.add_argument("--keep", default=None, metavar="DIR", help="work directory to keep and reuse")
+    p.add_argument("--redrafts", type=int, default=2, help="RESPONDER_REDRAFTS of the last column")
     p.add_argument("--json", action="store_true", help="one JSON object on standard output")
     return p.parse_args()
 
@@ -93,15 +103,18 @@ def step(title: str, command: list[str], skip: bool = False) -> None:
     subprocess.run([str(BIN / command[0]), *command[1:]], cwd=ROOT, check=True, stdout=sys.stderr)
 
 
-def run_eval(heldout: str, run: Path, store: Path, saved: Path) -> dict:
-    """`finetune eval --json` of one run; kept in `saved` and reused while the run is unchanged."""
+def run_eval(heldout: str, run: Path, store: Path, saved: Path, redrafts: int, modes: list[str] = ()) -> dict:
+    """`finetune eval --json` of one run (with `RESPONDER_REDRAFTS=redrafts`, only `modes` if given);
+    kept in `saved` and reused while the run is unchanged."""
     adapter = run / "adapter" / "adapter_model.safetensors"
     if saved.exists() and saved.stat().st_mtime > adapter.stat().st_mtime:
         print(f"== finetune eval {run.name}: reused {saved}", file=sys.stderr)
         return json.loads(saved.read_text())
     print(f"== finetune eval {run.name}", file=sys.stderr)
+    only = [arg for mode in modes for arg in ("--mode", mode)]
     done = subprocess.run([str(BIN / "finetune"), "eval", heldout, "--adapter", str(run), "--store", str(store),
-                           "--json"], cwd=ROOT, check=True, stdout=subprocess.PIPE, text=True)
+                           "--json", *only], cwd=ROOT, check=True, stdout=subprocess.PIPE, text=True,
+                          env={**os.environ, "RESPONDER_REDRAFTS": str(redrafts)})
     saved.write_text(done.stdout)
     return json.loads(done.stdout)
 
@@ -132,6 +145,35 @@ def check_goals(c: dict, minutes: dict) -> list[dict]:
         m = minutes.get(name)
         goal(f"finetune run on 100 pairs ({name}) <= {limit:g} min", "reused" if m is None else f"{m:.1f} min",
              m is None or m <= limit)
+    return goals
+
+
+def check_answer_goals(c: dict) -> list[dict]:
+    """The goals of "replies that answer" (issue 23), on the context-aware adapter with passages as
+    served by default (the redrafted column), today's recipe without redrafts beside each figure."""
+    served, before, base = c[REDRAFTED], c["context tuned+passages"], c["base"]
+    goals = []
+
+    def share(key: str) -> str:
+        return "-" if served.get(key) is None else f"{served[key]:.0%} (without redrafts " + (
+            "-" if before.get(key) is None else f"{before[key]:.0%}") + ")"
+
+    def goal(name: str, key: str, met: Any) -> None:
+        goals.append({"goal": name, "figure": share(key), "met": bool(met)})
+
+    goal("stock_rate 0", "stock_rate", served["stock_rate"] == 0)
+    goal("misfit_rate <= 5%", "misfit_rate", (served["misfit_rate"] or 0) <= 0.05)
+    goal("distinct_rate >= 0.95", "distinct_rate", (served["distinct_rate"] or 0) >= 0.95)
+    goal("grounded_rate >= 0.6 (questions with passages)", "grounded_rate", (served["grounded_rate"] or 0) >= 0.6)
+    goal("cited_rate 1.0 (a confident passage)", "cited_rate", served["cited_rate"] in (None, 1.0))
+    for rate in ("loop_rate_raw", "echo_rate", "empty_rate", "invented_link_rate"):
+        goal(f"{rate} 0", rate, served[rate] == 0)
+    goals.append({"goal": "similarity to the reference >= the base model's",
+                  "figure": f"{served['similarity']:.3f} (without redrafts {before['similarity']:.3f}, "
+                            f"base {base['similarity']:.3f})", "met": served["similarity"] >= base["similarity"]})
+    thanks = served["median_words_thanks"] or 0
+    goals.append({"goal": "median reply to thanks <= 25 words (with passages, redrafted)", "figure": f"{thanks:g}",
+                  "met": thanks <= 25})
     return goals
 
 

@@ -53,6 +53,7 @@ class Decoding:
     do_sample: bool = False
     temperature: float = 0.7
     context_weight: float = 0.0  # context-aware decoding's alpha (0: off)
+    redrafts: int = 0  # more drafts a weak reply to a question may get (base.redraft; 0: off)
 
     def budget(self, comment: str) -> int:
         """New tokens this comment's reply may take."""
@@ -72,11 +73,14 @@ def is_short_remark(comment: str) -> bool:
 
 
 def logits_processors(decoding: Decoding, prompt_width: int, budgets: Sequence[int], stop_ids: Sequence[int],
-                      sentence_end_ids: Sequence[int], opening_bans: Sequence[int] = ()) -> list[Any]:
-    """The processors for one batched `generate` whose prompts are left-padded to `prompt_width`."""
+                      sentence_end_ids: Sequence[int], opening_bans: Sequence[int] = (),
+                      row_opening_bans: Sequence[Sequence[int]] = ()) -> list[Any]:
+    """The processors for one batched `generate` whose prompts are left-padded to `prompt_width`
+    (`row_opening_bans`: per row, the first tokens of the drafts it redrafts)."""
     from transformers import RepetitionPenaltyLogitsProcessor
 
-    processors: list[Any] = [ReplyOpening(opening_bans, prompt_width)] if opening_bans else []
+    processors: list[Any] = [ReplyOpening(opening_bans, prompt_width, row_opening_bans)] \
+        if opening_bans or any(row_opening_bans) else []
     if decoding.repetition_penalty != 1.0:
         processors.append(RepetitionPenaltyLogitsProcessor(decoding.repetition_penalty,
                                                            prompt_ignore_length=prompt_width))
@@ -87,15 +91,26 @@ def logits_processors(decoding: Decoding, prompt_width: int, budgets: Sequence[i
 
 
 class ReplyOpening:
-    """Bans, at a reply's first token, the tokens that would leave it without words of its own."""
+    """Bans, at a reply's first token, the tokens that would leave it without words of its own, and
+    per row the first tokens of the drafts a redraft must not open like (`row_bans`)."""
 
-    def __init__(self, banned: Sequence[int], prompt_width: int) -> None:
+    def __init__(self, banned: Sequence[int], prompt_width: int, row_bans: Sequence[Sequence[int]] = ()) -> None:
         self.banned, self.prompt_width = list(banned), prompt_width
+        self.row_bans = [list(b) for b in row_bans]
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
         if input_ids.shape[1] == self.prompt_width:
             scores[:, self.banned] = float("-inf")
+            for row, banned in enumerate(self.row_bans):
+                if banned:
+                    scores[row, banned] = float("-inf")
         return scores
+
+
+def draft_opening_ids(tokenizer: Any, drafts: Sequence[str]) -> list[int]:
+    """The first token of each earlier draft (`CommentInput.avoid_openings`, see base.redraft)."""
+    ids = (tokenizer.encode(draft.lstrip(), add_special_tokens=False) for draft in drafts if draft.strip())
+    return sorted({first[0] for first in ids if first})
 
 
 def opening_ban_ids(tokenizer: Any, stop_ids: Sequence[int], sign_off: str) -> list[int]:
@@ -220,4 +235,5 @@ def decoding_of(settings: Any) -> Decoding:
     return Decoding(max_new_tokens=settings.max_new_tokens, short_reply_tokens=settings.short_reply_tokens,
                     repetition_penalty=settings.repetition_penalty,
                     no_repeat_ngram_size=settings.no_repeat_ngram_size,
-                    context_weight=getattr(settings, "context_weight", 0.0))
+                    context_weight=getattr(settings, "context_weight", 0.0),
+                    redrafts=getattr(settings, "redrafts", 0))

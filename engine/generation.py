@@ -18,7 +18,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
-from engine.decoding import ContextContrast, Decoding, logits_processors, opening_ban_ids, sentence_end_token_ids
+from engine.decoding import (ContextContrast, Decoding, draft_opening_ids, logits_processors, opening_ban_ids,
+                             sentence_end_token_ids)
 from base.adapter_info import adapter_display_name
 from base.prompt import CommentInput, PromptStyle, encode_prompt
 
@@ -36,6 +37,8 @@ class TokenCounts:
 
 class LocalGenerator:
     """Base model + LoRA adapter in this process; `generate` is one batched `generate` call."""
+
+    avoids_openings = True  # a redraft's `avoid_openings` are banned at its first token (base.redraft)
 
     def __init__(self, model: Any, tokenizer: Any, model_name: str, adapter_name: str | None = None,
                  max_new_tokens: int = 96, decoding: Decoding | None = None) -> None:
@@ -122,7 +125,8 @@ class LocalGenerator:
             pad_token_id=self.tokenizer.pad_token_id,
             logits_processor=self._contrast(items, style, width) + logits_processors(
                 self.decoding, width, budgets, stop_ids, sentence_end_token_ids(self.tokenizer),
-                opening_ban_ids(self.tokenizer, stop_ids, style.sign_off)),
+                opening_ban_ids(self.tokenizer, stop_ids, style.sign_off),
+                [draft_opening_ids(self.tokenizer, item.avoid_openings) for item in items]),
             **self._sampling(),
         )
         if style.sign_off:

@@ -39,7 +39,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from engine.decoding import ContextContrast, logits_processors, opening_ban_ids, sentence_end_token_ids
+from engine.decoding import (ContextContrast, draft_opening_ids, logits_processors, opening_ban_ids,
+                             sentence_end_token_ids)
 from engine.generation import LocalGenerator, TokenCounts
 from engine.packed_pass import GrowingColumns, PackedPass, passable_config, routed_through_pass
 from base.prompt import CommentInput, PromptStyle, encode_prompt
@@ -154,7 +155,8 @@ class ContinuousDecoder:
 
     def _new_rows(self, items: Sequence[CommentInput], tags: Sequence[Any]) -> list[Row]:
         return [Row(tag, budget, self._contrast(item) + logits_processors(
-                    self.decoding, 0, [budget], self.stop_ids, self.sentence_ends, self.opening_bans))
+                    self.decoding, 0, [budget], self.stop_ids, self.sentence_ends, self.opening_bans,
+                    [draft_opening_ids(self.tokenizer, item.avoid_openings)]))
                 for tag, item, budget in zip(tags, items, (self.decoding.budget(item.comment) for item in items))]
 
     def _contrast(self, item: CommentInput) -> list[Any]:

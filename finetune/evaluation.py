@@ -24,6 +24,7 @@ from typing import Any, Callable, Sequence
 
 from base.citation import cite
 from base.prompt import CommentInput, Passage, PromptStyle, clean_comment, clean_reply
+from base.redraft import Drafter
 from base.reply_figures import (ASKING, FIGURES, ReplyCase, is_grounded, misfit_reason, repeat_counts,
                                 reply_figures, stock_reason)
 from base.replychecks import check_reply, is_loop, without_sign_off, words
@@ -109,6 +110,11 @@ def selection_badness(eval_loss: float, first_eval_loss: float | None, figures: 
     return badness
 
 
+def _classifier(setup: EvalSetup) -> Callable[[list[str]], list[str | None]] | None:
+    """Texts -> intents, for redrafting (None without a triage classifier)."""
+    return (lambda texts: _intents(setup, texts)) if setup.triage is not None else None
+
+
 def _intents(setup: EvalSetup, texts: list[str]) -> list[str | None]:
     if setup.triage is None:
         return [None] * len(texts)
@@ -150,6 +156,8 @@ def _generate(setup: EvalSetup, mode: str, items: list[CommentInput]) -> list[st
     from engine.generation import LocalGenerator
 
     generator = LocalGenerator(setup.model, setup.tokenizer, setup.model_name, decoding=setup.decoding)
+    drafter = Drafter(lambda batch: generator.generate(batch, setup.style), _classifier(setup),
+                      setup.decoding.redrafts, setup.style.persona, setup.style.sign_off)
     raws: list[str] = []
     # Shortest prompts together: less padding, and replies of one batch tend to end together.
     order = sorted(range(len(items)), key=lambda i: len(items[i].comment) + sum(len(p.text) for p in items[i].passages))
@@ -158,7 +166,7 @@ def _generate(setup: EvalSetup, mode: str, items: list[CommentInput]) -> list[st
         by_index: dict[int, str] = {}
         for start in range(0, len(order), setup.batch_size):
             chunk = order[start:start + setup.batch_size]
-            for i, raw in zip(chunk, generator.generate([items[i] for i in chunk], setup.style)):
+            for i, raw in zip(chunk, drafter.draft([items[i] for i in chunk])):
                 by_index[i] = raw
             setup.progress(mode, len(by_index))
         raws = [by_index[i] for i in range(len(items))]

@@ -167,5 +167,9 @@ def build_responder(settings: Settings, plan: ServingPlan | None = None) -> Resp
     plan = plan or plan_serving(settings)
     retriever = build_retriever(plan.retrieval, plan.retrieval_notes)
     generator = build_generator(settings, plan)
+    classify = None
+    if settings.redrafts and getattr(generator, "avoids_openings", False):
+        triage = build_triage(settings, retriever)
+        classify = lambda texts: [t.intent for t in triage(texts)]  # noqa: E731
     return Responder(generator, plan.style, retriever, top_k=plan.retrieval.top_k, citation=settings.citation,
-                     confident=plan.retrieval.confident_similarity)
+                     confident=plan.retrieval.confident_similarity, classify=classify, redrafts=settings.redrafts)

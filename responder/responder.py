@@ -14,10 +14,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import PurePath, PureWindowsPath
-from typing import Any, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 from base.citation import cite
 from base.errors import UserError
+from base.redraft import Drafter
 from base.prompt import (
     MAX_AUTHOR_CHARS,
     MAX_COMMENT_CHARS,
@@ -127,7 +128,8 @@ def context_window(generator: Any) -> int | None:
 class Responder:
     def __init__(self, generator: Generator, style: PromptStyle, retriever: Retriever | None = None,
                  top_k: int = 3, citation: str = "", confident: float = CONFIDENT_SIMILARITY,
-                 max_comment_tokens: int = DEFAULT_MAX_COMMENT_TOKENS) -> None:
+                 max_comment_tokens: int = DEFAULT_MAX_COMMENT_TOKENS,
+                 classify: Callable[[list[str]], list[str | None]] | None = None, redrafts: int = 0) -> None:
         self.generator = generator
         self.style = style
         self.retriever = retriever
@@ -136,6 +138,10 @@ class Responder:
         self.max_comment_tokens = max_comment_tokens
         self.tokenizer = getattr(generator, "tokenizer", None)  # None: a generator that counts nothing
         self.context = context_window(generator)
+        # Weak drafts to questions are decoded again (base.redraft) by a generator that can open differently.
+        self.drafter = Drafter(lambda items: generator.generate(items, style), classify,
+                               redrafts if getattr(generator, "avoids_openings", False) else 0,
+                               style.persona, style.sign_off)
 
     # --- checks ---------------------------------------------------------------------------------
     def too_long(self, comment: str) -> str | None:
@@ -223,7 +229,7 @@ class Responder:
         start = time.perf_counter()
         items = [self.prepare(request) for request in requests]
         retrieved = time.perf_counter()
-        raw = self.generator.generate(items, self.style) if items else []
+        raw = self.drafter.draft(items)
         done = time.perf_counter()
         timings = {"retrieve_ms": round((retrieved - start) * 1000, 1),
                    "generate_ms": round((done - retrieved) * 1000, 1)}

@@ -266,3 +266,31 @@ def test_the_end_of_the_grace_period_answers_comments_still_joining(embedded_gen
 
     failed, answers = run_lane(embedded_generator, scenario)
     assert failed == 2 and all(isinstance(a, ShuttingDown) for a in answers)
+
+
+def test_the_lane_redrafts_weak_replies_as_respond_many_does(embedded_generator):
+    """A triage that calls every comment a question and every reply thanks makes every draft weak:
+    each comment is drafted 1 + redrafts times, each draft opening differently, and the lane keeps
+    the draft `respond_many` keeps."""
+    def classify(texts):
+        return ["question" if t in QUESTIONS else "thanks" for t in texts]
+
+    def responder():
+        return Responder(generator(embedded_generator, 12), STYLE, classify=classify, redrafts=2)
+
+    static = responder()
+    want = static.respond_many([CommentInput(c) for c in QUESTIONS])
+    assert static.drafter.drafts_written == 2 * len(QUESTIONS)
+    lane_responder = responder()
+
+    async def main():
+        lane = ContinuousBatcher(lane_responder, max_batch_size=4, queue_size=8)
+        lane.start()
+        try:
+            return await asyncio.gather(*(lane.submit(CommentInput(c)) for c in QUESTIONS))
+        finally:
+            await lane.stop()
+
+    got = asyncio.run(main())
+    assert [r.reply for r in got] == [r.reply for r in want]
+    assert lane_responder.drafter.drafts_written == 2 * len(QUESTIONS)

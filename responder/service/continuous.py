@@ -42,6 +42,8 @@ class _Request:
     queued: float = field(default_factory=time.perf_counter)
     item: CommentInput | None = None  # once prepared
     joined: float = 0.0
+    drafts: list[tuple[Any, str]] = field(default_factory=list)  # (verdict, raw) of each draft (base.redraft)
+    intent: str | None = None  # the comment's triage, once a draft is judged
 
 
 class ContinuousBatcher:
@@ -177,6 +179,9 @@ class ContinuousBatcher:
         """Check, retrieve and fit each comment (`Responder.prepare`); one that fails, fails alone."""
         ready: list[_Request] = []
         for p in taken:
+            if p.item is not None:  # a redraft: prepared already
+                ready.append(p)
+                continue
             try:
                 p.item = self.responder.prepare(p.request)
                 ready.append(p)
@@ -237,12 +242,34 @@ class ContinuousBatcher:
         now = time.perf_counter()
         for p, raw in finished:
             assert p.item is not None
+            if self._redrafts(p, raw):
+                continue
+            raw = self.responder.drafter.choose(p.drafts, p.item.comment) if p.drafts else raw
             timings = {"queue_ms": round((p.joined - p.queued) * 1000, 1),
                        "generate_ms": round((now - p.joined) * 1000, 1)}
             self._settle(p, self.responder.reply(p.item, raw, timings))
             self._reply_s = 0.8 * self._reply_s + 0.2 * (now - p.joined)
         if finished:
             self.last_done = now
+
+    def _redrafts(self, p: _Request, raw: str) -> bool:
+        """Whether `p`'s draft is weak and it goes back to the front of the queue to be decoded once
+        more, opening differently (`base.redraft`); its drafts so far are kept on it."""
+        drafter = self.responder.drafter
+        if not drafter.active or p.future.done():
+            return False
+        assert p.item is not None
+        if not p.drafts:
+            p.intent = drafter.intents([p.item])[0]
+        p.drafts.append((drafter.judge([p.item], [raw], [p.intent])[0], raw))
+        if drafter.settled(p.drafts, p.item.comment):
+            return False
+        drafter.drafts_written += 1
+        p.item = drafter.again(p.item, raw)
+        with self._lock:
+            self._waiting.appendleft(p)
+        self._wake.set()
+        return True
 
     def _settle(self, p: _Request, result: Any) -> None:
         """Answer `p` from the worker thread (futures belong to the event loop)."""
