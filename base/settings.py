@@ -63,7 +63,7 @@ class Settings(BaseSettings):
                                       description="No token n-gram twice within a reply (0: off).")
     context_weight: float = Field(0.0, ge=0.0, le=5.0, description=(
         "Context-aware decoding: how much the passages' effect on each token is amplified (0: off)."))
-    redrafts: int = Field(0, ge=0, le=5, description=(
+    redrafts: int = Field(2, ge=0, le=5, description=(
         "A draft that does not answer a question (thanks only, nothing from the comment or its passages) "
         "is decoded again, opening differently, up to this many times (0: off; base/redraft.py)."))
 
