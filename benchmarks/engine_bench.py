@@ -12,7 +12,8 @@ The sides run in interleaved rounds (the order turns each round); figures are me
 
 Same work on every side: the service's own prompt (persona, comment, sign-off instruction), sent to
 llama.cpp as token ids on `/completion`; the same token budget per comment (`Decoding.budget`: 40
-for a short remark, else --max-new-tokens); greedy; retrieval off. Repetition controls differ where
+for a short remark, else --max-new-tokens); greedy; retrieval off; the service's redrafting off
+(`RESPONDER_REDRAFTS=0`: one draft per comment, as llama.cpp writes). Repetition controls differ where
 llama.cpp has no equivalent, and the output says so: both apply a repetition penalty of 1.1, but
 llama.cpp over the last `repeat_last_n` tokens of the whole context (prompt included), the service
 over the reply only; the service also bans a repeated 4-gram, a reply that opens with the end of

@@ -23,7 +23,8 @@ measured time. Token counts come from the service's /metrics. Load averages befo
 
 Without --adapter, a fresh LoRA adapter (r=16 on all projections, B=0, so replies equal the base
 model's) is made, so the nf4 figures include LoRA's cost and the float32 figures the merge.
-Retrieval is off (`use_context: false`): this measures generation.
+Retrieval is off (`use_context: false`) and so is redrafting (`RESPONDER_REDRAFTS=0`): this
+measures generation.
 """
 
 from __future__ import annotations
@@ -128,7 +129,9 @@ class Service:
                "--batching", batching, "--max-new-tokens", str(args.max_new_tokens),
                "--max-batch-size", str(args.clients), "--queue-size", str(queue_size), "--timeout", "3600",
                "--store", str(Path(tempfile.gettempdir()) / "serve-bench-no-store")]
-        self.process = subprocess.Popen(cmd, start_new_session=True, stderr=subprocess.DEVNULL)
+        # Redrafting off: this measures generation, and the one-at-a-time side does not redraft.
+        self.process = subprocess.Popen(cmd, start_new_session=True, stderr=subprocess.DEVNULL,
+                                        env={**os.environ, "RESPONDER_REDRAFTS": "0"})
 
     def wait_ready(self) -> None:
         start = time.time()
