@@ -17,6 +17,7 @@ nothing. A comment with no intent (no classifier) is not judged.
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Callable, Sequence
@@ -49,7 +50,8 @@ def judge_draft(raw: str, item: CommentInput, intent: str | None, reply_intent: 
     passages = [p.text for p in item.passages]
     check = check_reply(reply, item.comment, passages, sign_off)
     if check.empty or check.loop or check.echo or check.invented:
-        problem = "empty" if check.empty else "a loop" if check.loop else "an echo" if check.echo else "an invented link"
+        problem = ("empty" if check.empty else "a loop" if check.loop else "an echo" if check.echo
+                   else "an invented link")
         return Verdict(NO_ANSWER, f"the draft is {problem}")
     reason = misfit_reason(intent, reply_intent) or stock_reason(reply, item.comment, passages, asks=True,
                                                                  sign_off=sign_off)
@@ -77,7 +79,9 @@ class Drafter:
         self.generate, self.classify, self.redrafts = generate, classify, redrafts
         self.persona, self.sign_off = persona, sign_off
         self.drafts_written = 0  # drafts beyond the first, for a log or a benchmark
+        self.last_drafts: list[int] = []  # drafts written per item by the last `draft` call
         self._given: OrderedDict[str, set[str]] = OrderedDict()  # reply key -> the comments that got it
+        self._given_lock = threading.Lock()  # the service's lanes and the review page may share a drafter
 
     @property
     def active(self) -> bool:
@@ -103,6 +107,7 @@ class Drafter:
         """One raw reply per item: the first draft, or a better redraft of a weak or repeated one.
         Comments are answered in order, so the third of three comments given one reply is redrafted."""
         raws = list(self.generate(items)) if items else []
+        self.last_drafts = [1] * len(raws)
         if not self.active or not items:
             return raws
         intents = self.intents(items)
@@ -117,6 +122,7 @@ class Drafter:
                     else:
                         weak.append(i)
             if not weak:
+                self.last_drafts = [len(tried) for tried in drafts]
                 return chosen
             for i in weak:
                 current[i] = self.again(current[i], drafts[i][-1][1])
@@ -140,17 +146,20 @@ class Drafter:
 
     def repeats(self, raw: str, comment: str) -> int:
         """How many other comments already got this reply from this drafter."""
-        return len(self._given.get(self._key(raw), set()) - {comment_key(comment)})
+        key = self._key(raw)
+        with self._given_lock:
+            return len(self._given.get(key, set()) - {comment_key(comment)})
 
     def choose(self, drafts: Sequence[tuple[Verdict, str]], comment: str) -> str:
         """The least weak draft, the earliest of equals, remembered as given to `comment`."""
         raw = min(enumerate(drafts), key=lambda pair: (pair[1][0].weakness, pair[0]))[1][1]
         key = self._key(raw)
         if key:
-            self._given.setdefault(key, set()).add(comment_key(comment))
-            self._given.move_to_end(key)
-            while len(self._given) > self.MEMORY:
-                self._given.popitem(last=False)
+            with self._given_lock:
+                self._given.setdefault(key, set()).add(comment_key(comment))
+                self._given.move_to_end(key)
+                while len(self._given) > self.MEMORY:
+                    self._given.popitem(last=False)
         return raw
 
     @staticmethod

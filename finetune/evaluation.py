@@ -33,8 +33,8 @@ from knowledge.config import CONFIDENT_SIMILARITY
 from knowledge.triage import asks as comment_asks
 
 MODES = ("base", "tuned", "tuned+passages")
-RATES = ("loop_rate_raw", "loop_rate", "echo_rate", "empty_rate", "invented_link_rate", "distinct_rate",
-         "stock_rate", "misfit_rate", "grounded_rate", "cited_rate")
+RATES = ("loop_rate_raw", "loop_rate", "echo_rate", "empty_rate", "invented_link_rate", "redrafted_rate",
+         "distinct_rate", "stock_rate", "misfit_rate", "grounded_rate", "cited_rate")
 
 
 @dataclass
@@ -77,9 +77,9 @@ def evaluate_replies(setup: EvalSetup, pairs: Sequence[Any]) -> dict[str, Any]:
     for mode in setup.modes():
         items = [CommentInput(c, passages=passages[n] if mode == "tuned+passages" else ())
                  for n, c in enumerate(comments)]
-        raws = _generate(setup, mode, items)
-        rows = [_row(mode, item, ref, raw, setup.style.sign_off, setup.citation)
-                for item, ref, raw in zip(items, references, raws)]
+        raws, drafts = _generate(setup, mode, items)
+        rows = [{**_row(mode, item, ref, raw, setup.style.sign_off, setup.citation), "drafts": n}
+                for item, ref, raw, n in zip(items, references, raws, drafts)]
         judge(rows, intents, _intents(setup, [without_sign_off(generated(r), setup.style.sign_off) for r in rows]),
               setup.style)
         loss = _reply_loss(setup, mode, items, references)
@@ -152,7 +152,7 @@ def _adapter_off(model: Any, mode: str) -> Any:
     return model.disable_adapter() if mode == "base" and hasattr(model, "disable_adapter") else contextlib.nullcontext()
 
 
-def _generate(setup: EvalSetup, mode: str, items: list[CommentInput]) -> list[str]:
+def _generate(setup: EvalSetup, mode: str, items: list[CommentInput]) -> tuple[list[str], list[int]]:
     from engine.generation import LocalGenerator
 
     generator = LocalGenerator(setup.model, setup.tokenizer, setup.model_name, decoding=setup.decoding)
@@ -164,13 +164,14 @@ def _generate(setup: EvalSetup, mode: str, items: list[CommentInput]) -> list[st
     with _adapter_off(setup.model, mode):
         setup.model.eval()
         by_index: dict[int, str] = {}
+        drafts: dict[int, int] = {}  # drafts written per comment (base.redraft)
         for start in range(0, len(order), setup.batch_size):
             chunk = order[start:start + setup.batch_size]
-            for i, raw in zip(chunk, drafter.draft([items[i] for i in chunk])):
-                by_index[i] = raw
+            for i, raw, n in zip(chunk, drafter.draft([items[i] for i in chunk]), drafter.last_drafts):
+                by_index[i], drafts[i] = raw, n
             setup.progress(mode, len(by_index))
         raws = [by_index[i] for i in range(len(items))]
-    return raws
+    return raws, [drafts[i] for i in range(len(items))]
 
 
 def generated(row: dict[str, Any]) -> str:
@@ -241,6 +242,7 @@ def summarize(rows: list[dict[str, Any]], reply_loss: float, similarities: list[
         "median_words_reference": statistics.median([r["reference_words"] for r in rows]) if rows else 0,
         "median_words_thanks": statistics.median(thanks) if thanks else None,
         "similarity": round(statistics.fmean(similarities), 4) if similarities else None,
+        "redrafted_rate": round(sum(1 for r in rows if r.get("drafts", 1) > 1) / n, 4),
         **_figures(rows, style or PromptStyle()),
     }
 
@@ -265,6 +267,7 @@ METRIC_LABELS = [
     ("median_words_reference", "median words, reference replies"),
     ("median_words_thanks", "median words, replies to thanks"),
     ("similarity", "similarity to reference (cosine)"),
+    ("redrafted_rate", "redrafted: replies drafted more than once"),
     ("distinct_rate", "distinct replies (higher is better)"),
     ("stock_rate", "stock replies (one sentence to 3+ comments, or nothing from comment/passages)"),
     ("misfit_rate", "misfit: a question answered with thanks"),

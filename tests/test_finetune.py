@@ -204,9 +204,10 @@ def test_two_step_run_learns_and_writes_every_output(nf4_run, tiny_model_dir):
     evaluation = json.loads((out / "eval.json").read_text())
     assert set(evaluation["modes"]) == {"base", "tuned"}
     assert len(evaluation["replies"]) == sum(m["count"] for m in evaluation["modes"].values()) >= 2
-    for figure in ("distinct_rate", "stock_rate", "misfit_rate", "grounded_rate", "cited_rate"):
+    for figure in ("distinct_rate", "stock_rate", "misfit_rate", "grounded_rate", "cited_rate", "redrafted_rate"):
         assert all(figure in m for m in evaluation["modes"].values()), figure
     assert all(r["intent"] in INTENTS and {"raw", "reply", "stock", "misfit"} <= set(r) for r in evaluation["replies"])
+    assert all(1 <= r["drafts"] <= 3 for r in evaluation["replies"])  # the first draft and two redrafts at most
     assert "| stock replies" in samples and "## Epochs: the adapter kept is the one whose replies score best" in samples
     trained = [r for r in evals if r["epoch"] > 0]
     assert trained and all(set(r["figures"]) >= {"stock_rate", "distinct_rate"} and "selection" in r for r in trained)
