@@ -183,7 +183,7 @@ def print_report(report: dict) -> None:
 
     from finetune.evaluation import METRIC_LABELS, format_value
 
-    console = Console()
+    console = Console(width=200)  # six columns: wider than a default 80-column pipe
     table = Table(title="Reply quality on held-out pairs")
     table.add_column("metric")
     for name in report["columns"]:
