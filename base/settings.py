@@ -64,8 +64,9 @@ class Settings(BaseSettings):
     context_weight: float = Field(0.0, ge=0.0, le=5.0, description=(
         "Context-aware decoding: how much the passages' effect on each token is amplified (0: off)."))
     redrafts: int = Field(2, ge=0, le=5, description=(
-        "A draft that does not answer a question (thanks only, nothing from the comment or its passages) "
-        "is decoded again, opening differently, up to this many times (0: off; base/redraft.py)."))
+        "A weak draft (a question answered with thanks or with nothing from its comment or passages, or a "
+        "reply already given to another comment) is decoded again, opening differently, up to this many "
+        "times (0: off; base/redraft.py)."))
 
     # The citation line under a reply drawn from a confident passage (base/citation.py); "" turns it off.
     citation: str = Field(

@@ -213,7 +213,7 @@ class ContinuousBatcher:
     def _stamp(joining: list[_Request]) -> None:
         now = time.perf_counter()
         for p in joining:
-            p.joined = now
+            p.joined = p.joined or now  # a redraft keeps its first join: generate_ms counts every draft
 
     def _step(self, joining: list[_Request] | None = None) -> None:
         """One decoding step, with `joining` prefilled in it; a step that fails fails the batch."""
