@@ -169,3 +169,20 @@ def test_the_threshold_is_calibrated_on_the_most_similar_chunk_not_the_fused_fir
     most_similar = kb.search_many(["the music is too loud"], 1, -1.0, fused=False)[0][0]
     assert Path(most_similar.source).name == "levels.md" and most_similar.similarity > fused_first.similarity
     assert scorers[0](["the music is too loud"]) == [most_similar.similarity]
+
+
+@pytest.mark.integration
+def test_bm25_cannot_lift_a_chunk_the_embedder_puts_far_below(tmp_path_factory, samples_dir, monkeypatch):
+    """In the sample articles, "row" is everywhere in the SQL article's code: BM25 alone would put
+    running totals first for a question the embedder matches with its "latest row per group"
+    section by a wide margin."""
+    import knowledge.store
+
+    store = tmp_path_factory.mktemp("samples") / "store"
+    ingest([samples_dir / "articles"], open_knowledge_base(Settings(store=store)))
+    comment = "sql question: how do I keep only the newest row per user?"
+    found = open_knowledge_base(Settings(store=store)).search(comment, top_k=3)
+    assert found[0].section == "Pattern 1: Latest row per group"
+    assert found[0].similarity > max(p.similarity for p in found[1:]) + knowledge.store.LEXICAL_MARGIN
+    monkeypatch.setattr(knowledge.store, "LEXICAL_MARGIN", 10.0)  # BM25 votes for every chunk again
+    assert open_knowledge_base(Settings(store=store)).search(comment, top_k=3)[0].section != found[0].section
