@@ -6,9 +6,11 @@ often follows it into thanks ("I hope this helps."). The figures of `base.reply_
 draft (a misfit, a stock reply, a reply to a question that takes nothing from its passages); here the
 same verdicts act before anyone reads it: a weak draft is decoded again with the first tokens of the
 drafts before it banned at its first position (`CommentInput.avoid_openings`), so the model takes its
-next most likely way in, up to `redrafts` times. Of the drafts, the first that is not weak is kept;
-when all are weak, the least weak (the earliest of those). Decoding stays deterministic: the same
-comment gets the same reply.
+next most likely way in, up to `redrafts` times. A draft that repeats a reply already given to
+another comment is redrafted too (`Drafter`). Of the drafts, the first that is not weak is kept;
+when all are weak, the least weak (the earliest of those). Decoding stays deterministic; a reply can
+depend on the comments answered before it (of two comments drafted one reply, the second is
+redrafted), never on chance.
 
 Only what the verdicts need is here; the generator (`engine`) bans the openings and triage (the
 `classify` callable, texts -> intents) says what a comment and a reply are, so this module loads
