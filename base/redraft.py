@@ -82,6 +82,7 @@ class Drafter:
         self.persona, self.sign_off = persona, sign_off
         self.drafts_written = 0  # drafts beyond the first, for a log or a benchmark
         self.last_drafts: list[int] = []  # drafts written per item by the last `draft` call
+        self.last_verdicts: list[Verdict] = []  # the verdict of each reply the last `draft` call kept
         self._given: OrderedDict[str, set[str]] = OrderedDict()  # reply key -> the comments that got it
         self._given_lock = threading.Lock()  # the service's lanes and the review page may share a drafter
 
@@ -109,22 +110,23 @@ class Drafter:
         """One raw reply per item: the first draft, or a better redraft of a weak or repeated one.
         Comments are answered in order, so the third of three comments given one reply is redrafted."""
         raws = list(self.generate(items)) if items else []
-        self.last_drafts = [1] * len(raws)
+        self.last_drafts, self.last_verdicts = [1] * len(raws), [FINE_VERDICT] * len(raws)
         if not self.active or not items:
             return raws
         intents = self.intents(items)
         drafts = [[(verdict, raw)] for verdict, raw in zip(self.judge(items, raws, intents), raws)]
         current, chosen = list(items), [None] * len(items)
+        kept: list[Verdict] = [FINE_VERDICT] * len(items)
         while True:
             weak = []
             for i, item in enumerate(items):
                 if chosen[i] is None:
                     if self.settled(drafts[i], item.comment):
-                        chosen[i] = self.choose(drafts[i], item.comment)
+                        kept[i], chosen[i] = self.choose(drafts[i], item.comment)
                     else:
                         weak.append(i)
             if not weak:
-                self.last_drafts = [len(tried) for tried in drafts]
+                self.last_drafts, self.last_verdicts = [len(tried) for tried in drafts], kept
                 return chosen
             for i in weak:
                 current[i] = self.again(current[i], drafts[i][-1][1])
@@ -152,9 +154,10 @@ class Drafter:
         with self._given_lock:
             return len(self._given.get(key, set()) - {comment_key(comment)})
 
-    def choose(self, drafts: Sequence[tuple[Verdict, str]], comment: str) -> str:
-        """The least weak draft, the earliest of equals, remembered as given to `comment`."""
-        raw = min(enumerate(drafts), key=lambda pair: (pair[1][0].weakness, pair[0]))[1][1]
+    def choose(self, drafts: Sequence[tuple[Verdict, str]], comment: str) -> tuple[Verdict, str]:
+        """The least weak draft (its verdict, its text), the earliest of equals, remembered as given
+        to `comment`."""
+        verdict, raw = min(enumerate(drafts), key=lambda pair: (pair[1][0].weakness, pair[0]))[1]
         key = self._key(raw)
         if key:
             with self._given_lock:
@@ -162,7 +165,7 @@ class Drafter:
                 self._given.move_to_end(key)
                 while len(self._given) > self.MEMORY:
                     self._given.popitem(last=False)
-        return raw
+        return verdict, raw
 
     @staticmethod
     def again(item: CommentInput, raw: str) -> CommentInput:

@@ -71,6 +71,7 @@ class Reply:
     timings: dict[str, float] = field(default_factory=dict)
     cited: Passage | None = None  # the passage whose article the citation line names (base.citation)
     citation: str = ""  # that line, as it stands in `reply` ("" when nothing was cited)
+    weak: str | None = None  # why the draft kept is still no answer after redrafting (base.redraft)
 
 
 class CommentFailed(Exception):
@@ -233,7 +234,8 @@ class Responder:
         done = time.perf_counter()
         timings = {"retrieve_ms": round((retrieved - start) * 1000, 1),
                    "generate_ms": round((done - retrieved) * 1000, 1)}
-        return [self.reply(item, text, timings) for item, text in zip(items, raw)]
+        return [self.reply(item, text, timings, verdict.reason)
+                for item, text, verdict in zip(items, raw, self.drafter.last_verdicts)]
 
     def prepare(self, request: CommentInput) -> CommentInput:
         """The comment checked and cleaned, with its passages, fitted to the model's context: what
@@ -242,10 +244,11 @@ class Responder:
         item = replace(checked, passages=tuple(self._passages(checked.comment, checked)))
         return self.fit_context(item)
 
-    def reply(self, item: CommentInput, raw: str, timings: dict[str, float]) -> Reply:
-        """The cleaned reply to a prepared comment, from the generator's raw completion."""
+    def reply(self, item: CommentInput, raw: str, timings: dict[str, float], weak: str | None = None) -> Reply:
+        """The cleaned reply to a prepared comment, from the generator's raw completion (`weak`: why
+        the redrafts could not make it an answer, if so)."""
         # Only a comment that asks is pointed to the article: "best PCA video ever" gets thanks, not a link.
         cited = cite(clean_reply(raw, self.style.sign_off), item.passages if asks(item.comment) else (),
                      self.citation, self.confident, self.style.sign_off)
         return Reply(cited.reply, list(item.passages), bool(item.passages), self.generator.model_name,
-                     self.generator.adapter_name, dict(timings), cited.passage, cited.line)
+                     self.generator.adapter_name, dict(timings), cited.passage, cited.line, weak)

@@ -294,3 +294,5 @@ def test_the_lane_redrafts_weak_replies_as_respond_many_does(embedded_generator)
     got = asyncio.run(main())
     assert [r.reply for r in got] == [r.reply for r in want]
     assert lane_responder.drafter.drafts_written == 2 * len(QUESTIONS)
+    # Still no answer after the redrafts: each reply says why, in both lanes.
+    assert all(r.weak and r.weak.startswith("misfit") for r in [*got, *want])

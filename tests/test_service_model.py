@@ -122,3 +122,20 @@ def test_the_model_loads_and_computes_in_one_thread(tiny_adapter, tmp_path, monk
             time.sleep(0.1)
         assert all(r.status_code == 200 for r in post_many(srv.url + "/respond", ["first!", "thanks a lot!"]))
     assert len(threads["load"]) == 1 and threads["compute"] == threads["load"]
+
+
+def test_a_reply_still_weak_after_its_redrafts_says_why(tiny_adapter, tmp_path):
+    """The tiny model answers a question with noise: redrafted twice (the default), still no answer,
+    and the response says so in fixed words (`weak`), beside needs_creator."""
+    from responder.service.app import create_app
+
+    settings = ServiceSettings(adapter=tiny_adapter, quantization="none", device="cpu", store=tmp_path / "none",
+                               max_new_tokens=8)
+    with LiveServer(create_app(settings)) as srv:
+        deadline = time.time() + 120
+        while httpx.get(srv.url + "/readyz").status_code != 200:
+            assert time.time() < deadline, httpx.get(srv.url + "/healthz").json()
+            time.sleep(0.1)
+        body = httpx.post(srv.url + "/respond", json={"comment": "how do I tune xgboost?"}, timeout=120).json()
+    assert body["intent"] == "question" and body["needs_creator"] is True
+    assert body["weak"] and "xgboost" not in body["weak"]  # why, never quoting the comment

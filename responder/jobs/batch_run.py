@@ -187,7 +187,8 @@ def with_triage(rec: dict[str, Any], verdict: Triage | None, policy: TriagePolic
 def triage_replies(records: list[dict[str, Any]], triage: Triager, sign_off: str = "") -> None:
     """`reply_intent` on each answered record: what triage makes of the reply's own text. A reply to
     a question that only thanks (a misfit), takes nothing from its comment and sources (stock), or
-    says nothing from the passages it was given (`grounded` false) is no answer: it is marked
+    says nothing from the passages it was given (`grounded` false) is no answer, and so is one the
+    redrafts left `weak` (base.redraft: also a reply already given to another comment): it is marked
     `needs_creator`, so the creator answers it instead of approving it."""
     answered = [r for r in records if r["status"] == ANSWERED]
     if not answered:
@@ -198,6 +199,8 @@ def triage_replies(records: list[dict[str, Any]], triage: Triager, sign_off: str
                 r["reply"], r.get("comment") or "", source_texts(r), sign_off=sign_off)):
             r["needs_creator"] = True
         if r.get("intent") == "question" and r.get("grounded") is False:
+            r["needs_creator"] = True
+        if r.get("weak"):
             r["needs_creator"] = True
 
 

@@ -234,6 +234,8 @@ def reply_judgement(reply: Reply, comment: str) -> dict[str, Any]:
         out["grounded"] = is_grounded(body, comment, texts)
     if reply.citation:
         out["citation"] = reply.citation
+    if reply.weak:
+        out["weak"] = reply.weak  # still no answer after redrafting: batch marks it needs_creator
     return out
 
 

@@ -244,10 +244,10 @@ class ContinuousBatcher:
             assert p.item is not None
             if self._redrafts(p, raw):
                 continue
-            raw = self.responder.drafter.choose(p.drafts, p.item.comment) if p.drafts else raw
+            verdict, raw = self.responder.drafter.choose(p.drafts, p.item.comment) if p.drafts else (None, raw)
             timings = {"queue_ms": round((p.joined - p.queued) * 1000, 1),
                        "generate_ms": round((now - p.joined) * 1000, 1)}
-            self._settle(p, self.responder.reply(p.item, raw, timings))
+            self._settle(p, self.responder.reply(p.item, raw, timings, verdict.reason if verdict else None))
             self._reply_s = 0.8 * self._reply_s + 0.2 * (now - p.joined)
         if finished:
             self.last_done = now

@@ -167,12 +167,16 @@ class RespondResponse(BaseModel):
     confidence: float | None = Field(None, description="Triage's confidence in `intent`, 0 to 1.")
     needs_creator: bool = Field(False, description=(
         "The triage policy flags this comment for the creator: criticism, an order to the bot, or a "
-        "question or request that no passage answers confidently."))
+        "question or request that no passage answers confidently; or its reply is `weak`."))
     screened: str | None = Field(None, description=(
         "Why no reply was generated, in fixed words that never quote the comment; null when one was."))
     citation: str | None = Field(None, description=(
         "The citation line the reply holds (composed by code from the cited article, never generated); "
         "null when nothing was cited."))
+    weak: str | None = Field(None, description=(
+        "Why the reply is still no answer after redrafting (a question answered with thanks, nothing "
+        "from the comment or its passages, a reply given to another comment), in fixed words; such a "
+        "reply needs the creator. Null when it is fine or redrafting is off."))
 
     @classmethod
     def of(cls, r: Reply, verdict: Triage | None = None, needs_creator: bool = False) -> "RespondResponse":
@@ -181,7 +185,7 @@ class RespondResponse(BaseModel):
                    timings=Timings(retrieve_ms=r.timings.get("retrieve_ms", 0.0),
                                    generate_ms=r.timings.get("generate_ms", 0.0)),
                    intent=verdict.intent if verdict else None, confidence=verdict.confidence if verdict else None,
-                   needs_creator=needs_creator, citation=r.citation or None)
+                   needs_creator=needs_creator or bool(r.weak), citation=r.citation or None, weak=r.weak)
 
     @classmethod
     def skipped(cls, model: str, adapter: str | None, verdict: Triage, reason: str,
