@@ -145,7 +145,7 @@ class Drafter:
                 given = self.repeats(raw, comment)
                 if not given:
                     return True
-                drafts[n] = (Verdict(REPEATED, f"the same reply went to {given} other comments"), raw)
+                drafts[n] = (Verdict(REPEATED, f"the same reply already went to {given} other comment{'s' * (given > 1)}"), raw)
         return len(drafts) > self.redrafts
 
     def repeats(self, raw: str, comment: str) -> int:
