@@ -145,7 +145,8 @@ class Drafter:
                 given = self.repeats(raw, comment)
                 if not given:
                     return True
-                drafts[n] = (Verdict(REPEATED, f"the same reply already went to {given} other comment{'s' * (given > 1)}"), raw)
+                others = f"{given} other comment{'s' * (given > 1)}"
+                drafts[n] = (Verdict(REPEATED, f"the same reply already went to {others}"), raw)
         return len(drafts) > self.redrafts
 
     def repeats(self, raw: str, comment: str) -> int:

@@ -121,7 +121,8 @@ def _reply(data: dict[str, Any]) -> Reply:
     cited = next((s for s, p in zip(sources, records) if p.get("cited")), None)
     return Reply(reply=str(data.get("reply") or ""), sources=sources, used_context=bool(data.get("used_context")),
                  model=str(data.get("model") or ""), adapter=data.get("adapter"), timings=data.get("timings") or {},
-                 cited=cited, citation=str(data.get("citation") or ""), weak=str(data["weak"]) if data.get("weak") else None)
+                 cited=cited, citation=str(data.get("citation") or ""),
+                 weak=str(data["weak"]) if data.get("weak") else None)
 
 
 def _detail(response: Any) -> str:
