@@ -35,7 +35,7 @@ FINE, REPEATED, UNGROUNDED, NO_ANSWER = 0, 1, 1, 2
 
 @dataclass(frozen=True)
 class Verdict:
-    weakness: int  # FINE, UNGROUNDED or NO_ANSWER
+    weakness: int  # FINE, REPEATED / UNGROUNDED or NO_ANSWER
     reason: str | None = None  # in words, for a log or a reviewer; None when fine
 
 
@@ -52,9 +52,9 @@ def judge_draft(raw: str, item: CommentInput, intent: str | None, reply_intent: 
     passages = [p.text for p in item.passages]
     check = check_reply(reply, item.comment, passages, sign_off)
     if check.empty or check.loop or check.echo or check.invented:
-        problem = ("empty" if check.empty else "a loop" if check.loop else "an echo" if check.echo
-                   else "an invented link")
-        return Verdict(NO_ANSWER, f"the draft is {problem}")
+        problem = ("is empty" if check.empty else "is a loop" if check.loop else "is an echo" if check.echo
+                   else "has an invented link")
+        return Verdict(NO_ANSWER, f"the draft {problem}")
     reason = misfit_reason(intent, reply_intent) or stock_reason(reply, item.comment, passages, asks=True,
                                                                  sign_off=sign_off)
     if reason:
