@@ -18,6 +18,14 @@ from tests.support import HOSTILE, SIGN_OFF, LiveServer, post_many, run_responde
 pytestmark = pytest.mark.integration  # real HTTP, real CLI processes
 
 
+def wait_ready(srv: LiveServer, seconds: float = 120) -> None:
+    """Until /readyz answers 200 (the model loaded in the background), or fail with /healthz."""
+    deadline = time.time() + seconds
+    while httpx.get(srv.url + "/readyz").status_code != 200:
+        assert time.time() < deadline, httpx.get(srv.url + "/healthz").json()
+        time.sleep(0.1)
+
+
 def serve_four(tiny_adapter, tmp_path, batching: str) -> tuple[dict, list[str], str]:
     """/healthz, the replies to four concurrent comments, and /metrics, from a real server."""
     from responder.service.app import create_app
@@ -31,10 +39,7 @@ def serve_four(tiny_adapter, tmp_path, batching: str) -> tuple[dict, list[str], 
                                max_new_tokens=8, max_batch_size=3, max_wait_ms=20_000, batching=batching,
                                redrafts=0)
     with LiveServer(create_app(settings)) as srv:
-        deadline = time.time() + 120
-        while httpx.get(srv.url + "/readyz").status_code != 200:
-            assert time.time() < deadline, httpx.get(srv.url + "/healthz").json()
-            time.sleep(0.1)
+        wait_ready(srv)
         health = httpx.get(srv.url + "/healthz").json()
         responses = post_many(srv.url + "/respond", ["thank you so much!", "first!", HOSTILE, "how do I tune xgboost?"])
         metrics = httpx.get(srv.url + "/metrics").text
@@ -116,10 +121,7 @@ def test_the_model_loads_and_computes_in_one_thread(tiny_adapter, tmp_path, monk
     settings = ServiceSettings(adapter=tiny_adapter, quantization="none", device="cpu", store=tmp_path / "none",
                         max_new_tokens=4, max_wait_ms=0, batching=batching)
     with LiveServer(create_app(settings)) as srv:
-        deadline = time.time() + 120
-        while httpx.get(srv.url + "/readyz").status_code != 200:
-            assert time.time() < deadline, httpx.get(srv.url + "/healthz").json()
-            time.sleep(0.1)
+        wait_ready(srv)
         assert all(r.status_code == 200 for r in post_many(srv.url + "/respond", ["first!", "thanks a lot!"]))
     assert len(threads["load"]) == 1 and threads["compute"] == threads["load"]
 
@@ -132,10 +134,7 @@ def test_a_reply_still_weak_after_its_redrafts_says_why(tiny_adapter, tmp_path):
     settings = ServiceSettings(adapter=tiny_adapter, quantization="none", device="cpu", store=tmp_path / "none",
                                max_new_tokens=8)
     with LiveServer(create_app(settings)) as srv:
-        deadline = time.time() + 120
-        while httpx.get(srv.url + "/readyz").status_code != 200:
-            assert time.time() < deadline, httpx.get(srv.url + "/healthz").json()
-            time.sleep(0.1)
+        wait_ready(srv)
         body = httpx.post(srv.url + "/respond", json={"comment": "how do I tune xgboost?"}, timeout=120).json()
     assert body["intent"] == "question" and body["needs_creator"] is True
     assert body["weak"] and "xgboost" not in body["weak"]  # why, never quoting the comment

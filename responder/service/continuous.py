@@ -240,36 +240,42 @@ class ContinuousBatcher:
 
     def _answer(self, finished: list[tuple[_Request, str]]) -> None:
         now = time.perf_counter()
-        for p, raw in finished:
+        for p, raw, weak in self._kept(finished):
             assert p.item is not None
-            if self._redrafts(p, raw):
-                continue
-            verdict, raw = self.responder.drafter.choose(p.drafts, p.item.comment) if p.drafts else (None, raw)
             timings = {"queue_ms": round((p.joined - p.queued) * 1000, 1),
                        "generate_ms": round((now - p.joined) * 1000, 1)}
-            self._settle(p, self.responder.reply(p.item, raw, timings, verdict.reason if verdict else None))
+            self._settle(p, self.responder.reply(p.item, raw, timings, weak))
             self._reply_s = 0.8 * self._reply_s + 0.2 * (now - p.joined)
         if finished:
             self.last_done = now
 
-    def _redrafts(self, p: _Request, raw: str) -> bool:
-        """Whether `p`'s draft is weak and it goes back to the front of the queue to be decoded once
-        more, opening differently (`base.redraft`); its drafts so far are kept on it."""
+    def _kept(self, finished: list[tuple[_Request, str]]) -> list[tuple[_Request, str, str | None]]:
+        """The finished replies to answer now, each with why it is still weak (None: fine). The drafts
+        of one step are judged together (`base.redraft`, one triage call for their comments and one
+        for their replies); a weak one goes back to the front of the queue to be decoded once more,
+        opening differently, its drafts so far kept on it."""
         drafter = self.responder.drafter
-        if not drafter.active or p.future.done():
-            return False
-        assert p.item is not None
-        if not p.drafts:
-            p.intent = drafter.intents([p.item])[0]
-        p.drafts.append((drafter.judge([p.item], [raw], [p.intent])[0], raw))
-        if drafter.settled(p.drafts, p.item.comment):
-            return False
-        drafter.drafts_written += 1
-        p.item = drafter.again(p.item, raw)
-        with self._lock:
-            self._waiting.appendleft(p)
-        self._wake.set()
-        return True
+        judged = [(p, raw) for p, raw in finished if drafter.active and not p.future.done()]
+        kept = [(p, raw, None) for p, raw in finished if not drafter.active or p.future.done()]
+        if not judged:
+            return kept
+        first = [p for p, _ in judged if not p.drafts]
+        for p, intent in zip(first, drafter.intents([p.item for p in first])):
+            p.intent = intent
+        verdicts = drafter.judge([p.item for p, _ in judged], [raw for _, raw in judged], [p.intent for p, _ in judged])
+        for (p, raw), verdict in zip(judged, verdicts):
+            assert p.item is not None
+            p.drafts.append((verdict, raw))
+            if drafter.settled(p.drafts, p.item.comment):
+                chosen, text = drafter.choose(p.drafts, p.item.comment)
+                kept.append((p, text, chosen.reason))
+                continue
+            drafter.drafts_written += 1
+            p.item = drafter.again(p.item, raw)
+            with self._lock:
+                self._waiting.appendleft(p)
+            self._wake.set()
+        return kept
 
     def _settle(self, p: _Request, result: Any) -> None:
         """Answer `p` from the worker thread (futures belong to the event loop)."""
