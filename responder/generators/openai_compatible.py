@@ -5,7 +5,7 @@ reply is cleaned by `Responder` exactly as a local reply is. The decoding contro
 reply budget per comment as `max_tokens`, and `repetition_penalty` (a vLLM sampling parameter;
 vLLM applies it to the prompt and the reply alike). The no-repeat n-gram ban has no counterpart in
 the API; the repeated-sentence cut in reply cleaning still applies. A server that is down, times out or
-answers 5xx raises `UpstreamError` (503 unreachable, 502 bad answer), not the user's `UserError`.
+answers 5xx raises `UpstreamError` (`responder.generators.upstream`), not the user's `UserError`.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from engine.decoding import Decoding
 from base.errors import UpstreamError, UserError
 from base.prompt import CommentInput, PromptStyle, encode_prompt
 from engine.decoding import decoding_of
+from responder.generators.upstream import post_json, snippet
 
 _HINTS = {401: "; set RESPONDER_OPENAI_API_KEY to the server's key",
           403: "; set RESPONDER_OPENAI_API_KEY to the server's key",
@@ -86,43 +87,16 @@ class OpenAIGenerator:
         return texts
 
     def _completions(self, body: dict[str, Any], expected: int) -> list[str]:
-        """The server's completions in prompt order; `UpstreamError` when the server fails us.
-
-        Unreachable, refused or timed out: 503. A 5xx or an answer that is not a completions body:
-        502. A 4xx is about our request (wrong model name, API key, prompt too long): `UserError`,
-        except 408/429 (the server is busy), which are 503.
-        """
-        import httpx
-
+        """The server's completions in prompt order; `UpstreamError` when the server fails us."""
+        data = post_json(self.client, self.url, body, _HINTS,
+                         down=lambda: "check RESPONDER_OPENAI_BASE_URL and that the server is running")
         try:
-            response = self.client.post(self.url, json=body)
-        except (httpx.TimeoutException, httpx.NetworkError) as exc:
-            raise UpstreamError(f"generation server {self.url} unreachable ({exc or type(exc).__name__}); check "
-                                "RESPONDER_OPENAI_BASE_URL and that the server is running", status=503) from exc
-        except httpx.HTTPError as exc:
-            raise UpstreamError(f"generation server {self.url} failed to answer ({type(exc).__name__}: {exc})",
-                                status=502) from exc
-        status = response.status_code
-        if status in (408, 429):
-            raise UpstreamError(f"generation server {self.url} is busy ({status}): {_snippet(response.text)}",
-                                status=503)
-        if 400 <= status < 500:
-            raise UserError(f"generation server {self.url} refused the request ({status}): "
-                            f"{_snippet(response.text)}{_HINTS.get(status, '')}")
-        if status != 200:
-            raise UpstreamError(f"generation server {self.url} answered {status}: {_snippet(response.text)}", status=502)
-        try:
-            choices = sorted(response.json()["choices"], key=lambda c: c.get("index", 0))
+            choices = sorted(data["choices"], key=lambda c: c.get("index", 0))
             texts = [c.get("text") or "" for c in choices]
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        except (KeyError, TypeError, AttributeError) as exc:
             raise UpstreamError(f"generation server {self.url} answered 200 without completions "
-                                f"({type(exc).__name__}): {_snippet(response.text)}", status=502) from exc
+                                f"({type(exc).__name__}): {snippet(str(data))}", status=502) from exc
         if len(texts) != expected:
             raise UpstreamError(f"generation server {self.url} returned {len(texts)} completions for {expected} "
                                 "prompts", status=502)
         return texts
-
-
-def _snippet(text: str) -> str:
-    """A server's answer on one line, short enough for an error message."""
-    return " ".join(text.split())[:200]

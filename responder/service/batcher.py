@@ -13,6 +13,9 @@ loop (and `/healthz`) keeps answering while the model computes.
   after each batch so that it computes at most `share` of the time.
 - `close()` refuses new requests (`ShuttingDown`); `fail_all()` answers every request still waiting
   or computing with an error (the end of the shutdown grace period).
+- `in_flight` > 1 lets that many batches compute at once (the executor needs as many threads): for
+  a generator on an engine that batches by itself (llama.cpp), the next comments are sent while
+  the last ones are still generating, instead of waiting for the whole batch.
 """
 
 from __future__ import annotations
@@ -66,7 +69,7 @@ class Batcher(Generic[T, R]):
                  on_batch: Callable[[int, float], None] | None = None, name: str = "generate",
                  yield_to: Callable[[], bool] | None = None, share: float = 1.0,
                  may_start: Callable[[], bool] | None = None,
-                 executor: concurrent.futures.Executor | None = None) -> None:
+                 executor: concurrent.futures.Executor | None = None, in_flight: int = 1) -> None:
         self.process = process
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000
@@ -80,13 +83,19 @@ class Batcher(Generic[T, R]):
         self._task: asyncio.Task | None = None
         # One thread: batches run one after another, each using every core. The replies' lane is
         # given the thread the model was loaded in (`model_thread.py`); it shuts it down at stop.
-        self._executor = executor or concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=name)
+        self._executor = executor or concurrent.futures.ThreadPoolExecutor(in_flight, thread_name_prefix=name)
         self._last_batch_s = 1.0
-        self._current: list[_Pending] = []  # the batch being computed
-        self.busy = False  # computing a batch
+        self._current: list[list[_Pending]] = []  # the batches being computed
+        self._slots = asyncio.Semaphore(in_flight)
+        self._computing: set[asyncio.Task] = set()
         self.gathering = False  # holding requests while the batch fills up
         self.last_done = 0.0  # time.perf_counter() when the last batch was answered
         self.closed = False
+
+    @property
+    def busy(self) -> bool:
+        """Computing a batch."""
+        return bool(self._current)
 
     @property
     def depth(self) -> int:
@@ -116,7 +125,7 @@ class Batcher(Generic[T, R]):
     def fail_all(self, error: Callable[[], BaseException]) -> int:
         """Answer every request still queued or computing with `error()`; how many there were."""
         failed = 0
-        waiting = list(self._current)
+        waiting = [p for batch in self._current for p in batch]
         while self._queue is not None and not self._queue.empty():
             waiting.append(self._queue.get_nowait())
         for pending in waiting:
@@ -171,10 +180,19 @@ class Batcher(Generic[T, R]):
             batch = [p for p in batch if not p.future.done()]  # timed out or cancelled while queued
             if not batch:
                 continue
-            elapsed = await self._compute(loop, batch)
-            if self.yield_to is not None and self.share < 1 and self.yield_to():
-                # Rest so that this lane computes at most `share` of the time (capped at 2 s a rest).
-                await asyncio.sleep(min(2.0, elapsed * (1 - self.share) / self.share))
+            await self._slots.acquire()
+            computing = loop.create_task(self._compute(loop, batch))
+            self._computing.add(computing)  # the loop keeps only a weak reference to a task
+            computing.add_done_callback(self._computed)
+            if self._slots.locked():  # as many batches computing as allowed: wait for one
+                elapsed = await computing
+                if self.yield_to is not None and self.share < 1 and self.yield_to():
+                    # Rest so that this lane computes at most `share` of the time (capped at 2 s a rest).
+                    await asyncio.sleep(min(2.0, elapsed * (1 - self.share) / self.share))
+
+    def _computed(self, task: asyncio.Task) -> None:
+        self._computing.discard(task)
+        self._slots.release()
 
     async def _gather(self, batch: list[_Pending]) -> None:
         """Add queued requests to `batch` until it is full or `max_wait_s` has passed."""
@@ -192,8 +210,7 @@ class Batcher(Generic[T, R]):
 
     async def _compute(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> float:
         """Run one batch in the worker thread and answer its requests; the seconds it took."""
-        self.busy = True
-        self._current = batch
+        self._current.append(batch)
         start = time.perf_counter()
         try:
             results = await loop.run_in_executor(self._executor, self.process, [p.item for p in batch])
@@ -203,8 +220,7 @@ class Batcher(Generic[T, R]):
             log.exception("batch of %d failed", len(batch))
             results = [exc] * len(batch)
         finally:
-            self.busy = False
-            self._current = []
+            self._current.remove(batch)
             self.last_done = time.perf_counter()
         elapsed = time.perf_counter() - start
         self._last_batch_s = elapsed

@@ -101,6 +101,9 @@ class ServiceState:
             if lane is not None:
                 await lane.stop()
         self.model_thread.shutdown(wait=False, cancel_futures=True)
+        close = getattr(getattr(self.responder, "generator", None), "close", None)
+        if close is not None:  # an engine in a child process (llama.cpp) stops with the service
+            await asyncio.to_thread(close)
         if self._store_lock is not None:
             self._store_lock.release()
 
@@ -202,13 +205,16 @@ class ServiceState:
 def reply_lane(responder: Responder, s: ServiceSettings, on_batch: Callable[[int, float], None],
                model_thread: ModelThread) -> ReplyLane:
     """The replies' queue: continuous batching for the local model, unless static is asked for (or
-    generation runs on an OpenAI-compatible server, which batches by itself). Either computes in
-    `model_thread`, where the model was loaded."""
+    generation runs on a server that batches by itself). The local model computes in `model_thread`,
+    where it was loaded; a generator on llama.cpp's server has several batches in flight at once
+    (`batches_in_flight`), so comments reach the engine's own continuous batching without waiting."""
     if s.batching == "continuous" and isinstance(responder.generator, LocalGenerator):
         return ContinuousBatcher(responder, s.max_batch_size, s.queue_size, s.request_timeout_s, on_batch,
                                  share_prefix=s.prefix_cache, executor=model_thread)
+    in_flight = getattr(responder.generator, "batches_in_flight", 1)
     return Batcher(batch_process(responder), s.max_batch_size, s.max_wait_ms, s.queue_size,
-                   s.request_timeout_s, on_batch, executor=model_thread)
+                   s.request_timeout_s, on_batch, executor=model_thread if in_flight == 1 else None,
+                   in_flight=in_flight)
 
 
 def describe_knowledge_base(settings: ServiceSettings, responder: Responder) -> str:
