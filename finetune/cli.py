@@ -206,6 +206,32 @@ def merge_cmd(adapter, output, dtype, base_model, force):
     click.echo(f"Merged {info.path} into a {dtype} copy of {base_model or info.base_model}: {out}")
 
 
+@cli.command("export")
+@click.argument("adapter", metavar="RUN_OR_ADAPTER_DIR")
+@click.option("--output", "-o", default=None, metavar="DIR",
+              help="Where to write adapter.gguf (and merged.gguf) [default: the adapter's folder, where "
+                   "`responder serve --backend llama.cpp` looks].")
+@click.option("--merged", is_flag=True, help="Also merge the adapter into a 16-bit copy of the base model "
+                                             "and write it as one GGUF (merged.gguf).")
+@click.option("--outtype", type=click.Choice(["f16", "bf16", "f32", "q8_0"]), default="f16", show_default=True,
+              help="Number type of the written tensors.")
+@click.option("--base-model", default=None, metavar="ID_OR_PATH",
+              help="Base model (default: the one recorded with the adapter).")
+def export_cmd(adapter, output, merged, outtype, base_model):
+    """Write the adapter as a llama.cpp LoRA file (and the merged model as a GGUF) with llama.cpp's converters."""
+    from base.adapter_info import read_adapter_info
+    from engine.models import resolve_base_model
+
+    from .export import export
+
+    info = read_adapter_info(adapter)
+    out = Path(output).expanduser() if output else info.path
+    out.mkdir(parents=True, exist_ok=True)
+    for path in export(info, resolve_base_model(base_model or info.base_model), out, merged, outtype):
+        click.echo(f"Wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    click.echo(f"Serve it: responder serve --backend llama.cpp --adapter {info.path}")
+
+
 cli.add_command(eval_cmd)
 
 

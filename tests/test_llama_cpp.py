@@ -232,3 +232,33 @@ def test_backend_llama_cpp_without_the_binary_is_one_line_and_exit_code_2(tmp_pa
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "no-such-llama-server is not an executable file" in lines[0], done.stderr
+
+
+@needs_llama
+def test_finetune_export_writes_a_lora_file_and_a_merged_gguf_that_llama_server_serves(adapters, tokenizer, tmp_path):
+    from responder.generators.llama_cpp import LlamaCppGenerator
+
+    done = subprocess.run([sys.executable, "-c", "from finetune.cli import main; main()", "export",
+                           str(adapters["a"]), "-o", str(tmp_path), "--merged"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    for name in ("adapter.gguf", "merged.gguf"):
+        assert (tmp_path / name).read_bytes()[:4] == b"GGUF" and f"Wrote {tmp_path / name}" in done.stdout
+    server = LlamaServer(BINARY, tmp_path / "merged.gguf", slots=1).start()
+    generator = LlamaCppGenerator(server, tokenizer, "merged", decoding=Decoding(max_new_tokens=12))
+    try:
+        assert generator.generate([CommentInput(DECODE_QUESTIONS[0])], DECODE_STYLE)[0].strip()
+    finally:
+        generator.close()
+
+
+def test_finetune_export_without_the_converters_is_one_line_and_exit_code_2(tmp_path):
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text('{"base_model_name_or_path": "smollm2"}')
+    env = {**os.environ, "LLAMA_CPP_CONVERTERS": str(tmp_path / "nowhere")}
+    done = subprocess.run([sys.executable, "-c", "from finetune.cli import main; main()", "export", str(adapter)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "llama.cpp's converters are not in LLAMA_CPP_CONVERTERS=" in lines[0], done.stderr

@@ -190,7 +190,7 @@ def test_openai_generator_closed_port_is_upstream_503(tokenizer):
 @pytest.mark.parametrize("status, body, expected", [
     (500, b"Internal Server Error\n  engine died", "answered 500: Internal Server Error engine died"),
     (502, b"bad gateway", "answered 502: bad gateway"),
-    (200, b"<html>not json</html>", "answered 200 without completions"),
+    (200, b"<html>not json</html>", "answered 200 without JSON: <html>not json</html>"),
     (200, b'{"choices": []}', "returned 0 completions for 1 prompts"),
 ])
 def test_openai_generator_bad_answers_are_upstream_502(tokenizer, completions, status, body, expected):
