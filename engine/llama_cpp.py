@@ -221,8 +221,10 @@ class LlamaServer:
         """Why the server is not answering, in words, for an error message."""
         if self.process is None:
             return "llama-server was never started"
-        if self.process.poll() is None:
-            return "llama-server is running"
+        try:  # a dropped connection is usually a dying server: give it a moment to be reaped
+            self.process.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:
+            return "llama-server is still running"
         return f"llama-server exited with code {self.process.returncode} ({self.log_tail()})"
 
     def ensure_running(self) -> None:

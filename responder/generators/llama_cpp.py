@@ -6,17 +6,22 @@ What the service's own local path does, said to `llama-server`'s `/completion`:
   the local path would hand them;
 - the adapter is loaded at start and chosen per request (`"lora": [{"id": n, "scale": 1.0}]`): an
   item may name another adapter the server holds (`CommentInput.adapter`), the engine interface
-  for one base model serving many creators;
+  for one base model serving many creators (with several adapters the prompt cache is off: see
+  `_body`);
 - the reply budget per comment (`Decoding.budget`) is `n_predict`; greedy unless sampling is set;
-  the repetition penalty is llama.cpp's own, over the last 64 tokens of the context (the prompt's
-  tail included, where the local path counts the reply only); there is no n-gram ban and no
-  "stop at a sentence end past 60% of the budget" (the reply cleaning's repeated-sentence cut
-  still applies); the sign-off and the end of turn stop a reply;
+  the reply is streamed and, past 60% of its budget, the stream is closed at the first sentence end
+  (llama.cpp then stops that sequence), as the local path's `ReplyBudget` ends it; the sign-off and
+  the end of turn stop a reply; the repetition penalty is llama.cpp's own, over the last 64 tokens
+  of the context (the prompt's tail included, where the local path counts the reply only), and
+  there is no n-gram ban (the reply cleaning's repeated-sentence cut still applies);
 - the opening ban (no empty reply, no reply that starts with the sign-off, and for a redraft not
   the first token of an earlier draft): llama.cpp's `logit_bias` holds at every position, the ban
   only at the first, so a banned first token is decoded again alone under the ban and the reply
-  continued from it (the prompt cache makes the second request cheap). Deterministic like the
-  local path: a first token the ban would not change costs nothing.
+  continued from it (the prompt cache makes the second request cheap); a first token the ban would
+  not change costs nothing.
+Greedy, yet not bit-for-bit repeatable: llama.cpp's sums differ in the last bits with the batch a
+request shares and with its prompt cache (its README says so), so the same comment can get a reply
+that parts from the last one late on; the local path repeats itself exactly.
 Comments of one call are sent at once, one request each: llama.cpp batches them across its slots.
 A server that died is restarted for the next request; the request it failed is an `UpstreamError`.
 """
@@ -27,7 +32,6 @@ import concurrent.futures
 import logging
 import math
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -38,29 +42,21 @@ from engine.decoding import (SOFT_STOP_SHARE, Decoding, decoding_of, draft_openi
                              sentence_end_token_ids)
 from engine.generation import TokenCounts, stop_token_ids
 from engine.llama_cpp import LlamaServer, exported_lora, find_llama_server
-from responder.generators.upstream import post_json
+from responder.generators.upstream import post_json, stream_events
 
 log = logging.getLogger(__name__)
 
 REPEAT_LAST_N = 64  # llama.cpp's default window for its repetition penalty
-# Stop strings that end the server's part past 60% of the budget (the reply is then cut after the
-# first sentence-end token, as the local path's `ReplyBudget` cuts it).
-SENTENCE_END_TEXTS = (".", "!", "?", "…")
-
-
-@dataclass(frozen=True)
-class Completion:
-    tokens: list[int]
-    ended: bool  # at the end of turn or a stop string, not at n_predict
 
 
 class LlamaCppGenerator:
     """Replies from a supervised `llama-server`; `generate` sends one request per comment, at once."""
 
     avoids_openings = True  # a redraft's `avoid_openings` are banned at its first token (base.redraft)
-    # The service keeps this many batches generating at once (responder/service/state.py): llama.cpp
-    # batches every request it holds, so a comment need not wait for the batch before it.
-    batches_in_flight = 4
+    # llama.cpp batches whatever requests it holds: the service sends comments as they come, as many
+    # at a time as the server has slots, and no comment waits for the batch before it to finish
+    # (responder/service/state.py).
+    server_batching = True
 
     def __init__(self, server: LlamaServer, tokenizer: Any, model_name: str, adapters: dict[str, int] | None = None,
                  adapter_name: str | None = None, decoding: Decoding | None = None, timeout_s: float = 300.0) -> None:
@@ -123,38 +119,75 @@ class LlamaCppGenerator:
     # --- one reply ------------------------------------------------------------------------------
     def reply_tokens(self, item: CommentInput, style: PromptStyle) -> list[int]:
         """The reply's tokens, decoded as the local path decodes: at most budget - 1 tokens (its last
-        is the end of turn), and past 60% of the budget it ends at the first sentence end."""
+        is the end of turn), past 60% of the budget ending at the first sentence end, never opening
+        with a banned token. One streamed request, closed as soon as the reply is complete."""
         prompt = encode_prompt(self.tokenizer, style, item)
         budget = self.decoding.budget(item.comment) - 1
         soft = math.ceil(SOFT_STOP_SHARE * (budget + 1))
-        body = self._body(item, style)
+        body = {**self._body(item, style), "n_predict": budget}
         banned = set(opening_ban_ids(self.tokenizer, self._stop_ids, style.sign_off))
         avoided = set(draft_opening_ids(self.tokenizer, item.avoid_openings))
+        if not avoided:
+            tokens = self._stream(prompt, body, soft, banned)
+            if tokens is not None:
+                return tokens
+        # The first token alone under the ban (llama.cpp's logit_bias holds at every position), then the rest.
         opening = {**body, "n_predict": 1, "logit_bias": [[t, False] for t in sorted(banned | avoided)], "stop": []}
-        tokens = self._complete(prompt, opening).tokens if avoided else []
-        head = self._complete(prompt + tokens, {**body, "n_predict": soft - len(tokens)})
-        if not tokens and (not head.tokens or head.tokens[0] in banned):
-            # A first token the ban forbids: that one again under the ban, then the rest from it.
-            tokens = self._complete(prompt, opening).tokens
-            head = self._complete(prompt + tokens, {**body, "n_predict": soft - len(tokens)})
-        tokens += head.tokens
-        if head.ended or len(tokens) >= budget or (tokens and tokens[-1] in self._sentence_ends):
-            return tokens[:budget]
-        tail = self._complete(prompt + tokens, {**body, "n_predict": budget - len(tokens),
-                                                "stop": body["stop"] + list(SENTENCE_END_TEXTS)})
-        ends = [n for n, t in enumerate(tail.tokens) if t in self._sentence_ends]
-        return tokens + tail.tokens[:ends[0] + 1 if ends else budget]
+        first = self._complete(prompt, opening)
+        rest = self._stream(prompt + first, {**body, "n_predict": budget - len(first)}, soft - len(first), set())
+        return first + (rest or [])
+
+    def _stream(self, prompt: list[int], body: dict[str, Any], soft: int, banned: set[int]) -> list[int] | None:
+        """Tokens streamed until the server stops or, from `soft` tokens on, a sentence ends (the
+        stream is then closed: llama.cpp stops that sequence). None when the first is `banned`."""
+        if body["n_predict"] <= 0:
+            return []
+        tokens: list[int] = []
+        events = stream_events(self.client, self.server.url + "/completion",
+                               {**body, "prompt": prompt, "stream": True}, down=self.server.exit_note)
+        try:
+            for event in events:
+                new = [int(t) for t in event.get("tokens") or ()]
+                if new and not tokens and new[0] in banned:
+                    return None
+                tokens += new
+                if event.get("stop") or (len(tokens) >= soft and tokens[-1] in self._sentence_ends):
+                    break
+        finally:
+            events.close()
+        self._count(prompt, tokens)
+        if not tokens and banned:
+            return None  # the end of turn first: an empty reply
+        return tokens[:body["n_predict"]]
+
+    def _complete(self, prompt: list[int], body: dict[str, Any]) -> list[int]:
+        """One request, answered whole: the tokens the server wrote."""
+        data = post_json(self.client, self.server.url + "/completion", {**body, "prompt": prompt},
+                         down=self.server.exit_note)
+        try:
+            tokens = [int(t) for t in data["tokens"]]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UpstreamError(f"llama-server answered 200 without tokens ({type(exc).__name__})", status=502) from exc
+        self._count(prompt, tokens)
+        return tokens
+
+    def _count(self, prompt: list[int], tokens: list[int]) -> None:
+        with self._stats_lock:
+            self.stats.prompt_tokens += len(prompt)
+            self.stats.generated_tokens += len(tokens)
 
     def _body(self, item: CommentInput, style: PromptStyle) -> dict[str, Any]:
         d = self.decoding
-        body: dict[str, Any] = {
-            "cache_prompt": True, "return_tokens": True,
+        return {
+            # llama.cpp reuses a prompt's cached KV across requests naming different adapters, and the
+            # reply then follows the wrong adapter (ggml-org/llama.cpp#26207): with more than one
+            # adapter loaded, every prompt is computed afresh.
+            "cache_prompt": len(self.adapters) <= 1, "return_tokens": True,
             "temperature": d.temperature if d.do_sample else 0.0,
             "repeat_penalty": d.repetition_penalty, "repeat_last_n": REPEAT_LAST_N,
             "stop": [style.sign_off] if style.sign_off else [],
             "lora": self._lora(item.adapter),
         }
-        return body
 
     def _lora(self, name: str | None) -> list[dict[str, Any]]:
         """Every adapter the server holds at scale 0 except the item's (or the default) at 1."""
@@ -162,20 +195,3 @@ class LlamaCppGenerator:
         if chosen is not None and chosen not in self.adapters:
             raise UserError(f"adapter '{chosen}' is not served here; served: {', '.join(self.adapters) or 'none'}")
         return [{"id": i, "scale": 1.0 if n == chosen else 0.0} for n, i in self.adapters.items()]
-
-    def _complete(self, prompt: list[int], body: dict[str, Any]) -> Completion:
-        """One request; what the server wrote and whether it ended (end of turn or a stop string)."""
-        if body.get("n_predict", 1) <= 0:
-            return Completion([], False)
-        data = post_json(self.client, self.server.url + "/completion", {**body, "prompt": prompt},
-                         down=self.server.exit_note)
-        try:
-            tokens = [int(t) for t in data["tokens"]]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise UpstreamError(f"llama-server answered 200 without tokens ({type(exc).__name__})", status=502) from exc
-        computed = int((data.get("timings") or {}).get("prompt_n") or 0)  # the rest came from its prompt cache
-        with self._stats_lock:
-            self.stats.prompt_tokens += len(prompt)
-            self.stats.prompt_tokens_computed += computed
-            self.stats.generated_tokens += len(tokens)
-        return Completion(tokens, data.get("stop_type") in ("eos", "word"))

@@ -206,15 +206,17 @@ def reply_lane(responder: Responder, s: ServiceSettings, on_batch: Callable[[int
                model_thread: ModelThread) -> ReplyLane:
     """The replies' queue: continuous batching for the local model, unless static is asked for (or
     generation runs on a server that batches by itself). The local model computes in `model_thread`,
-    where it was loaded; a generator on llama.cpp's server has several batches in flight at once
-    (`batches_in_flight`), so comments reach the engine's own continuous batching without waiting."""
+    where it was loaded; comments for a generator on llama.cpp's server (`server_batching`) go to it as
+    they come, without waiting for the batch before them, into the engine's own continuous batching."""
     if s.batching == "continuous" and isinstance(responder.generator, LocalGenerator):
         return ContinuousBatcher(responder, s.max_batch_size, s.queue_size, s.request_timeout_s, on_batch,
                                  share_prefix=s.prefix_cache, executor=model_thread)
-    in_flight = getattr(responder.generator, "batches_in_flight", 1)
+    if getattr(responder.generator, "server_batching", False):
+        # No gathering: what is queued goes at once, up to one batch per slot of the server.
+        return Batcher(batch_process(responder), s.max_batch_size, 0, s.queue_size, s.request_timeout_s,
+                       on_batch, in_flight=s.max_batch_size)
     return Batcher(batch_process(responder), s.max_batch_size, s.max_wait_ms, s.queue_size,
-                   s.request_timeout_s, on_batch, executor=model_thread if in_flight == 1 else None,
-                   in_flight=in_flight)
+                   s.request_timeout_s, on_batch, executor=model_thread)
 
 
 def describe_knowledge_base(settings: ServiceSettings, responder: Responder) -> str:
