@@ -181,17 +181,20 @@ class Batcher(Generic[T, R]):
             if not batch:
                 continue
             await self._slots.acquire()
+            self._current.append(batch)  # busy from now: the task starts at the loop's next turn
             computing = loop.create_task(self._compute(loop, batch))
             self._computing.add(computing)  # the loop keeps only a weak reference to a task
-            computing.add_done_callback(self._computed)
+            computing.add_done_callback(lambda task, batch=batch: self._computed(task, batch))
             if self._slots.locked():  # as many batches computing as allowed: wait for one
                 elapsed = await computing
                 if self.yield_to is not None and self.share < 1 and self.yield_to():
                     # Rest so that this lane computes at most `share` of the time (capped at 2 s a rest).
                     await asyncio.sleep(min(2.0, elapsed * (1 - self.share) / self.share))
 
-    def _computed(self, task: asyncio.Task) -> None:
+    def _computed(self, task: asyncio.Task, batch: list[_Pending]) -> None:
         self._computing.discard(task)
+        if batch in self._current:  # cancelled before it started
+            self._current.remove(batch)
         self._slots.release()
 
     async def _gather(self, batch: list[_Pending]) -> None:
@@ -210,7 +213,6 @@ class Batcher(Generic[T, R]):
 
     async def _compute(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> float:
         """Run one batch in the worker thread and answer its requests; the seconds it took."""
-        self._current.append(batch)
         start = time.perf_counter()
         try:
             results = await loop.run_in_executor(self._executor, self.process, [p.item for p in batch])
