@@ -219,6 +219,17 @@ def quality(replies: list[str], comments: list[str], sign_off: str) -> dict:
             "distinct_rate": distinct_rate(cleaned, comments, sign_off), "cleaned": cleaned}
 
 
+def alone_s(send, times: int = 3) -> float:
+    """The lone request's latency with nothing else running (median of `times`)."""
+    with httpx.Client(timeout=3600) as http:
+        latencies = []
+        for _ in range(times):
+            t0 = time.perf_counter()
+            send(http, LONE)
+            latencies.append(time.perf_counter() - t0)
+    return statistics.median(latencies)
+
+
 def summarise(rounds: list[dict], pid: int, comments: list[str], sign_off: str) -> dict:
     keys = ("replies_per_s", "tokens_per_s", "p50_s", "p95_s", "lone_s")
     side = {k: round(statistics.median(r[k] for r in rounds), 4) for k in keys}
@@ -241,13 +252,13 @@ def print_table(result: dict) -> None:
                          f"{m['max_new_tokens']} new tokens, greedy, {m['rounds']} interleaved rounds, "
                          f"{m['cpus']} CPUs, load {m['load_before'][0]:.2f} before, {m['load_after'][0]:.2f} after"),
                   title_justify="left")
-    for col in ("side", "replies/s", "tokens/s", "tokens/reply", "p50 s", "p95 s", "lone s", "peak RSS MB",
+    for col in ("side", "replies/s", "tokens/s", "tokens/reply", "p50 s", "p95 s", "lone s", "lone alone s", "peak RSS MB",
                 "loops", "echo", "empty", "distinct"):
         table.add_column(col, justify="right" if col != "side" else "left")
     for name, s in result["sides"].items():
         table.add_row(name, f"{s['replies_per_s']:.2f}", f"{s['tokens_per_s']:.1f}",
                       f"{s['generated_tokens_per_reply']:.1f}", f"{s['p50_s']:.1f}", f"{s['p95_s']:.1f}",
-                      f"{s['lone_s']:.1f}", f"{s['rss_mb']:.0f}", f"{s['loop_rate']:.0%}", f"{s['echo_rate']:.0%}",
+                      f"{s['lone_s']:.1f}", f"{s['alone_s']:.1f}", f"{s['rss_mb']:.0f}", f"{s['loop_rate']:.0%}", f"{s['echo_rate']:.0%}",
                       f"{s['empty_rate']:.0%}", f"{s['distinct_rate']:.2f}")
     console = Console(width=200)
     console.print(table)
@@ -256,6 +267,9 @@ def print_table(result: dict) -> None:
                   f"best 4-bit responder side tokens/s: {result['tokens_ratio_4bit_vs_llamacpp']:.2f}x (goal >= 1.0); "
                   f"responder-llama.cpp writes the float32 path's reply for "
                   f"{result['same_reply_llamacpp_vs_float32']:.0%} of comments")
+    default = result["sides"]["responder-nf4"]
+    console.print(f"lone request during the full batch / alone, on the default engine (responder-nf4, as the "
+                  f"adapter was trained): {default['lone_vs_alone']:.2f}x (goal <= 2.5)")
     for note in result["notes"]:
         console.print(f"- {note}")
 
@@ -326,9 +340,15 @@ def main() -> None:
                     last = sides[name][-1]
                     print(f"  {last['replies_per_s']:.2f} replies/s, {last['tokens_per_s']:.1f} tokens/s, "
                           f"p50 {last['p50_s']:.1f} s, lone {last['lone_s']:.1f} s", file=sys.stderr)
+            senders = {"llama.cpp-q4_1": llama_sender(llama, prompts, 1.1, lora),
+                       **{name: service_sender(service) for name, service in services.items()}}
+            alone = {name: alone_s(send) for name, send in senders.items()}
             pids = {"llama.cpp-q4_1": llama.process.pid, **{name: s.process.pid for name, s in services.items()}}
-            result = {"sides": {name: summarise(rounds, pids[name], comments, sign_off)
+            result = {"sides": {name: {**summarise(rounds, pids[name], comments, sign_off),
+                                       "alone_s": round(alone[name], 4)}
                                 for name, rounds in sides.items()}}
+            for side in result["sides"].values():
+                side["lone_vs_alone"] = round(side["lone_s"] / side["alone_s"], 2)
         finally:
             for service in services.values():
                 service.stop()

@@ -28,7 +28,7 @@ class ServingPlan:
     """What will be served, known before anything heavy is loaded."""
 
     base_model: str
-    quantization: str  # "nf4" or "none"
+    quantization: str  # "nf4" or "none"; "gguf" on llama.cpp (the file's own)
     adapter: AdapterInfo | None
     style: PromptStyle
     backend: str  # "local", "llama.cpp" or "openai"
@@ -100,6 +100,8 @@ def plan_serving(settings: Settings) -> ServingPlan:
     if persona:
         style = replace(style, persona=persona)
     retrieval, notes = for_adapter(RetrievalConfig.of(settings), explicit, info.retrieval if info else None)
+    if settings.backend == "llama.cpp":
+        quantization = "gguf"  # the GGUF file's own (the shipped one is Q4_1); the adapter rides on it
     return ServingPlan(base_model, quantization, info, style, settings.backend, retrieval, tuple(notes))
 
 

@@ -82,6 +82,9 @@ class LlamaCppGenerator:
         from engine.models import embedded_gguf, is_embedded_base_model, load_tokenizer, resolve_base_model
 
         binary = find_llama_server(settings.llama_server)
+        if getattr(settings, "context_weight", 0.0) > 0:
+            log.warning("context-aware decoding (RESPONDER_CONTEXT_WEIGHT) runs on the local engine only; "
+                        "llama.cpp decodes without it")
         base_dir = resolve_base_model(base_model, settings.model_cache)
         if settings.llama_model is not None:
             gguf = Path(settings.llama_model).expanduser()

@@ -81,8 +81,9 @@ class Batcher(Generic[T, R]):
         self.may_start = may_start
         self._queue: asyncio.Queue[_Pending] | None = None
         self._task: asyncio.Task | None = None
-        # One thread: batches run one after another, each using every core. The replies' lane is
-        # given the thread the model was loaded in (`model_thread.py`); it shuts it down at stop.
+        # One thread by default: batches run one after another, each using every core. The local
+        # replies' lane is given the thread the model was loaded in (`model_thread.py`); it shuts it
+        # down at stop. With `in_flight` > 1, a thread per batch in flight.
         self._executor = executor or concurrent.futures.ThreadPoolExecutor(in_flight, thread_name_prefix=name)
         self._last_batch_s = 1.0
         self._current: list[list[_Pending]] = []  # the batches being computed
