@@ -109,10 +109,10 @@ def checked_plan(settings: Any) -> Any:
     check(lambda: check_exposure(settings))
     check(lambda: TriagePolicy.parse(settings.triage_policy))
     plan = check(lambda: plan_serving(settings))  # a wrong adapter or base model is refused here
-    if settings.backend == "llama.cpp":
-        from engine.llama_cpp import find_llama_server
+    if settings.backend == "llama.cpp" and plan is not None:
+        from responder.generators.llama_cpp import llama_cpp_files
 
-        check(lambda: find_llama_server(settings.llama_server))
+        check(lambda: llama_cpp_files(settings, plan.base_model))
     check(lambda: check_workers(settings, settings.workers))
     if plan is not None:
         check(lambda: _check_store_free(plan.retrieval))

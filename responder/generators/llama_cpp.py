@@ -79,23 +79,13 @@ class LlamaCppGenerator:
     @classmethod
     def from_settings(cls, settings: Any, base_model: str, adapter_dir: Path | None, slots: int) -> "LlamaCppGenerator":
         """Start `llama-server` on the base model's GGUF with the adapter (converted once, when needed)."""
-        from engine.models import embedded_gguf, is_embedded_base_model, load_tokenizer, resolve_base_model
+        from engine.models import load_tokenizer, resolve_base_model
 
-        binary = find_llama_server(settings.llama_server)
+        binary, gguf = llama_cpp_files(settings, base_model)
         if getattr(settings, "context_weight", 0.0) > 0:
             log.warning("context-aware decoding (RESPONDER_CONTEXT_WEIGHT) runs on the local engine only; "
                         "llama.cpp decodes without it")
         base_dir = resolve_base_model(base_model, settings.model_cache)
-        if settings.llama_model is not None:
-            gguf = Path(settings.llama_model).expanduser()
-            if not gguf.is_file():
-                raise UserError(f"llama_model (RESPONDER_LLAMA_MODEL) {gguf}: no such file; point it at the base "
-                                "model's GGUF file")
-        elif is_embedded_base_model(base_model, settings.model_cache):
-            gguf = embedded_gguf()
-        else:
-            raise UserError(f"backend llama.cpp needs base model '{base_model}' as a GGUF file: set "
-                            "RESPONDER_LLAMA_MODEL (llama.cpp's convert_hf_to_gguf.py writes one)")
         loras = [exported_lora(adapter_dir, base_dir)] if adapter_dir is not None else []
         name = adapter_display_name(adapter_dir) if adapter_dir is not None else None
         server = LlamaServer(binary, gguf, loras, slots=slots, threads=settings.llama_threads).start()
@@ -198,3 +188,22 @@ class LlamaCppGenerator:
         if chosen is not None and chosen not in self.adapters:
             raise UserError(f"adapter '{chosen}' is not served here; served: {', '.join(self.adapters) or 'none'}")
         return [{"id": i, "scale": 1.0 if n == chosen else 0.0} for n, i in self.adapters.items()]
+
+
+def llama_cpp_files(settings: Any, base_model: str) -> tuple[Path, Path]:
+    """The `llama-server` binary and the base model's GGUF file, or a one-line `UserError` (checked
+    before anything loads, and again when the server starts)."""
+    from engine.models import embedded_gguf, is_embedded_base_model
+
+    binary = find_llama_server(settings.llama_server)
+    if settings.llama_model is not None:
+        gguf = Path(settings.llama_model).expanduser()
+        if not gguf.is_file():
+            raise UserError(f"llama_model (RESPONDER_LLAMA_MODEL) {gguf}: no such file; point it at the base "
+                            "model's GGUF file")
+    elif is_embedded_base_model(base_model, settings.model_cache):
+        gguf = embedded_gguf()
+    else:
+        raise UserError(f"backend llama.cpp needs base model '{base_model}' as a GGUF file: set "
+                        "RESPONDER_LLAMA_MODEL (llama.cpp's convert_hf_to_gguf.py writes one)")
+    return binary, gguf
