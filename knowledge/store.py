@@ -34,10 +34,14 @@ from .video_links import DEFAULT_LINK_SIMILARITY, Link, VideoLinks, title_text
 # Cosine space; a wider search beam than Chroma's default (100), which measurably lost
 # recall@3 at 10k+ chunks in benchmarks/ingest_bench.py.
 HNSW = {"hnsw:space": "cosine", "hnsw:construction_ef": 200, "hnsw:search_ef": 200}
-# Up to this many chunks, search scores every stored vector exactly (NumPy, a few ms per comment)
-# instead of Chroma's approximate HNSW index: many near-identical vectors can crowd an article's
-# own chunks out of an HNSW search entirely (seen with 1,000 copies of one block beside it).
-EXACT_SEARCH_MAX = 20_000
+# Up to this many chunks, search scores every stored vector exactly (NumPy) instead of Chroma's
+# approximate HNSW index: many near-identical vectors can crowd an article's own chunks out of an
+# HNSW search entirely (seen with 1,000 copies of one block beside it). Measured per query
+# (benchmarks/ingest_bench.py --sizes, 384 dims, 2 cores): exact 0.45 / 1.9 / 4.5 / 7.3 ms at 5k /
+# 20k / 50k / 100k chunks, HNSW 2.2 / 3.5 / 3.1 / 2.6 ms with recall@3 0.995 / 0.962 / 0.892 / 0.818:
+# exact is the faster up to about 35k chunks and the only one that finds everything; at 50k it costs
+# 1.4 ms more than HNSW for a tenth more of the right passages (the vectors take 77 MB).
+EXACT_SEARCH_MAX = 50_000
 # A comment that asks is searched with its video's title beside it (a viewer's "what is CUPED
 # exactly?" under an A/B-testing video means that video's CUPED), and a passage found so must also
 # be this close to the comment alone, so the title cannot pull in its article for an off-topic
