@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
 from base.prompt import CommentInput, clean_reply
-from base.reply_figures import (ASKING, comment_key, is_grounded, misfit_reason, reply_key,
+from base.reply_figures import (ASKING, answers_question, comment_key, misfit_reason, reply_key,
                                 stock_reason)
 from base.replychecks import check_reply, without_sign_off
 
@@ -59,8 +59,8 @@ def judge_draft(raw: str, item: CommentInput, intent: str | None, reply_intent: 
                                                                  sign_off=sign_off)
     if reason:
         return Verdict(NO_ANSWER, reason)
-    if intent == "question" and passages and not is_grounded(reply, item.comment, passages, persona, sign_off):
-        return Verdict(UNGROUNDED, "the draft takes nothing from its passages")
+    if intent == "question" and passages and not answers_question(reply, item.comment, passages, persona, sign_off):
+        return Verdict(UNGROUNDED, "the draft takes nothing from its passages that bears on the question")
     return FINE_VERDICT
 
 

@@ -44,6 +44,12 @@ from base.replychecks import without_sign_off, words
 ASKING = frozenset({"question", "request"})
 STOCK_REPEATS = 3  # the same reply to this many different comments or more is a stock phrase
 GROUNDED_WORDS = 2  # passage words (in neither comment nor persona) a grounded reply carries
+# A grounded reply answers its question when it also shares a content word with the question, or
+# takes this many passage words (an answer in the article's own terms, "fix the learning rate and let
+# early stopping pick n_estimators", need not repeat the question's). Two passage words alone pass
+# phrases any article holds: "That's a good rule of thumb." to a bootstrap question, "That's the order
+# I've settled on." to an xgboost one (the demo adapter's replies, session 12).
+ANSWER_PASSAGE_WORDS = 4
 
 # Function words (pronouns, articles, auxiliaries, prepositions, conjunctions, common adverbs).
 _FUNCTION_WORDS = """
@@ -166,6 +172,17 @@ def is_grounded(reply: str, comment: str, passages: Iterable[str], persona: str 
     return len(grounding_words(reply, comment, passages, persona, sign_off)) >= GROUNDED_WORDS
 
 
+def answers_question(reply: str, comment: str, passages: Iterable[str], persona: str = "",
+                     sign_off: str = "") -> bool:
+    """Grounded, and bearing on the question: a content word of the question, or
+    `ANSWER_PASSAGE_WORDS` passage words."""
+    taken = grounding_words(reply, comment, passages, persona, sign_off)
+    if len(taken) < GROUNDED_WORDS:
+        return False
+    on_question = content_words(without_sign_off(reply, sign_off)) & content_words(comment)
+    return bool(on_question) or len(taken) >= ANSWER_PASSAGE_WORDS
+
+
 # --- the figures ---------------------------------------------------------------------------------
 
 
@@ -210,6 +227,13 @@ def grounded_rate(replies: Sequence[str], comments: Sequence[str], passages: Seq
                   for r, c, p, i in zip(replies, comments, passages, intents) if i == "question" and p)
 
 
+def answered_rate(replies: Sequence[str], comments: Sequence[str], passages: Sequence[Sequence[str]],
+                  intents: Sequence[str | None], persona: str = "", sign_off: str = "") -> float | None:
+    """Among replies to questions whose prompt held passages, the share that answers (`answers_question`)."""
+    return _share(answers_question(r, c, p, persona, sign_off)
+                  for r, c, p, i in zip(replies, comments, passages, intents) if i == "question" and p)
+
+
 def cited_rate(confident: Sequence[bool], cited: Sequence[bool]) -> float | None:
     """Among replies with a confident passage, the share that carry the citation."""
     return _share(bool(c) for k, c in zip(confident, cited) if k)
@@ -228,11 +252,11 @@ class ReplyCase:
     cited: bool = False  # the served reply carries the citation
 
 
-FIGURES = ("distinct_rate", "stock_rate", "misfit_rate", "grounded_rate", "cited_rate")
+FIGURES = ("distinct_rate", "stock_rate", "misfit_rate", "grounded_rate", "answered_rate", "cited_rate")
 
 
 def reply_figures(cases: Sequence[ReplyCase], persona: str = "", sign_off: str = "") -> dict[str, float | None]:
-    """All five figures of a set of replies."""
+    """All the figures of a set of replies."""
     replies = [c.reply for c in cases]
     comments = [c.comment for c in cases]
     passages = [c.passages for c in cases]
@@ -242,6 +266,7 @@ def reply_figures(cases: Sequence[ReplyCase], persona: str = "", sign_off: str =
         "stock_rate": stock_rate(replies, comments, passages, intents, sign_off),
         "misfit_rate": misfit_rate(intents, [c.reply_intent for c in cases]),
         "grounded_rate": grounded_rate(replies, comments, passages, intents, persona, sign_off),
+        "answered_rate": answered_rate(replies, comments, passages, intents, persona, sign_off),
         "cited_rate": cited_rate([c.confident for c in cases], [c.cited for c in cases]),
     }
 

@@ -25,8 +25,8 @@ from typing import Any, Callable, Sequence
 from base.citation import cite
 from base.prompt import CommentInput, Passage, PromptStyle, clean_comment, clean_reply
 from base.redraft import Drafter
-from base.reply_figures import (ASKING, FIGURES, ReplyCase, is_grounded, misfit_reason, repeat_counts,
-                                reply_figures, stock_reason)
+from base.reply_figures import (ASKING, FIGURES, ReplyCase, answers_question, is_grounded, misfit_reason,
+                                repeat_counts, reply_figures, stock_reason)
 from base.replychecks import check_reply, is_loop, without_sign_off, words
 from engine.decoding import Decoding, is_short_remark
 from knowledge.config import CONFIDENT_SIMILARITY
@@ -34,7 +34,7 @@ from knowledge.triage import asks as comment_asks
 
 MODES = ("base", "tuned", "tuned+passages")
 RATES = ("loop_rate_raw", "loop_rate", "echo_rate", "empty_rate", "invented_link_rate", "redrafted_rate",
-         "distinct_rate", "stock_rate", "misfit_rate", "grounded_rate", "cited_rate")
+         "distinct_rate", "stock_rate", "misfit_rate", "grounded_rate", "answered_rate", "cited_rate")
 
 
 @dataclass
@@ -135,6 +135,8 @@ def judge(rows: list[dict[str, Any]], intents: Sequence[str | None], reply_inten
                    stock=stock_reason(reply, row["comment"], texts, repeats=n, asks=asks, sign_off=style.sign_off),
                    misfit=misfit_reason(intent, reply_intent),
                    grounded=is_grounded(reply, row["comment"], texts, style.persona, style.sign_off)
+                   if texts and intent == "question" else None,
+                   answered=answers_question(reply, row["comment"], texts, style.persona, style.sign_off)
                    if texts and intent == "question" else None,
                    confident=comment_asks(row["comment"])
                    and any(p["similarity"] >= CONFIDENT_SIMILARITY for p in row["passages"]),
@@ -272,6 +274,7 @@ METRIC_LABELS = [
     ("stock_rate", "stock replies (one sentence to 3+ comments, or nothing from comment/passages)"),
     ("misfit_rate", "misfit: a question answered with thanks"),
     ("grounded_rate", "grounded: replies to questions that use their passages"),
+    ("answered_rate", "answered: grounded and bearing on the question"),
     ("cited_rate", "cited, where a confident passage exists"),
 ]
 

@@ -7,9 +7,10 @@ intents are plain inputs here: the figures take them from the triage classifier,
 
 from __future__ import annotations
 
-from base.reply_figures import (ReplyCase, cited_rate, content_words, distinct_rate, grounded_rate,
-                                grounding_words, misfit_rate, misfit_reason, repeat_counts,
-                                repeated_replies, reply_figures, stock_rate, stock_reason)
+from base.reply_figures import (ReplyCase, answered_rate, answers_question, cited_rate, content_words,
+                                distinct_rate, grounded_rate, grounding_words, is_grounded, misfit_rate,
+                                misfit_reason, repeat_counts, repeated_replies, reply_figures, stock_rate,
+                                stock_reason)
 
 PERSONA = "You are a YouTube creator replying to comments under your own videos. Be warm, direct and brief."
 STOCK = "Thanks for the question! I hope this helps."
@@ -111,6 +112,26 @@ def test_grounded_rate_needs_two_passage_words_the_comment_did_not_already_say()
     assert grounded_rate([STOCK], [XGB_QUESTION], [[]], ["question"], PERSONA) is None
 
 
+def test_answered_rate_sees_a_stock_phrase_copied_from_the_article():
+    """The demo adapter's replies of session 12: two passage words that any article holds pass as
+    grounded; an answer shares a word with its question or says more of its article."""
+    passage = ("A good rule of thumb: 1,000 resamples for a rough interval, 10,000 for the tails of a "
+               "95% interval. That's the order I've settled on for bootstrap work.")
+    question = "How many resamples do I need for a bootstrap interval?"
+    stock_copy = "That's a good rule of thumb. Keep exploring! - Nadia"
+    answer = "About 1,000 for a rough look, 10,000 if you care about the tails. Keep exploring! - Nadia"
+    in_its_terms = "Rule of thumb: 10,000 for the tails of a 95% one, 1,000 for rough work."
+    sign_off = "Keep exploring! - Nadia"
+    assert is_grounded(stock_copy, question, [passage], PERSONA, sign_off)  # what grounded_rate counts
+    assert not answers_question(stock_copy, question, [passage], PERSONA, sign_off)
+    assert answers_question(answer, question, [passage], PERSONA, sign_off)  # "interval" is not needed:
+    assert answers_question(in_its_terms, question, [passage], PERSONA, sign_off)  # four passage words do
+    assert answered_rate([stock_copy, answer], [question] * 2, [[passage]] * 2, ["question"] * 2,
+                         PERSONA, sign_off) == 0.5
+    assert grounded_rate([stock_copy, answer], [question] * 2, [[passage]] * 2, ["question"] * 2,
+                         PERSONA, sign_off) == 1.0
+
+
 def test_the_persona_words_do_not_ground_a_reply():
     passage = "YouTube creator replying to comments: be warm, direct and brief with viewers."
     reply = "As a creator I stay direct and brief with viewers."
@@ -137,4 +158,4 @@ def test_reply_figures_reports_every_figure_and_strips_the_sign_off():
              ReplyCase("great video!", "Thank you!\nKeep exploring! - Nadia", (), "thanks", "thanks")]
     figures = reply_figures(cases, PERSONA, sign_off="Keep exploring! - Nadia")
     assert figures == {"distinct_rate": 1.0, "stock_rate": 0.5, "misfit_rate": 1.0, "grounded_rate": 0.0,
-                       "cited_rate": 0.0}
+                       "answered_rate": 0.0, "cited_rate": 0.0}
