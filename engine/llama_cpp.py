@@ -162,7 +162,7 @@ class LlamaServer:
         self.restarts = 0
         self.process: subprocess.Popen | None = None
         self._log_dir = Path(tempfile.mkdtemp(prefix="llama-server-"))  # removed by stop()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
 
     @property
     def headers(self) -> dict[str, str]:
@@ -229,12 +229,13 @@ class LlamaServer:
 
     def ensure_running(self) -> None:
         """Restart the server when it has exited (a crash, a kill); waits until it answers."""
-        if self.running:
-            return
-        if self.process is not None:
-            log.warning("%s; restarting it", self.exit_note())
-            self.restarts += 1
-        self.start()
+        with self._lock:  # one restart, however many batches find it down at once
+            if self.running:
+                return
+            if self.process is not None:
+                log.warning("%s; restarting it", self.exit_note())
+                self.restarts += 1
+            self.start()
 
     def log_tail(self) -> str:
         try:
