@@ -131,14 +131,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: the kernel sends it SIGTERM when the service dies, even by SIGKILL."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass  # not Linux: stop() and the service's shutdown still end it
+def _with_parent(cmd: list[str]) -> list[str]:
+    """`cmd` run so that the kernel sends it SIGTERM when the service dies, even by SIGKILL (util-linux's
+    setpriv sets the parent-death signal, then execs it: no Python code runs between fork and exec).
+    Without setpriv, stop() and the service's shutdown still end it."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "TERM", "--", *cmd] if setpriv else cmd
 
 
 class LlamaServer:
@@ -194,9 +192,9 @@ class LlamaServer:
             self.url = f"http://127.0.0.1:{port}"
             env = {**os.environ, "LLAMA_API_KEY": self.api_key}
             with self.log_path.open("ab") as log_file:
-                self.process = subprocess.Popen(self.command(port), stdin=subprocess.DEVNULL, stdout=log_file,
-                                                stderr=subprocess.STDOUT, env=env, start_new_session=True,
-                                                preexec_fn=_die_with_parent)
+                self.process = subprocess.Popen(_with_parent(self.command(port)), stdin=subprocess.DEVNULL,
+                                                stdout=log_file, stderr=subprocess.STDOUT, env=env,
+                                                start_new_session=True)
             deadline = time.monotonic() + self.ready_timeout_s
             while True:
                 if self.process.poll() is not None:
