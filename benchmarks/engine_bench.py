@@ -42,10 +42,7 @@ import argparse
 import json
 import os
 import queue
-import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -252,14 +249,14 @@ def print_table(result: dict) -> None:
                          f"{m['max_new_tokens']} new tokens, greedy, {m['rounds']} interleaved rounds, "
                          f"{m['cpus']} CPUs, load {m['load_before'][0]:.2f} before, {m['load_after'][0]:.2f} after"),
                   title_justify="left")
-    for col in ("side", "replies/s", "tokens/s", "tokens/reply", "p50 s", "p95 s", "lone s", "lone alone s", "peak RSS MB",
-                "loops", "echo", "empty", "distinct"):
+    for col in ("side", "replies/s", "tokens/s", "tokens/reply", "p50 s", "p95 s", "lone s", "lone alone s",
+                "peak RSS MB", "loops", "echo", "empty", "distinct"):
         table.add_column(col, justify="right" if col != "side" else "left")
     for name, s in result["sides"].items():
         table.add_row(name, f"{s['replies_per_s']:.2f}", f"{s['tokens_per_s']:.1f}",
                       f"{s['generated_tokens_per_reply']:.1f}", f"{s['p50_s']:.1f}", f"{s['p95_s']:.1f}",
-                      f"{s['lone_s']:.1f}", f"{s['alone_s']:.1f}", f"{s['rss_mb']:.0f}", f"{s['loop_rate']:.0%}", f"{s['echo_rate']:.0%}",
-                      f"{s['empty_rate']:.0%}", f"{s['distinct_rate']:.2f}")
+                      f"{s['lone_s']:.1f}", f"{s['alone_s']:.1f}", f"{s['rss_mb']:.0f}", f"{s['loop_rate']:.0%}",
+                      f"{s['echo_rate']:.0%}", f"{s['empty_rate']:.0%}", f"{s['distinct_rate']:.2f}")
     console = Console(width=200)
     console.print(table)
     console.print(f"best responder side / llama.cpp-q4_1: replies/s {result['ratio_best_ours_vs_llamacpp']:.2f}x "

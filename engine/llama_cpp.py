@@ -46,7 +46,8 @@ MERGED_FILE = "merged.gguf"
 
 def find_llama_server(given: str | Path | None = None) -> Path:
     """The `llama-server` binary, or a one-line `UserError` saying how to get one."""
-    for name, value in (("llama_server (RESPONDER_LLAMA_SERVER)", given), ("LLAMA_SERVER", os.environ.get("LLAMA_SERVER"))):
+    for name, value in (("llama_server (RESPONDER_LLAMA_SERVER)", given),
+                        ("LLAMA_SERVER", os.environ.get("LLAMA_SERVER"))):
         if value:
             path = Path(value).expanduser()
             if not (path.is_file() and os.access(path, os.X_OK)):

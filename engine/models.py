@@ -70,8 +70,7 @@ def default_cache_dir() -> Path:
 
 def embedded_base_model(cache_dir: Path | str | None = None) -> Path:
     """The SmolLM2-135M-Instruct checkpoint converted from the packaged GGUF, cached on disk."""
-    cache = Path(cache_dir) if cache_dir else default_cache_dir()
-    target = cache / "models" / "SmolLM2-135M-Instruct"
+    target = _embedded_dir(cache_dir)
     if (target / ".complete").exists():
         return target
     gguf = embedded_gguf()
@@ -83,9 +82,13 @@ def is_embedded_base_model(name_or_path: str, cache_dir: Path | str | None = Non
     """Whether `name_or_path` is the embedded default: an alias of it, or its converted folder."""
     if name_or_path.strip().lower() in EMBEDDED_ALIASES:
         return True
-    cache = Path(cache_dir) if cache_dir else default_cache_dir()
     path = Path(name_or_path).expanduser()
-    return path.is_dir() and path.resolve() == (cache / "models" / "SmolLM2-135M-Instruct").resolve()
+    return path.is_dir() and path.resolve() == _embedded_dir(cache_dir).resolve()
+
+
+def _embedded_dir(cache_dir: Path | str | None) -> Path:
+    """Where the embedded default's converted checkpoint lives in the model cache."""
+    return (Path(cache_dir) if cache_dir else default_cache_dir()) / "models" / "SmolLM2-135M-Instruct"
 
 
 def embedded_gguf() -> Path:

@@ -53,7 +53,8 @@ def llama(adapters, tokenizer):
     from responder.generators.llama_cpp import LlamaCppGenerator
 
     server = LlamaServer(BINARY, embedded_gguf(), [p / "adapter.gguf" for p in adapters.values()], slots=4).start()
-    generator = LlamaCppGenerator(server, tokenizer, "smollm2", {"a": 0, "b": 1}, "a", Decoding(max_new_tokens=32, short_reply_tokens=12))
+    generator = LlamaCppGenerator(server, tokenizer, "smollm2", {"a": 0, "b": 1}, "a",
+                                  Decoding(max_new_tokens=32, short_reply_tokens=12))
     yield generator
     generator.close()
 

@@ -82,7 +82,7 @@ class LlamaCppGenerator:
         from engine.models import load_tokenizer, resolve_base_model
 
         binary, gguf = llama_cpp_files(settings, base_model)
-        if getattr(settings, "context_weight", 0.0) > 0:
+        if settings.context_weight > 0:
             log.warning("context-aware decoding (RESPONDER_CONTEXT_WEIGHT) runs on the local engine only; "
                         "llama.cpp decodes without it")
         base_dir = resolve_base_model(base_model, settings.model_cache)
@@ -136,6 +136,7 @@ class LlamaCppGenerator:
         if body["n_predict"] <= 0:
             return []
         tokens: list[int] = []
+        computed = 0  # prompt tokens the server computed, told in its last event (none when we close first)
         events = stream_events(self.client, self.server.url + "/completion",
                                {**body, "prompt": prompt, "stream": True}, down=self.server.exit_note)
         try:
@@ -144,11 +145,12 @@ class LlamaCppGenerator:
                 if new and not tokens and new[0] in banned:
                     return None
                 tokens += new
+                computed = int((event.get("timings") or {}).get("prompt_n") or computed)
                 if event.get("stop") or (len(tokens) >= soft and tokens[-1] in self._sentence_ends):
                     break
         finally:
             events.close()
-        self._count(prompt, tokens)
+        self._count(prompt, tokens, computed)
         if not tokens and banned:
             return None  # the end of turn first: an empty reply
         return tokens[:body["n_predict"]]
@@ -161,12 +163,13 @@ class LlamaCppGenerator:
             tokens = [int(t) for t in data["tokens"]]
         except (KeyError, TypeError, ValueError) as exc:
             raise UpstreamError(f"llama-server answered 200 without tokens ({type(exc).__name__})", status=502) from exc
-        self._count(prompt, tokens)
+        self._count(prompt, tokens, int((data.get("timings") or {}).get("prompt_n") or 0))
         return tokens
 
-    def _count(self, prompt: list[int], tokens: list[int]) -> None:
+    def _count(self, prompt: list[int], tokens: list[int], computed: int) -> None:
         with self._stats_lock:
             self.stats.prompt_tokens += len(prompt)
+            self.stats.prompt_tokens_computed += computed  # the rest came from llama.cpp's prompt cache
             self.stats.generated_tokens += len(tokens)
 
     def _body(self, item: CommentInput, style: PromptStyle) -> dict[str, Any]:
