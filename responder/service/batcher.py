@@ -182,8 +182,9 @@ class Batcher(Generic[T, R]):
             if not batch:
                 continue
             await self._slots.acquire()
-            self._current.append(batch)  # busy from now: the task starts at the loop's next turn
-            computing = loop.create_task(self._compute(loop, batch))
+            self._current.append(batch)  # busy from now, and computing: submitted before any await
+            running = loop.run_in_executor(self._executor, self.process, [p.item for p in batch])
+            computing = loop.create_task(self._compute(batch, running, time.perf_counter()))
             self._computing.add(computing)  # the loop keeps only a weak reference to a task
             computing.add_done_callback(lambda task, batch=batch: self._computed(task, batch))
             if self._slots.locked():  # as many batches computing as allowed: wait for one
@@ -212,11 +213,11 @@ class Batcher(Generic[T, R]):
             except (asyncio.QueueEmpty, asyncio.TimeoutError):
                 return
 
-    async def _compute(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> float:
-        """Run one batch in the worker thread and answer its requests; the seconds it took."""
-        start = time.perf_counter()
+    async def _compute(self, batch: list[_Pending], running: asyncio.Future, start: float) -> float:
+        """Answer one batch's requests once the worker thread has computed it (`running`); the seconds
+        it took."""
         try:
-            results = await loop.run_in_executor(self._executor, self.process, [p.item for p in batch])
+            results = await running
             if len(results) != len(batch):
                 raise RuntimeError(f"batch of {len(batch)} gave {len(results)} results")
         except Exception as exc:  # noqa: BLE001 - every request of the batch gets the error
